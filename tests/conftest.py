@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fakes.googlevideo", "tests.mpd_harness", "tests.proxy_fixture"]

@@ -1,0 +1,477 @@
+"""A fake googlevideo upstream plus a watch page the real yt-dlp can resolve.
+
+Everything runs on a real aiohttp server bound to 127.0.0.1 on an ephemeral
+port.  The media endpoint keeps googlevideo's rules (see
+docs/FACTS.md, "googlevideo stream URLs"):
+
+* ``GET /videoplayback?id=&expire=&clen=&mime=&gen=&sig=`` — the URL must carry a
+  valid HMAC signature, must not be expired or revoked, and the request must ask
+  for one bounded byte range (``Range: bytes=a-b`` header or ``range=a-b`` query
+  parameter) no longer than ``max_range``.  Success is ``206`` with
+  ``Content-Range``; everything else is refused the way googlevideo refuses it.
+* ``HEAD`` on ``/videoplayback`` is refused (``403``).
+* ``GET /watch?v=<id>`` is an HTML page with
+  ``<audio><source src="<fresh signed url>"></audio>``: yt-dlp's generic/html5
+  extractor turns it into an info dict whose ``url`` is that signed URL.
+
+Every request is recorded in :attr:`FakeGooglevideo.requests` and counted by
+*kind* in :attr:`FakeGooglevideo.counts`.  Kinds:
+
+``ok``, ``no_range``, ``open_ended``, ``bad_range``, ``too_large``,
+``unsatisfiable``, ``bad_signature``, ``unknown_id``, ``revoked``, ``expired``,
+``head``, ``method_not_allowed``, ``watch``, ``not_found``.
+
+Register with ``pytest_plugins = ["tests.fakes.googlevideo"]`` to get the
+:func:`googlevideo` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import html
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp import web
+
+__all__ = ["FakeGooglevideo", "RequestRecord", "Track", "googlevideo"]
+
+HOST = "127.0.0.1"
+
+# Kinds of answer from /videoplayback (plus "watch" and "not_found").
+KIND_OK = "ok"
+KIND_NO_RANGE = "no_range"
+KIND_OPEN_ENDED = "open_ended"
+KIND_BAD_RANGE = "bad_range"
+KIND_TOO_LARGE = "too_large"
+KIND_UNSATISFIABLE = "unsatisfiable"
+KIND_BAD_SIGNATURE = "bad_signature"
+KIND_UNKNOWN_ID = "unknown_id"
+KIND_REVOKED = "revoked"
+KIND_EXPIRED = "expired"
+KIND_HEAD = "head"
+KIND_METHOD_NOT_ALLOWED = "method_not_allowed"
+KIND_WATCH = "watch"
+KIND_NOT_FOUND = "not_found"
+
+_RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
+
+
+@dataclass
+class RequestRecord:
+    """One request the fake answered (appended once its status is decided)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    range_header: str | None
+    status: int
+    kind: str
+    video_id: str | None
+
+
+@dataclass
+class Track:
+    """A piece of media the fake serves."""
+
+    data: bytes
+    title: str
+    mime: str = "audio/webm"
+
+
+class _RangeRefused(Exception):
+    """A range the fake will not serve; carries the answer to give."""
+
+    def __init__(self, status: int, kind: str) -> None:
+        super().__init__(kind)
+        self.status = status
+        self.kind = kind
+
+
+def _parse_range_spec(spec: str) -> tuple[int, int]:
+    """Parse ``a-b`` (no unit) into ``(a, b)``; raise :class:`_RangeRefused`."""
+    spec = spec.strip()
+    if "," in spec:
+        raise _RangeRefused(400, KIND_BAD_RANGE)
+    m = _RANGE_SPEC.match(spec)
+    if m is None:
+        raise _RangeRefused(400, KIND_BAD_RANGE)
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        raise _RangeRefused(400, KIND_BAD_RANGE)
+    if not first or not last:  # "a-" (open ended) or "-k" (suffix)
+        raise _RangeRefused(403, KIND_OPEN_ENDED)
+    a, b = int(first), int(last)
+    if b < a:
+        raise _RangeRefused(400, KIND_BAD_RANGE)
+    return a, b
+
+
+def _requested_range(request: web.Request) -> tuple[int, int]:
+    """The byte range asked for, from the header or the ``range`` query parameter."""
+    header = request.headers.get("Range")
+    if header is not None:
+        unit, sep, spec = header.strip().partition("=")
+        if not sep or unit.strip().lower() != "bytes":
+            raise _RangeRefused(400, KIND_BAD_RANGE)
+        return _parse_range_spec(spec)
+    query = request.query.get("range")
+    if query is not None:
+        return _parse_range_spec(query)
+    raise _RangeRefused(403, KIND_NO_RANGE)
+
+
+class FakeGooglevideo:
+    """A loopback googlevideo look-alike with a yt-dlp-resolvable watch page."""
+
+    def __init__(
+        self,
+        *,
+        max_range: int = 1_048_576,
+        url_ttl: float = 6 * 3600,
+        write_size: int = 65536,
+    ) -> None:
+        self.max_range = max_range
+        self.url_ttl = url_ttl
+        self.write_size = write_size
+        self.host = HOST
+        #: Seconds the /watch handler sleeps before answering.
+        self.watch_delay: float = 0.0
+        #: When set, media bodies are written at about this many bytes per second.
+        self.throttle_bytes_per_sec: float | None = None
+        #: The fake's notion of "now" for ``expire=`` (replace to time-travel).
+        self.clock: Callable[[], float] = time.time
+        self.requests: list[RequestRecord] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.watch_hits: collections.Counter[str] = collections.Counter()
+        self.open_bodies = 0
+        self.aborted_bodies = 0
+        self.completed_bodies = 0
+        self.tracks: dict[str, Track] = {}
+        self._secret = secrets.token_bytes(32)
+        self._generation: dict[str, int] = {}
+        self._watch_status: dict[str, int] = {}
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._runner: web.AppRunner | None = None
+        self._handlers: set[asyncio.Task[object]] = set()
+        self._port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1, on an ephemeral port."""
+        if self._runner is not None:
+            raise RuntimeError("FakeGooglevideo already started")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # close() cancels in-flight handlers itself; the short shutdown timeout
+        # is only a backstop so that teardown never waits aiohttp's default 60 s.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        self._port = int(runner.addresses[0][1])
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Stop serving; bodies still being written are cut off."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        # Cut off bodies still being written (and /watch answers still
+        # sleeping) so that aiohttp's graceful shutdown has nothing to wait for.
+        pending = [t for t in self._handlers if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        await runner.cleanup()
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+
+    async def __aenter__(self) -> FakeGooglevideo:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeGooglevideo not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (valid after :meth:`start`)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def watch_url_template(self) -> str:
+        """Watch page URL with a literal ``{id}`` placeholder left in."""
+        return f"{self.base_url}/watch?v={{id}}"
+
+    def watch_url(self, video_id: str) -> str:
+        return self.watch_url_template.replace("{id}", video_id)
+
+    # ------------------------------------------------------------------ content
+
+    def add_track(
+        self, video_id: str, data: bytes, *, title: str, mime: str = "audio/webm"
+    ) -> None:
+        """Serve ``data`` as ``video_id`` (replacing any earlier track of that id)."""
+        self.tracks[video_id] = Track(data=data, title=title, mime=mime)
+        self._generation.setdefault(video_id, 0)
+
+    def _signature(self, video_id: str, expire: int, clen: int, gen: int) -> str:
+        msg = f"{video_id}\n{expire}\n{clen}\n{gen}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def sign(self, video_id: str, *, ttl: float | None = None) -> str:
+        """A fresh signed stream URL for ``video_id``, valid for ``ttl`` seconds."""
+        track = self.tracks[video_id]
+        ttl = self.url_ttl if ttl is None else ttl
+        expire = math.floor(self.clock() + ttl)
+        clen = len(track.data)
+        gen = self._generation[video_id]
+        query = urlencode(
+            {
+                "id": video_id,
+                "expire": str(expire),
+                "clen": str(clen),
+                "mime": track.mime,
+                "gen": str(gen),
+                "sig": self._signature(video_id, expire, clen, gen),
+            }
+        )
+        return f"{self.base_url}/videoplayback?{query}"
+
+    def revoke(self, video_id: str) -> None:
+        """Every URL issued so far for ``video_id`` now answers 403 "revoked"."""
+        self._generation[video_id] = self._generation.get(video_id, 0) + 1
+
+    def set_watch_status(self, video_id: str, status: int | None) -> None:
+        """Make /watch for ``video_id`` answer ``status``; ``None`` restores."""
+        if status is None:
+            self._watch_status.pop(video_id, None)
+        else:
+            self._watch_status[video_id] = status
+
+    # ------------------------------------------------------------------ waiting
+
+    def _notify(self) -> None:
+        """Wake waiters whose predicate now holds."""
+        still: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        for pred, fut in self._waiters:
+            if fut.done():
+                continue
+            if pred():
+                fut.set_result(None)
+            else:
+                still.append((pred, fut))
+        self._waiters = still
+
+    # The ``timeout`` parameters are part of the agreed API (ASYNC109 prefers
+    # asyncio.timeout at the call site; a bounded wait is the point here).
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
+        """Wait (event-driven) until ``predicate()`` holds; re-checked whenever a
+        request is recorded or a media body opens or closes.  Raises
+        ``TimeoutError`` after ``timeout`` seconds."""
+        if predicate():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    async def wait_no_open_bodies(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until no media body is being written (``open_bodies == 0``)."""
+        await self.wait_for(lambda: self.open_bodies == 0, timeout)
+
+    async def wait_open_bodies(self, n: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until at least ``n`` media bodies are being written."""
+        await self.wait_for(lambda: self.open_bodies >= n, timeout)
+
+    # ------------------------------------------------------------------ handlers
+
+    def _record(self, request: web.Request, status: int, kind: str, video_id: str | None) -> None:
+        self.requests.append(
+            RequestRecord(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                range_header=request.headers.get("Range"),
+                status=status,
+                kind=kind,
+                video_id=video_id,
+            )
+        )
+        self.counts[kind] += 1
+        self._notify()
+
+    def _refuse(
+        self, request: web.Request, status: int, kind: str, video_id: str | None
+    ) -> web.Response:
+        self._record(request, status, kind, video_id)
+        return web.Response(status=status, text=f"{status} {kind}\n")
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - aiohttp always runs handlers in a task
+            return await self._route(request)
+        self._handlers.add(task)
+        try:
+            return await self._route(request)
+        finally:
+            self._handlers.discard(task)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/videoplayback":
+            return await self._videoplayback(request)
+        if request.path == "/watch" and request.method in ("GET", "HEAD"):
+            return await self._watch(request)
+        return self._refuse(request, 404, KIND_NOT_FOUND, request.query.get("v"))
+
+    async def _watch(self, request: web.Request) -> web.Response:
+        video_id = request.query.get("v")
+        if video_id is not None:
+            self.watch_hits[video_id] += 1
+        if self.watch_delay > 0:
+            await asyncio.sleep(self.watch_delay)
+        forced = self._watch_status.get(video_id) if video_id is not None else None
+        track = self.tracks.get(video_id) if video_id is not None else None
+        if forced is not None or track is None or video_id is None:
+            status = forced if forced is not None else 404
+            self._record(request, status, KIND_WATCH, video_id)
+            reason = "Error" if status >= 400 else "Status"
+            body = (
+                f"<html><head><title>{status} {reason}</title></head>"
+                f"<body><h1>{status} {reason}</h1></body></html>"
+            )
+            return web.Response(status=status, text=body, content_type="text/html")
+        src = html.escape(self.sign(video_id), quote=True)
+        page = (
+            f"<html><head><title>{html.escape(track.title)}</title></head>"
+            f'<body><audio controls><source src="{src}" '
+            f'type="{html.escape(track.mime, quote=True)}"></audio></body></html>'
+        )
+        self._record(request, 200, KIND_WATCH, video_id)
+        return web.Response(status=200, text=page, content_type="text/html")
+
+    def _check_url(self, request: web.Request) -> tuple[int, str] | None:
+        """Check id/signature/generation/expiry; the refusal to give, if any."""
+        q = request.query
+        video_id = q.get("id")
+        if video_id is None or video_id not in self.tracks:
+            return 403, KIND_UNKNOWN_ID
+        try:
+            expire = int(q["expire"])
+            clen = int(q["clen"])
+            gen = int(q["gen"])
+            sig = q["sig"]
+        except (KeyError, ValueError):
+            return 403, KIND_BAD_SIGNATURE
+        if not hmac.compare_digest(sig, self._signature(video_id, expire, clen, gen)):
+            return 403, KIND_BAD_SIGNATURE
+        if gen < self._generation[video_id]:
+            return 403, KIND_REVOKED
+        if self.clock() >= expire:
+            return 403, KIND_EXPIRED
+        return None
+
+    async def _videoplayback(self, request: web.Request) -> web.StreamResponse:
+        video_id = request.query.get("id")
+        if request.method == "HEAD":
+            return self._refuse(request, 403, KIND_HEAD, video_id)
+        if request.method != "GET":
+            return self._refuse(request, 405, KIND_METHOD_NOT_ALLOWED, video_id)
+        refusal = self._check_url(request)
+        if refusal is not None:
+            return self._refuse(request, *refusal, video_id)
+        assert video_id is not None
+        track = self.tracks[video_id]
+        total = len(track.data)
+        try:
+            a, b = _requested_range(request)
+        except _RangeRefused as r:
+            return self._refuse(request, r.status, r.kind, video_id)
+        if b - a + 1 > self.max_range:
+            return self._refuse(request, 403, KIND_TOO_LARGE, video_id)
+        if a >= total:
+            self._record(request, 416, KIND_UNSATISFIABLE, video_id)
+            return web.Response(
+                status=416,
+                text=f"416 {KIND_UNSATISFIABLE}\n",
+                headers={"Content-Range": f"bytes */{total}"},
+            )
+        b = min(b, total - 1)
+        return await self._send_body(request, track, a, b)
+
+    async def _send_body(
+        self, request: web.Request, track: Track, a: int, b: int
+    ) -> web.StreamResponse:
+        total = len(track.data)
+        resp = web.StreamResponse(
+            status=206,
+            headers={
+                "Content-Type": track.mime,
+                "Content-Range": f"bytes {a}-{b}/{total}",
+                "Accept-Ranges": "bytes",
+            },
+        )
+        resp.content_length = b - a + 1
+        self._record(request, 206, KIND_OK, request.query.get("id"))
+        self.open_bodies += 1
+        self._notify()
+        try:
+            await resp.prepare(request)
+            pos = a
+            end = b + 1
+            while pos < end:
+                piece = track.data[pos : min(pos + self.write_size, end)]
+                await resp.write(piece)  # awaits drain
+                pos += len(piece)
+                rate = self.throttle_bytes_per_sec
+                if rate is not None and rate > 0 and pos < end:
+                    await asyncio.sleep(len(piece) / rate)
+            await resp.write_eof()
+            self.completed_bodies += 1
+        except ConnectionError:
+            # The client went away (aiohttp's ClientConnectionResetError is a
+            # ConnectionResetError).  Returning, not raising, lets aiohttp drop
+            # the connection quietly instead of logging an "unhandled" error.
+            self.aborted_bodies += 1
+        except asyncio.CancelledError:
+            # Server shutdown (or handler_cancellation) cut the body off.
+            self.aborted_bodies += 1
+            raise
+        finally:
+            self.open_bodies -= 1
+            self._notify()
+        return resp
+
+
+@pytest.fixture
+async def googlevideo() -> AsyncIterator[FakeGooglevideo]:
+    """A started :class:`FakeGooglevideo`, closed after the test."""
+    fake = FakeGooglevideo()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()

@@ -1,0 +1,75 @@
+"""Run the real ytproxy app on a loopback port, wired to the fake googlevideo."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.fakes.googlevideo import FakeGooglevideo
+from ytproxy.config import Config
+from ytproxy.server import create_app
+
+
+def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[str, Any]
+                 ) -> Config:
+    """A config that resolves through the fake's watch page and may fetch only from it."""
+    config = Config()
+    config = config.replace("store", path=str(tmp_path / "tracks.db"))
+    config = config.replace("resolver", source_url_template=googlevideo.watch_url_template,
+                            timeout=20.0)
+    config = config.replace("upstream", allowed_hosts=(googlevideo.host,),
+                            chunk_size=256 * 1024)
+    for section, changes in sections.items():
+        config = config.replace(section, **changes)
+    return config
+
+
+@dataclass
+class RunningProxy:
+    app: web.Application
+    server: TestServer
+    session: aiohttp.ClientSession
+    config: Config
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+ProxyFactory = Callable[..., Awaitable[RunningProxy]]
+
+
+@pytest.fixture
+async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
+                     ) -> AsyncIterator[ProxyFactory]:
+    running: list[RunningProxy] = []
+
+    async def factory(**sections: dict[str, Any]) -> RunningProxy:
+        config = proxy_config(googlevideo, tmp_path, **sections)
+        server = TestServer(create_app(config), host="127.0.0.1")
+        await server.start_server()
+        session = aiohttp.ClientSession(auto_decompress=False)
+        proxy = RunningProxy(server.app, server, session, config)
+        running.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in running:
+        await proxy.session.close()
+        await proxy.server.close()
+
+
+def random_audio(size: int, seed: int = 1) -> bytes:
+    """Deterministic incompressible bytes standing in for audio."""
+    return random.Random(seed).randbytes(size)

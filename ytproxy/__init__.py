@@ -1,0 +1,3 @@
+"""ytproxy: a local streaming proxy that lets MPD play YouTube tracks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ytproxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Typed configuration: defaults, TOML loading, env look-up and validation.
+
+Every key is optional; with no file at all the defaults run.  Errors are
+collected and reported together, each naming the key and the file, so a
+person fixes their config in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "IcyConfig",
+    "LimitsConfig",
+    "ResolverConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "UpstreamConfig",
+    "find_config_file",
+    "load_config",
+    "render_config",
+]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 6602
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "~/.local/share/ytproxy/tracks.db"
+
+    @property
+    def resolved_path(self) -> Path:
+        return Path(os.path.expandvars(self.path)).expanduser()
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    source_url_template: str = "https://www.youtube.com/watch?v={id}"
+    workers: int = 2
+    format: str = "bestaudio[acodec=opus]/bestaudio/best"
+    timeout: float = 30.0
+    url_ttl: float = 3600.0
+    expiry_margin: float = 300.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    chunk_size: int = 1_048_576
+    allowed_hosts: tuple[str, ...] = ("*.googlevideo.com", "*.youtube.com")
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_streams: int = 10
+
+
+@dataclass(frozen=True)
+class IcyConfig:
+    inline_metadata: bool = False
+    metaint: int = 16000
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    resolver: ResolverConfig = field(default_factory=ResolverConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    icy: IcyConfig = field(default_factory=IcyConfig)
+    source: str | None = None  # the file it came from; None = defaults only
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some keys of one section changed (used by tests and the CLI)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration file; ``errors`` lists them all."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "resolver": ResolverConfig,
+    "upstream": UpstreamConfig,
+    "limits": LimitsConfig,
+    "icy": IcyConfig,
+}
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def find_config_file(explicit: str | None = None) -> Path | None:
+    """``--config PATH``, then ``$YTPROXY_CONFIG``, then the XDG file, else None."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("YTPROXY_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidate = Path(xdg) / "ytproxy" / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Find, read and validate the configuration; raises ConfigError with every problem."""
+    path = find_config_file(explicit)
+    if path is None:
+        return config_from_mapping(_env_overrides({}), source="built-in defaults")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return config_from_mapping(_env_overrides(raw), source=str(path))
+
+
+def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """``YTPROXY_<SECTION>_<KEY>=value`` overrides the file; values are read as TOML."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for name, text in os.environ.items():
+        if not name.startswith("YTPROXY_") or name == "YTPROXY_CONFIG":
+            continue
+        section, _, key = name[len("YTPROXY_"):].lower().partition("_")
+        if not key:
+            continue
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: take it as a string
+        table = merged.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = value
+    return merged
+
+
+def config_from_mapping(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            errors.append(f"{source}: unknown section [{name}]{_did_you_mean(name, _SECTIONS)}")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"{source}: [{name}] must be a table, got {_type_name(value)}")
+            continue
+        sections[name] = _build_section(name, _SECTIONS[name], value, source, errors)
+    config = Config(**{k: v for k, v in sections.items() if v is not None}, source=source)
+    errors.extend(_check_values(config, source))
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _build_section(
+    name: str, cls: type[Any], table: Mapping[str, Any], source: str, errors: list[str]
+) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            errors.append(f"{source}: unknown key {name}.{key}{_did_you_mean(key, known)}")
+            continue
+        expected = type(getattr(defaults, key))
+        converted = _convert(value, expected)
+        if converted is None:
+            errors.append(
+                f"{source}: {name}.{key} must be {_expected_name(expected)}, "
+                f"got {_type_name(value)} {value!r}"
+            )
+            continue
+        values[key] = converted
+    return cls(**values)
+
+
+def _convert(value: Any, expected: type[Any]) -> Any:
+    if expected is bool:
+        return value if isinstance(value, bool) else None
+    if expected is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if expected is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return None
+    if expected is str:
+        return value if isinstance(value, str) else None
+    if expected is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        return None
+    return None
+
+
+def _check_values(config: Config, source: str) -> list[str]:
+    errors: list[str] = []
+
+    def need(ok: bool, key: str, what: str, value: object) -> None:
+        if not ok:
+            errors.append(f"{source}: {key} {what}, got {value!r}")
+
+    s, r, u = config.server, config.resolver, config.upstream
+    need(1 <= s.port <= 65535, "server.port", "must be between 1 and 65535", s.port)
+    need(bool(s.host.strip()), "server.host", "must not be empty", s.host)
+    need(s.log_level.lower() in _LOG_LEVELS, "server.log_level",
+         f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
+    need(bool(config.store.path.strip()), "store.path", "must not be empty", config.store.path)
+    need("{id}" in r.source_url_template, "resolver.source_url_template",
+         "must contain the {id} placeholder", r.source_url_template)
+    need(1 <= r.workers <= 64, "resolver.workers", "must be between 1 and 64", r.workers)
+    need(bool(r.format.strip()), "resolver.format", "must not be empty", r.format)
+    need(r.timeout > 0, "resolver.timeout", "must be > 0 seconds", r.timeout)
+    need(r.url_ttl > 0, "resolver.url_ttl", "must be > 0 seconds", r.url_ttl)
+    need(r.expiry_margin >= 0, "resolver.expiry_margin", "must be >= 0 seconds", r.expiry_margin)
+    need(4096 <= u.chunk_size <= 10 * 1_048_576, "upstream.chunk_size",
+         "must be between 4096 and 10485760 bytes", u.chunk_size)
+    need(bool(u.allowed_hosts), "upstream.allowed_hosts", "must list at least one host",
+         list(u.allowed_hosts))
+    need(all(h.strip() for h in u.allowed_hosts), "upstream.allowed_hosts",
+         "must not contain empty host names", list(u.allowed_hosts))
+    need(u.connect_timeout > 0, "upstream.connect_timeout", "must be > 0 seconds",
+         u.connect_timeout)
+    need(u.read_timeout > 0, "upstream.read_timeout", "must be > 0 seconds", u.read_timeout)
+    need(1 <= config.limits.max_streams <= 10_000, "limits.max_streams",
+         "must be between 1 and 10000", config.limits.max_streams)
+    need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
+         config.icy.metaint)
+    return errors
+
+
+def _did_you_mean(word: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _expected_name(expected: type[Any]) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number of seconds",
+            str: "a string", tuple: "an array of strings"}[expected]
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML, every key shown."""
+    lines = [f"# effective configuration (from {config.source or 'built-in defaults'})"]
+    for name in _SECTIONS:
+        lines.append(f"\n[{name}]")
+        section = getattr(config, name)
+        for f in fields(section):
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

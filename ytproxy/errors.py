@@ -1,0 +1,86 @@
+"""One exception per failure kind; the server maps them to HTTP status in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtCapacity",
+    "BadRange",
+    "InvalidTrackId",
+    "ResolverFailed",
+    "ResolverUnavailable",
+    "StoreError",
+    "TrackGone",
+    "TrackNotFound",
+    "UpstreamFailed",
+    "UpstreamHostNotAllowed",
+    "YtproxyError",
+]
+
+
+class YtproxyError(Exception):
+    """Base of every error ytproxy reports to a person; ``code`` is stable for programs."""
+
+    code = "error"
+    status = 500
+    retry_after: float | None = None
+
+
+class InvalidTrackId(YtproxyError):
+    code = "bad_id"
+    status = 400
+
+
+class BadRange(YtproxyError):
+    code = "bad_range"
+    status = 416
+
+    def __init__(self, message: str, size: int | None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class TrackNotFound(YtproxyError):
+    code = "not_found"
+    status = 404
+
+
+class TrackGone(YtproxyError):
+    """The source says the video is unavailable, private or removed: retrying will not help."""
+
+    code = "gone"
+    status = 410
+
+
+class ResolverFailed(YtproxyError):
+    """yt-dlp could not produce a stream URL, for a reason that is not plainly transient."""
+
+    code = "resolver_failed"
+    status = 502
+
+
+class ResolverUnavailable(YtproxyError):
+    """yt-dlp failed in a way that may pass (network, rate limit): try again later."""
+
+    code = "resolver_unavailable"
+    status = 503
+    retry_after = 30.0
+
+
+class UpstreamFailed(YtproxyError):
+    code = "upstream_failed"
+    status = 502
+
+
+class UpstreamHostNotAllowed(UpstreamFailed):
+    code = "upstream_host_not_allowed"
+
+
+class AtCapacity(YtproxyError):
+    code = "at_capacity"
+    status = 503
+    retry_after = 5.0
+
+
+class StoreError(YtproxyError):
+    code = "store_error"
+    status = 500

@@ -1,0 +1,80 @@
+"""ICY (SHOUTcast/Icecast) metadata: response headers and the inline framer.
+
+With ``icy-metaint: N`` every N audio bytes are followed by one metadata
+block: a length byte L, then L*16 bytes of ``StreamTitle='…';`` padded with
+NUL (L = 0 when nothing changed).  MPD treats such a stream as unseekable, so
+inline metadata is opt-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["IcyFramer", "metadata_block", "parse_icy_stream", "wants_icy"]
+
+_MAX_BLOCK = 255 * 16
+
+
+def wants_icy(headers: dict[str, str] | object) -> bool:
+    value = getattr(headers, "get", lambda _k, _d=None: None)("Icy-MetaData", "")
+    return str(value).strip() == "1"
+
+
+def metadata_block(title: str) -> bytes:
+    """One ICY metadata block carrying ``StreamTitle``, truncated to fit 4080 bytes."""
+    escaped = title.replace("'", "’")  # a quote would end the value early in most parsers
+    text = f"StreamTitle='{escaped}';".encode()
+    if len(text) > _MAX_BLOCK:
+        body = escaped.encode()[: _MAX_BLOCK - len("StreamTitle='';")]
+        text = b"StreamTitle='" + body.decode(errors="ignore").encode() + b"';"
+    blocks = -(-len(text) // 16)
+    return bytes([blocks]) + text.ljust(blocks * 16, b"\0")
+
+
+class IcyFramer:
+    """Interleaves a metadata block after every ``metaint`` audio bytes.
+
+    The title is sent at the first block and again only when it changes.
+    """
+
+    def __init__(self, metaint: int, title: str) -> None:
+        self.metaint = metaint
+        self._until_meta = metaint
+        self._title = title
+        self._sent_title: str | None = None
+
+    def set_title(self, title: str) -> None:
+        self._title = title
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        view = memoryview(data)
+        while view:
+            take = min(self._until_meta, len(view))
+            yield bytes(view[:take])
+            view = view[take:]
+            self._until_meta -= take
+            if self._until_meta == 0:
+                self._until_meta = self.metaint
+                if self._title != self._sent_title:
+                    self._sent_title = self._title
+                    yield metadata_block(self._title)
+                else:
+                    yield b"\0"
+
+
+def parse_icy_stream(data: bytes, metaint: int) -> tuple[bytes, list[str]]:
+    """Split an ICY body back into audio and the metadata texts (used by tests and tools)."""
+    audio = bytearray()
+    metas: list[str] = []
+    pos = 0
+    while pos < len(data):
+        audio += data[pos: pos + metaint]
+        pos += metaint
+        if pos >= len(data):
+            break
+        length = data[pos] * 16
+        pos += 1
+        if length:
+            metas.append(data[pos: pos + length].rstrip(b"\0").decode(errors="replace"))
+        pos += length
+    return bytes(audio), metas

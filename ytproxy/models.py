@@ -1,0 +1,82 @@
+"""Plain data passed between the rooms: tracks as stored, stream URLs as resolved."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["VIDEO_ID_RE", "StreamInfo", "Track", "display_name", "is_video_id"]
+
+# YouTube ids are 11 characters of base64url; ids the store gives to tracks added
+# by URL use the same alphabet (see store.derived_id) so one pattern covers both.
+VIDEO_ID_RE = re.compile(r"[A-Za-z0-9_-]{11}")
+
+
+def is_video_id(value: str) -> bool:
+    return VIDEO_ID_RE.fullmatch(value) is not None
+
+
+def display_name(artist: str | None, title: str | None, fallback: str) -> str:
+    """What MPD shows for a track: ``Artist - Title``, or what is known of it."""
+    if artist and title:
+        return f"{artist} - {title}"
+    return title or artist or fallback
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A playable upstream URL and what came with it from the resolver."""
+
+    url: str
+    expires_at: float
+    mime: str | None = None
+    size: int | None = None
+    http_headers: dict[str, str] = field(default_factory=dict)
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    duration: float | None = None
+
+    def fresh(self, now: float, margin: float) -> bool:
+        return self.expires_at - margin > now
+
+
+@dataclass(frozen=True)
+class Track:
+    """One row of the store."""
+
+    id: str
+    source_url: str
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    duration: float | None = None
+    stream_url: str | None = None
+    stream_expires_at: float | None = None
+    stream_mime: str | None = None
+    stream_size: int | None = None
+    stream_headers: dict[str, str] = field(default_factory=dict)
+    resolved_at: float | None = None
+    added_at: float = 0.0
+    last_played_at: float | None = None
+    play_count: int = 0
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return display_name(self.artist, self.title, self.id)
+
+    def stored_stream(self) -> StreamInfo | None:
+        if not self.stream_url or self.stream_expires_at is None:
+            return None
+        return StreamInfo(
+            url=self.stream_url,
+            expires_at=self.stream_expires_at,
+            mime=self.stream_mime,
+            size=self.stream_size,
+            http_headers=dict(self.stream_headers),
+            title=self.title,
+            artist=self.artist,
+            album=self.album,
+            duration=self.duration,
+        )

@@ -1,0 +1,252 @@
+"""yt-dlp, run in a bounded thread pool, turned into a ``StreamInfo`` or a typed error.
+
+yt-dlp is blocking and not promised thread-safe: every call gets its own
+``YoutubeDL`` inside ``with``, on one of ``resolver.workers`` threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ytproxy.config import ResolverConfig
+from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone, YtproxyError
+from ytproxy.models import StreamInfo
+from ytproxy.singleflight import SingleFlight
+
+__all__ = ["Resolver", "classify_error", "expiry_from_url", "stream_info_from", "strip_query"]
+
+log = logging.getLogger(__name__)
+
+_MIME_BY_EXT = {
+    "webm": "audio/webm",
+    "weba": "audio/webm",
+    "m4a": "audio/mp4",
+    "mp4": "audio/mp4",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "oga": "audio/ogg",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "aac": "audio/aac",
+}
+
+# Phrases yt-dlp uses when the video itself is gone; retrying will never help.
+_GONE_PHRASES = (
+    "video unavailable",
+    "private video",
+    "this video has been removed",
+    "this video is not available",
+    "this video is no longer available",
+    "account associated with this video has been terminated",
+    "http error 404",
+    "http error 410",
+)
+# Phrases that mean "not now": the network, or the far side asking us to slow down.
+_TRANSIENT_PHRASES = (
+    "http error 429",
+    "too many requests",
+    "http error 500",
+    "http error 502",
+    "http error 503",
+    "http error 504",
+    "timed out",
+    "connection refused",
+    "connection reset",
+    "temporary failure in name resolution",
+    "name or service not known",
+    "network is unreachable",
+    "unable to download webpage",
+    "remote end closed connection",
+)
+
+
+def strip_query(url: str) -> str:
+    """A URL safe to log: signed stream URLs carry credentials in their query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def expiry_from_url(url: str) -> float | None:
+    values = parse_qs(urlsplit(url).query).get("expire")
+    if not values:
+        return None
+    try:
+        return float(values[0])
+    except ValueError:
+        return None
+
+
+def _int_param(url: str, name: str) -> int | None:
+    values = parse_qs(urlsplit(url).query).get(name)
+    if values and values[0].isdigit():
+        return int(values[0])
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def stream_info_from(info: dict[str, Any], *, url_ttl: float, now: float) -> StreamInfo:
+    """What the relay needs from yt-dlp's info dict (the chosen format is at the top level)."""
+    url = info.get("url")
+    if not isinstance(url, str) or not url:
+        raise ResolverFailed("yt-dlp found no playable audio URL on the source page")
+    mime_param = parse_qs(urlsplit(url).query).get("mime")
+    ext = info.get("ext")
+    mime = mime_param[0] if mime_param else _MIME_BY_EXT.get(ext if isinstance(ext, str) else "")
+    size = info.get("filesize")
+    if not isinstance(size, int) or size <= 0:
+        size = _int_param(url, "clen")
+    headers = info.get("http_headers")
+    artists = info.get("artists")
+    artist = _text(info.get("artist")) or (
+        ", ".join(a for a in artists if isinstance(a, str))
+        if isinstance(artists, list) and artists else None
+    ) or _text(info.get("creator")) or _text(info.get("uploader")) or _text(info.get("channel"))
+    duration = info.get("duration")
+    return StreamInfo(
+        url=url,
+        expires_at=expiry_from_url(url) or now + url_ttl,
+        mime=mime,
+        size=size,
+        http_headers={str(k): str(v) for k, v in headers.items()}
+        if isinstance(headers, dict) else {},
+        title=_text(info.get("track")) or _text(info.get("title")),
+        artist=artist,
+        album=_text(info.get("album")),
+        duration=float(duration) if isinstance(duration, int | float) else None,
+    )
+
+
+def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
+    """Map a yt-dlp failure to what a listener (and the HTTP status) should be told."""
+    if isinstance(exc, YtproxyError):
+        return exc
+    text = str(exc)
+    lower = text.lower()
+    cause = getattr(exc, "exc_info", None)
+    inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
+    expected = bool(getattr(inner, "expected", False))
+    short = text.removeprefix("ERROR: ").strip()
+    if any(p in lower for p in _GONE_PHRASES):
+        return TrackGone(f"the source says this track is gone: {short}")
+    if "sign in" in lower or "confirm you" in lower:
+        return ResolverFailed(
+            f"the source asks for a sign-in: {short}. Upgrading yt-dlp often helps "
+            "(pip install -U 'yt-dlp[default]')"
+        )
+    if any(p in lower for p in _TRANSIENT_PHRASES) or isinstance(inner, OSError | TimeoutError):
+        return ResolverUnavailable(f"could not reach the source right now: {short}")
+    if "unsupported url" in lower:
+        return ResolverFailed(f"yt-dlp does not know how to read {source_url}")
+    if expected:
+        return ResolverFailed(f"yt-dlp could not resolve the track: {short}")
+    return ResolverFailed(
+        f"yt-dlp failed: {short}. If this keeps happening, upgrade yt-dlp "
+        "(pip install -U 'yt-dlp[default]')"
+    )
+
+
+class _YtdlpLogger:
+    """Routes yt-dlp's chatter into our log; its errors become exceptions we classify."""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.debug("yt-dlp warning: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.debug("yt-dlp error: %s", msg)
+
+
+class Resolver:
+    """Turns a source page URL into a ``StreamInfo``; concurrent asks share one call."""
+
+    def __init__(self, config: ResolverConfig) -> None:
+        self._config = config
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.workers, thread_name_prefix="ytproxy-resolver"
+        )
+        self._flights: SingleFlight[str, StreamInfo] = SingleFlight()
+        self.failures: Counter[str] = Counter()
+        self.last_duration: float | None = None
+
+    @property
+    def calls(self) -> int:
+        return self._flights.calls
+
+    @property
+    def joins(self) -> int:
+        return self._flights.joins
+
+    def source_url_for(self, track_id: str) -> str:
+        return self._config.source_url_template.replace("{id}", track_id)
+
+    async def resolve(self, source_url: str) -> StreamInfo:
+        return await self._flights.run(source_url, lambda: self._resolve(source_url))
+
+    async def _resolve(self, source_url: str) -> StreamInfo:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                info = await loop.run_in_executor(self._pool, self._extract, source_url)
+            result = stream_info_from(info, url_ttl=self._config.url_ttl, now=time.time())
+        except TimeoutError:
+            # The worker thread cannot be interrupted; yt-dlp's own socket
+            # timeout ends it soon after.
+            self.failures["timeout"] += 1
+            raise ResolverUnavailable(
+                f"yt-dlp took longer than {self._config.timeout:g} s for {source_url}"
+            ) from None
+        except Exception as exc:
+            error = classify_error(exc, source_url)
+            self.failures[error.code] += 1
+            log.warning("resolver: %s: %s", source_url, error)
+            raise error from exc
+        finally:
+            self.last_duration = time.monotonic() - started
+        log.info("resolver: %s resolved in %.2f s -> %s", source_url, self.last_duration,
+                 strip_query(result.url))
+        return result
+
+    def _extract(self, source_url: str) -> dict[str, Any]:
+        import yt_dlp  # heavy import, paid once, in a worker thread
+
+        options = {
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "noplaylist": True,
+            "format": self._config.format,
+            "socket_timeout": max(1.0, self._config.timeout / 2),
+            "logger": _YtdlpLogger(),
+            "cachedir": False,
+        }
+        with yt_dlp.YoutubeDL(options) as ydl:
+            info = ydl.extract_info(source_url, download=False)
+        if not isinstance(info, dict):
+            raise ResolverFailed(f"yt-dlp returned nothing for {source_url}")
+        if info.get("_type") == "playlist":
+            entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
+            if not entries:
+                raise ResolverFailed(f"{source_url} is an empty playlist, not a track")
+            info = entries[0]
+        return dict(info)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

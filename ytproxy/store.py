@@ -1,0 +1,244 @@
+"""The SQLite store: schema, forward migrations by ``PRAGMA user_version``, queries.
+
+One long-lived aiosqlite connection per process (aiosqlite runs one thread per
+connection; leaving it open keeps the process alive, so ``close`` must run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ytproxy.errors import StoreError
+from ytproxy.models import StreamInfo, Track
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+log = logging.getLogger(__name__)
+
+# Each entry moves the schema from version i to i+1.  Never edit a shipped
+# entry: add a new one, so every existing database can walk forward.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE tracks (
+        id TEXT PRIMARY KEY,
+        source_url TEXT NOT NULL,
+        title TEXT,
+        artist TEXT,
+        album TEXT,
+        duration REAL,
+        stream_url TEXT,
+        stream_expires_at REAL,
+        added_at REAL NOT NULL,
+        play_count INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # 1 -> 2: what the relay needs to answer without asking upstream first,
+    # and what a person needs to see why a track failed.
+    """
+    ALTER TABLE tracks ADD COLUMN stream_mime TEXT;
+    ALTER TABLE tracks ADD COLUMN stream_size INTEGER;
+    ALTER TABLE tracks ADD COLUMN stream_headers TEXT;
+    ALTER TABLE tracks ADD COLUMN resolved_at REAL;
+    ALTER TABLE tracks ADD COLUMN last_played_at REAL;
+    ALTER TABLE tracks ADD COLUMN last_error TEXT;
+    CREATE INDEX tracks_added_at ON tracks (added_at);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = (
+    "id, source_url, title, artist, album, duration, stream_url, stream_expires_at, "
+    "stream_mime, stream_size, stream_headers, resolved_at, added_at, last_played_at, "
+    "play_count, last_error"
+)
+
+
+class Store:
+    """Tracks in SQLite.  Create with ``await Store.open(path)``; ``await close()``."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
+        if str(path) != ":memory:":
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the directory for the store {path.parent}: {exc.strerror}"
+                ) from exc
+        try:
+            conn = await aiosqlite.connect(str(path))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        store = cls(conn, path)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await store._migrate()
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise StoreError(
+                f"{path} is not a ytproxy database or is damaged ({exc}); "
+                "move it aside or point [store] path elsewhere"
+            ) from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _migrate(self) -> None:
+        version = await self._scalar("PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this ytproxy "
+                f"understands ({SCHEMA_VERSION}); upgrade ytproxy"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            script = MIGRATIONS[target - 1]
+            # executescript commits first; wrap each step so it lands whole or not at all.
+            await self._conn.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+            )
+            log.info("store: migrated %s to schema version %d", self.path, target)
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def schema_version(self) -> int:
+        return int(await self._scalar("PRAGMA user_version"))
+
+    async def journal_mode(self) -> str:
+        return str(await self._scalar("PRAGMA journal_mode"))
+
+    # -- queries ---------------------------------------------------------
+
+    async def get(self, track_id: str) -> Track | None:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tracks WHERE id = ?", (track_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _track(row)
+
+    async def list_tracks(self) -> list[Track]:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM tracks ORDER BY added_at, id"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_track(r) for r in rows]
+
+    async def count(self) -> int:
+        return int(await self._scalar("SELECT count(*) FROM tracks"))
+
+    async def upsert_track(
+        self,
+        track_id: str,
+        source_url: str,
+        *,
+        title: str | None = None,
+        artist: str | None = None,
+        album: str | None = None,
+        duration: float | None = None,
+    ) -> Track:
+        """Add a track or update it; a value left None never erases what is stored."""
+        await self._conn.execute(
+            """
+            INSERT INTO tracks (id, source_url, title, artist, album, duration, added_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                source_url = excluded.source_url,
+                title = coalesce(excluded.title, title),
+                artist = coalesce(excluded.artist, artist),
+                album = coalesce(excluded.album, album),
+                duration = coalesce(excluded.duration, duration)
+            """,
+            (track_id, source_url, title, artist, album, duration, time.time()),
+        )
+        await self._conn.commit()
+        track = await self.get(track_id)
+        assert track is not None
+        return track
+
+    async def save_stream(self, track_id: str, info: StreamInfo) -> None:
+        """Store a freshly resolved stream URL; metadata gaps are filled, never erased."""
+        await self._conn.execute(
+            """
+            UPDATE tracks SET
+                stream_url = ?, stream_expires_at = ?, stream_mime = ?,
+                stream_size = coalesce(?, stream_size), stream_headers = ?,
+                resolved_at = ?, last_error = NULL,
+                title = coalesce(title, ?), artist = coalesce(artist, ?),
+                album = coalesce(album, ?), duration = coalesce(duration, ?)
+            WHERE id = ?
+            """,
+            (
+                info.url, info.expires_at, info.mime, info.size,
+                json.dumps(info.http_headers), time.time(),
+                info.title, info.artist, info.album, info.duration, track_id,
+            ),
+        )
+        await self._conn.commit()
+
+    async def save_size(self, track_id: str, size: int) -> None:
+        await self._conn.execute(
+            "UPDATE tracks SET stream_size = ? WHERE id = ?", (size, track_id)
+        )
+        await self._conn.commit()
+
+    async def record_error(self, track_id: str, message: str) -> None:
+        await self._conn.execute(
+            "UPDATE tracks SET last_error = ? WHERE id = ?", (message, track_id)
+        )
+        await self._conn.commit()
+
+    async def mark_played(self, track_id: str) -> None:
+        await self._conn.execute(
+            "UPDATE tracks SET play_count = play_count + 1, last_played_at = ? WHERE id = ?",
+            (time.time(), track_id),
+        )
+        await self._conn.commit()
+
+    async def remove(self, track_id: str) -> bool:
+        cur = await self._conn.execute("DELETE FROM tracks WHERE id = ?", (track_id,))
+        await self._conn.commit()
+        return cur.rowcount > 0
+
+
+def _track(row: Sequence[Any]) -> Track:
+    (tid, source_url, title, artist, album, duration, stream_url, expires, mime, size,
+     headers, resolved_at, added_at, last_played_at, play_count, last_error) = row
+    return Track(
+        id=tid,
+        source_url=source_url,
+        title=title,
+        artist=artist,
+        album=album,
+        duration=duration,
+        stream_url=stream_url,
+        stream_expires_at=expires,
+        stream_mime=mime,
+        stream_size=size,
+        stream_headers=json.loads(headers) if headers else {},
+        resolved_at=resolved_at,
+        added_at=added_at,
+        last_played_at=last_played_at,
+        play_count=play_count,
+        last_error=last_error,
+    )

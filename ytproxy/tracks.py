@@ -1,0 +1,136 @@
+"""The service the handler and the CLI talk to: stored track → fresh ``StreamInfo``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from ytproxy.config import ResolverConfig
+from ytproxy.errors import InvalidTrackId, TrackGone, TrackNotFound, YtproxyError
+from ytproxy.models import StreamInfo, Track, is_video_id
+from ytproxy.resolver import Resolver
+from ytproxy.singleflight import SingleFlight
+from ytproxy.store import Store
+
+__all__ = ["Tracks", "derived_id", "youtube_id_from_url"]
+
+log = logging.getLogger(__name__)
+
+_YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com")
+
+
+def youtube_id_from_url(url: str) -> str | None:
+    """The video id in a YouTube / YouTube Music / youtu.be URL, if there is one."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    candidate: str | None = None
+    if host == "youtu.be":
+        candidate = parts.path.strip("/").split("/")[0]
+    elif host in _YOUTUBE_HOSTS:
+        if parts.path == "/watch":
+            values = parse_qs(parts.query).get("v")
+            candidate = values[0] if values else None
+        else:
+            segments = parts.path.strip("/").split("/")
+            if len(segments) >= 2 and segments[0] in ("shorts", "embed", "live", "v"):
+                candidate = segments[1]
+    return candidate if candidate and is_video_id(candidate) else None
+
+
+def derived_id(url: str) -> str:
+    """A stable 11-character id for a track added by a non-YouTube URL."""
+    digest = hashlib.sha256(url.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()[:11]
+
+
+class Tracks:
+    """Looks tracks up, resolves them when their URL is missing or expiring, stores results."""
+
+    def __init__(self, store: Store, resolver: Resolver, config: ResolverConfig) -> None:
+        self.store = store
+        self.resolver = resolver
+        self._config = config
+        self._refreshes: SingleFlight[str, StreamInfo] = SingleFlight()
+
+    def identify(self, id_or_url: str) -> tuple[str, str]:
+        """(track id, source URL) for what a person typed: an id or a page URL."""
+        value = id_or_url.strip()
+        if is_video_id(value):
+            return value, self.resolver.source_url_for(value)
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            video_id = youtube_id_from_url(value)
+            if video_id is not None:
+                return video_id, self.resolver.source_url_for(video_id)
+            return derived_id(value), value
+        raise InvalidTrackId(
+            f"{id_or_url!r} is neither an 11-character YouTube id nor an http(s) URL"
+        )
+
+    async def add(self, id_or_url: str) -> Track:
+        """Resolve and store a track (used by `ytproxy add` and POST /tracks)."""
+        track_id, source_url = self.identify(id_or_url)
+        existing = await self.store.get(track_id)
+        if existing is not None:
+            source_url = existing.source_url
+        info = await self.resolver.resolve(source_url)
+        await self.store.upsert_track(
+            track_id, source_url, title=info.title, artist=info.artist, album=info.album,
+            duration=info.duration,
+        )
+        await self.store.save_stream(track_id, info)
+        track = await self.store.get(track_id)
+        assert track is not None
+        return track
+
+    async def stream_for(self, track_id: str) -> tuple[Track, StreamInfo]:
+        """The track and a stream URL that will not expire for at least the safety margin."""
+        if not is_video_id(track_id):
+            raise InvalidTrackId(
+                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
+            )
+        track = await self.store.get(track_id)
+        if track is None:
+            return await self._lazy_add(track_id)
+        stored = track.stored_stream()
+        if stored is not None and stored.fresh(time.time(), self._config.expiry_margin):
+            return track, stored
+        info = await self.refresh(track_id)
+        refreshed = await self.store.get(track_id)
+        return (refreshed or track), info
+
+    async def _lazy_add(self, track_id: str) -> tuple[Track, StreamInfo]:
+        # MPD users just `mpc add http://…/proxy/<id>`: an unknown id is added on first play.
+        log.info("tracks: %s is not stored; adding it on first play", track_id)
+        try:
+            track = await self.add(track_id)
+        except TrackGone as exc:
+            raise TrackNotFound(f"unknown track {track_id}: {exc}") from exc
+        info = track.stored_stream()
+        assert info is not None
+        return track, info
+
+    async def refresh(self, track_id: str) -> StreamInfo:
+        """Ask the resolver for a fresh URL and store it; concurrent asks share one call."""
+        return await self._refreshes.run(track_id, lambda: self._refresh(track_id))
+
+    async def _refresh(self, track_id: str) -> StreamInfo:
+        track = await self.store.get(track_id)
+        if track is None:
+            raise TrackNotFound(f"unknown track {track_id}")
+        try:
+            info = await self.resolver.resolve(track.source_url)
+        except YtproxyError as exc:
+            await self.store.record_error(track_id, str(exc))
+            raise
+        await self.store.save_stream(track_id, info)
+        return info
+
+    async def remember_size(self, track_id: str, size: int) -> None:
+        await self.store.save_size(track_id, size)
+
+    async def mark_played(self, track_id: str) -> None:
+        await self.store.mark_played(track_id)
