@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -45,26 +46,20 @@ _GONE_PHRASES = (
     "this video is not available",
     "this video is no longer available",
     "account associated with this video has been terminated",
-    "http error 404",
-    "http error 410",
 )
 # Phrases that mean "not now": the network, or the far side asking us to slow down.
 _TRANSIENT_PHRASES = (
-    "http error 429",
     "too many requests",
-    "http error 500",
-    "http error 502",
-    "http error 503",
-    "http error 504",
     "timed out",
     "connection refused",
     "connection reset",
     "temporary failure in name resolution",
     "name or service not known",
     "network is unreachable",
-    "unable to download webpage",
     "remote end closed connection",
+    "urlopen error",
 )
+_HTTP_STATUS_RE = re.compile(r"HTTP Error (\d{3})")
 
 
 def strip_query(url: str) -> str:
@@ -138,6 +133,14 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
     inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
     expected = bool(getattr(inner, "expected", False))
     short = text.removeprefix("ERROR: ").strip()
+    status_match = _HTTP_STATUS_RE.search(text)
+    if status_match is not None:
+        status = int(status_match.group(1))
+        if status in (404, 410):
+            return TrackGone(f"the source says this track is gone: {short}")
+        if status == 429 or status >= 500:
+            return ResolverUnavailable(f"the source is refusing or failing right now: {short}")
+        return ResolverFailed(f"the source refused the request: {short}")
     if any(p in lower for p in _GONE_PHRASES):
         return TrackGone(f"the source says this track is gone: {short}")
     if "sign in" in lower or "confirm you" in lower:

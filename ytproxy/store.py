@@ -54,6 +54,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _COLUMNS = (
     "id, source_url, title, artist, album, duration, stream_url, stream_expires_at, "
@@ -78,6 +79,7 @@ class Store:
                 raise StoreError(
                     f"cannot create the directory for the store {path.parent}: {exc.strerror}"
                 ) from exc
+            _refuse_foreign_file(path)
         try:
             conn = await aiosqlite.connect(str(path))
         except sqlite3.Error as exc:
@@ -219,6 +221,23 @@ class Store:
         cur = await self._conn.execute("DELETE FROM tracks WHERE id = ?", (track_id,))
         await self._conn.commit()
         return cur.rowcount > 0
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Refuse a non-empty file that is not SQLite: SQLite itself would treat a
+    one-byte file as an empty database and overwrite it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not a ytproxy database (not an SQLite file); "
+            "move it aside or point [store] path elsewhere"
+        )
 
 
 def _track(row: Sequence[Any]) -> Track:
