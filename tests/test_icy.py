@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,7 @@ def test_framing_round_trips(data: bytes, metaint: int, cuts: list[int], title: 
     framer = IcyFramer(metaint, title)
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
     out = b"".join(
-        part for a, b in zip(bounds, bounds[1:], strict=False) for part in framer.feed(data[a:b])
+        part for a, b in pairwise(bounds) for part in framer.feed(data[a:b])
     )
     audio, metas = parse_icy_stream(out, metaint)
     assert audio == data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -16,10 +17,10 @@ from ytproxy.server import SLOTS, STORE
 VID = "Zx9_-Zx9_-A"
 
 
-async def until(condition: object, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
     """Wait for a condition on the daemon's state, bounded in time."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    deadline = time.monotonic() + within
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
