@@ -117,3 +117,27 @@ async def test_head_answers_headers_without_fetching_the_body(
     # clen= in the signed URL gave the size: the body was never asked for.
     assert googlevideo.counts["ok"] == 0
     assert googlevideo.counts["head"] == 0
+
+
+async def test_icy_clients_get_a_chunked_whole_body_so_mpd_keeps_the_name(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
+) -> None:
+    # MPD drops icy-name for a seekable stream of known size (see test_mpd_harness).
+    data = random_audio(SIZE)
+    googlevideo.add_track(VID, data, title="Song")
+    proxy = await make_proxy()
+    icy = {"Icy-MetaData": "1"}
+    async with proxy.session.get(proxy.url(f"/proxy/{VID}"), headers=icy) as resp:
+        assert resp.status == 200
+        assert "Content-Length" not in resp.headers
+        assert resp.headers["Transfer-Encoding"] == "chunked"
+        assert resp.headers["Accept-Ranges"] == "bytes"
+        assert await resp.read() == data
+    async with proxy.session.get(proxy.url(f"/proxy/{VID}"),
+                                 headers={**icy, "Range": "bytes=1000-"}) as resp:
+        assert resp.status == 206
+        assert resp.headers["Content-Length"] == str(SIZE - 1000)
+        assert await resp.read() == data[1000:]
+    async with proxy.session.head(proxy.url(f"/proxy/{VID}"), headers=icy) as resp:
+        assert resp.status == 200
+        assert "Content-Length" not in resp.headers

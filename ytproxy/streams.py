@@ -83,7 +83,8 @@ class StreamHandler:
             mime = mime or learned_mime
         mime = mime or _FALLBACK_MIME
 
-        icy = self._config.icy.inline_metadata and wants_icy(request.headers)
+        icy_client = wants_icy(request.headers)
+        icy = self._config.icy.inline_metadata and icy_client
         # An ICY body interleaves metadata, so byte ranges would not line up:
         # such a stream is served whole (MPD does not seek it anyway).
         byte_range = None if icy else parse_range(request.headers.get("Range"), size)
@@ -94,7 +95,13 @@ class StreamHandler:
             headers["icy-metaint"] = str(self._config.icy.metaint)
         else:
             headers["Accept-Ranges"] = "bytes"
-            headers["Content-Length"] = str(end - start + 1 if size else 0)
+            # MPD 0.23 wraps a seekable stream of known size in a buffer that
+            # drops stream tags, losing icy-name.  A whole-body answer to a
+            # client that asked for ICY (MPD always does) therefore goes out
+            # chunked; seeking still works through Accept-Ranges + Range, and
+            # 206 answers keep their exact length.
+            if byte_range or not icy_client:
+                headers["Content-Length"] = str(end - start + 1 if size else 0)
         if byte_range:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         status = 206 if byte_range else 200
