@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -182,7 +184,7 @@ async def test_non_sqlite_file_is_refused_and_left_untouched(
     assert str(path) in str(info.value)
     assert "not a ytproxy database" in str(info.value)
     assert path.read_bytes() == garbage
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["notes.db"]
 
 
 async def test_empty_file_becomes_a_store(tmp_path: Path) -> None:

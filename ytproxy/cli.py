@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 1
-    level = args.log_level or config.server.log_level
+    # The daemon logs at its configured level; one-shot commands only say
+    # what went wrong unless asked for more.
+    level = args.log_level or (config.server.log_level if args.command == "serve" else "warning")
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "check-config":

@@ -127,8 +127,10 @@ def find_config_file(explicit: str | None = None) -> Path | None:
 def load_config(explicit: str | None = None) -> Config:
     """Find, read and validate the configuration; raises ConfigError with every problem."""
     path = find_config_file(explicit)
+    origins: dict[str, str] = {}
     if path is None:
-        return config_from_mapping(_env_overrides({}), source="built-in defaults")
+        return config_from_mapping(_env_overrides({}, origins), source="built-in defaults",
+                                   origins=origins)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -137,11 +139,15 @@ def load_config(explicit: str | None = None) -> Config:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return config_from_mapping(_env_overrides(raw), source=str(path))
+    return config_from_mapping(_env_overrides(raw, origins), source=str(path), origins=origins)
 
 
-def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
-    """``YTPROXY_<SECTION>_<KEY>=value`` overrides the file; values are read as TOML."""
+def _env_overrides(raw: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
+    """``YTPROXY_<SECTION>_<KEY>=value`` overrides the file; values are read as TOML.
+
+    ``origins`` gets ``section.key`` (and ``section``) → ``$NAME`` so that an error
+    names the variable it came from, not a file that does not contain it.
+    """
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for name, text in os.environ.items():
         if not name.startswith("YTPROXY_") or name == "YTPROXY_CONFIG":
@@ -153,45 +159,53 @@ def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text  # a bare word: take it as a string
+        if section not in merged:
+            origins.setdefault(section, f"${name}")
         table = merged.setdefault(section, {})
         if isinstance(table, dict):
             table[key] = value
+            origins[f"{section}.{key}"] = f"${name}"
     return merged
 
 
-def config_from_mapping(raw: Mapping[str, Any], *, source: str = "<config>") -> Config:
+def config_from_mapping(
+    raw: Mapping[str, Any], *, source: str = "<config>", origins: Mapping[str, str] = {}
+) -> Config:
     errors: list[str] = []
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in _SECTIONS:
-            errors.append(f"{source}: unknown section [{name}]{_did_you_mean(name, _SECTIONS)}")
+            errors.append(f"{origins.get(name, source)}: unknown section "
+                          f"[{name}]{_did_you_mean(name, _SECTIONS)}")
             continue
         if not isinstance(value, dict):
             errors.append(f"{source}: [{name}] must be a table, got {_type_name(value)}")
             continue
-        sections[name] = _build_section(name, _SECTIONS[name], value, source, errors)
+        sections[name] = _build_section(name, _SECTIONS[name], value, source, errors, origins)
     config = Config(**{k: v for k, v in sections.items() if v is not None}, source=source)
-    errors.extend(_check_values(config, source))
+    errors.extend(_check_values(config, source, origins))
     if errors:
         raise ConfigError(errors)
     return config
 
 
 def _build_section(
-    name: str, cls: type[Any], table: Mapping[str, Any], source: str, errors: list[str]
+    name: str, cls: type[Any], table: Mapping[str, Any], source: str, errors: list[str],
+    origins: Mapping[str, str],
 ) -> Any:
     known = {f.name: f for f in fields(cls)}
     defaults = cls()
     values: dict[str, Any] = {}
     for key, value in table.items():
+        where = origins.get(f"{name}.{key}", source)
         if key not in known:
-            errors.append(f"{source}: unknown key {name}.{key}{_did_you_mean(key, known)}")
+            errors.append(f"{where}: unknown key {name}.{key}{_did_you_mean(key, known)}")
             continue
         expected = type(getattr(defaults, key))
         converted = _convert(value, expected)
         if converted is None:
             errors.append(
-                f"{source}: {name}.{key} must be {_expected_name(expected)}, "
+                f"{where}: {name}.{key} must be {_expected_name(expected)}, "
                 f"got {_type_name(value)} {value!r}"
             )
             continue
@@ -217,12 +231,12 @@ def _convert(value: Any, expected: type[Any]) -> Any:
     return None
 
 
-def _check_values(config: Config, source: str) -> list[str]:
+def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> list[str]:
     errors: list[str] = []
 
     def need(ok: bool, key: str, what: str, value: object) -> None:
         if not ok:
-            errors.append(f"{source}: {key} {what}, got {value!r}")
+            errors.append(f"{origins.get(key, source)}: {key} {what}, got {value!r}")
 
     s, r, u = config.server, config.resolver, config.upstream
     need(1 <= s.port <= 65535, "server.port", "must be between 1 and 65535", s.port)
