@@ -73,18 +73,23 @@ def ffmpeg_missing_reason() -> str | None:
     return FFMPEG_SKIP_REASON if shutil.which("ffmpeg") is None else None
 
 
+def _skip_or_fail(reason: str | None) -> None:
+    # CI installs these packages, so a missing one there is a broken run, not a skip.
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must install it", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_mpd() -> None:
-    """Skip the calling test when mpd or mpc is not installed."""
-    reason = mpd_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    """Skip the calling test when mpd or mpc is not installed (fail under CI)."""
+    _skip_or_fail(mpd_missing_reason())
 
 
 def require_ffmpeg() -> None:
-    """Skip the calling test when ffmpeg is not installed."""
-    reason = ffmpeg_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    """Skip the calling test when ffmpeg is not installed (fail under CI)."""
+    _skip_or_fail(ffmpeg_missing_reason())
 
 
 # --------------------------------------------------------------------------- audio

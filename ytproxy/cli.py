@@ -98,11 +98,15 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
             return 2
         config = config.replace("server", port=port)
     app = create_app(config)
-    log.info("ytproxy %s listening on %s", __version__,
-             proxy_base_url(config.server.host, config.server.port))
+    base = proxy_base_url(config.server.host, config.server.port)
+
+    def announce(_banner: str) -> None:
+        # aiohttp calls this once the socket is bound and the store is open.
+        log.info("ytproxy %s listening on %s", __version__, base)
+
     try:
         web.run_app(app, host=config.server.host, port=config.server.port,
-                    print=None, access_log=None, handle_signals=True)
+                    print=announce, access_log=None, handle_signals=True)
     except OSError as exc:
         print(f"ytproxy: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror}", file=sys.stderr)

@@ -22,6 +22,7 @@ __all__ = [
     "IcyConfig",
     "LimitsConfig",
     "ResolverConfig",
+    "RetryConfig",
     "ServerConfig",
     "StoreConfig",
     "UpstreamConfig",
@@ -77,6 +78,17 @@ class IcyConfig:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """How upstream failures are retried; a *gap* is a stretch with no bytes received."""
+
+    attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    gap_budget: float = 30.0
+    retry_after_cap: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -84,6 +96,7 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     icy: IcyConfig = field(default_factory=IcyConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -107,6 +120,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "upstream": UpstreamConfig,
     "limits": LimitsConfig,
     "icy": IcyConfig,
+    "retry": RetryConfig,
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -264,6 +278,14 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          "must be between 1 and 10000", config.limits.max_streams)
     need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
          config.icy.metaint)
+    t = config.retry
+    need(0 <= t.attempts <= 100, "retry.attempts", "must be between 0 and 100", t.attempts)
+    need(t.base_delay >= 0, "retry.base_delay", "must be >= 0 seconds", t.base_delay)
+    need(t.max_delay >= t.base_delay, "retry.max_delay", "must be >= retry.base_delay",
+         t.max_delay)
+    need(t.gap_budget > 0, "retry.gap_budget", "must be > 0 seconds", t.gap_budget)
+    need(t.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds",
+         t.retry_after_cap)
     return errors
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "TrackGone",
     "TrackNotFound",
     "UpstreamFailed",
+    "UpstreamGone",
     "UpstreamHostNotAllowed",
     "YtproxyError",
 ]
@@ -69,6 +70,13 @@ class ResolverUnavailable(YtproxyError):
 class UpstreamFailed(YtproxyError):
     code = "upstream_failed"
     status = 502
+
+
+class UpstreamGone(UpstreamFailed):
+    """Upstream refuses the stream even with a freshly resolved URL."""
+
+    code = "upstream_gone"
+    status = 410
 
 
 class UpstreamHostNotAllowed(UpstreamFailed):

@@ -20,6 +20,7 @@ class ActiveStream:
     started_at: float = field(default_factory=time.time)
     bytes_sent: int = 0
     refreshes: int = 0
+    retries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = max(time.time() - self.started_at, 1e-6)
@@ -32,6 +33,7 @@ class ActiveStream:
             "rate_bytes_per_sec": round(self.bytes_sent / elapsed),
             "range": self.requested_range,
             "refreshes": self.refreshes,
+            "retries": self.retries,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 
@@ -12,6 +13,7 @@ from ytproxy.errors import AtCapacity, InvalidTrackId, YtproxyError
 from ytproxy.icy import IcyFramer, wants_icy
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.ranges import parse_range
+from ytproxy.resilience import RetryPolicy
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
@@ -40,6 +42,7 @@ class StreamHandler:
         self._fetcher = fetcher
         self._slots = slots
         self._registry = registry
+        self._policy = RetryPolicy(**dataclasses.asdict(config.retry))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         track_id = request.match_info["id"]
@@ -66,7 +69,8 @@ class StreamHandler:
     async def _learn_size(self, track_id: str, info: StreamInfo) -> tuple[int, StreamInfo, str]:
         """Size and type from a one-byte range: googlevideo throttles HEAD, so never HEAD."""
         async with RangeStream(
-            self._fetcher, info, 0, 0, refresh=self._refresher(track_id)
+            self._fetcher, info, 0, 0, refresh=self._refresher(track_id),
+            policy=self._policy, label=track_id,
         ) as probe:
             await probe.next_piece()
             if probe.total is None:
@@ -113,7 +117,8 @@ class StreamHandler:
             return response
 
         async with RangeStream(
-            self._fetcher, info, start, end, refresh=self._refresher(track_id)
+            self._fetcher, info, start, end, refresh=self._refresher(track_id),
+            policy=self._policy, label=track_id,
         ) as body:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
@@ -149,6 +154,7 @@ class StreamHandler:
                     await response.write(part)
                 entry.bytes_sent += len(piece)
                 entry.refreshes = body.refreshes
+                entry.retries = sum(body.retries.values())
                 piece = await body.next_piece()
             await response.write_eof()
             ok = True

@@ -12,15 +12,17 @@ import contextlib
 import fnmatch
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from ytproxy.config import UpstreamConfig
-from ytproxy.errors import UpstreamFailed, UpstreamHostNotAllowed
+from ytproxy.errors import UpstreamFailed, UpstreamGone, UpstreamHostNotAllowed
 from ytproxy.models import StreamInfo
+from ytproxy.resilience import RetryGap, RetryPolicy, parse_retry_after
 
 __all__ = [
     "RangeStream",
@@ -41,10 +43,11 @@ _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 class UpstreamRefused(UpstreamFailed):
     """Upstream answered with an error status; 403/410 usually mean the URL expired."""
 
-    def __init__(self, status: int, host: str) -> None:
+    def __init__(self, status: int, host: str, retry_after: float | None = None) -> None:
         super().__init__(f"upstream {host} answered HTTP {status}")
         self.status = status
         self.host = host
+        self.retry_after = retry_after
 
 
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
@@ -139,11 +142,26 @@ class UpstreamFetcher:
             total = response.content_length
             last = end if total is None else min(end, total - 1)
             return OpenRange(response, 0, last, total, content_type)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         response.close()
-        raise UpstreamRefused(response.status, host)
+        raise UpstreamRefused(response.status, host, retry_after)
 
 
 Refresh = Callable[[], Awaitable[StreamInfo]]
+
+# Statuses worth another try: the far side is busy, failing or asking us to wait.
+_TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# Statuses that mean the signed URL is no longer good for us.
+_REFRESH_STATUSES = {403, 410}
+
+
+class _Broken(Exception):
+    """A range that broke off at ``pos`` (the first byte not received)."""
+
+    def __init__(self, pos: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.pos = pos
+        self.cause = cause
 
 
 class RangeStream:
@@ -152,6 +170,8 @@ class RangeStream:
     A producer task reads upstream into a small queue (so memory stays bounded
     when the listener is slow); the request for the next range is sent while the
     current one is still being relayed, so there is no gap at range boundaries.
+    A range that fails is retried from the first missing byte on a fresh
+    connection; a refused URL (403/410) is refreshed once per success.
     """
 
     _QUEUE_PIECES = 4
@@ -164,19 +184,26 @@ class RangeStream:
         end: int,
         *,
         refresh: Refresh,
+        policy: RetryPolicy | None = None,
+        label: str = "stream",
     ) -> None:
         self._fetcher = fetcher
         self._info = info
         self._start = start
         self._end = end
         self._refresh = refresh
+        self._policy = policy or RetryPolicy()
+        self._label = label
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
             self._QUEUE_PIECES
         )
         self._task: asyncio.Task[None] | None = None
+        self._refreshed_since_success = False
         self.total: int | None = None
         self.content_type: str | None = None
         self.refreshes = 0
+        self.retries: Counter[str] = Counter()
+        self.resumes = 0
         self.bytes_fetched = 0
 
     @property
@@ -187,37 +214,44 @@ class RangeStream:
         size = self._fetcher.config.chunk_size
         return [(a, min(a + size - 1, self._end)) for a in range(self._start, self._end + 1, size)]
 
-    async def _open(self, start: int, end: int) -> OpenRange:
-        try:
-            return await self._fetcher.open_range(self._info, start, end)
-        except UpstreamRefused as exc:
-            if exc.status not in (403, 410) or self.refreshes:
-                raise
-            # The stored URL was refused (expired early, or bound to another IP):
-            # ask the resolver for a fresh one once, then try again.
-            log.warning("upstream: %s refused (HTTP %d); refreshing the stream URL",
-                        exc.host, exc.status)
-            self.refreshes += 1
-            self._info = await self._refresh()
-            return await self._fetcher.open_range(self._info, start, end)
+    def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
+        task = asyncio.ensure_future(self._fetcher.open_range(self._info, start, end))
+        # A prefetch that is never awaited must not warn about its exception.
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        return task
 
     async def _produce(self) -> None:
         ranges = self._ranges()
-        pending: asyncio.Task[OpenRange] | None = asyncio.ensure_future(self._open(*ranges[0]))
+        pending: asyncio.Task[OpenRange] | None = self._spawn_open(*ranges[0])
         try:
             for index, (start, end) in enumerate(ranges):
-                assert pending is not None
-                current = await pending
-                pending = None
-                try:
-                    if self.total is None:
-                        self.total = current.total
-                        self.content_type = current.content_type
-                    if index + 1 < len(ranges):
-                        pending = asyncio.ensure_future(self._open(*ranges[index + 1]))
-                    await self._relay_range(current, start, min(end, current.end))
-                finally:
-                    current.close()
+                opener, pending = pending, None
+                pos = start
+                gap = self._policy.new_gap()
+                while pos <= end:
+                    try:
+                        if opener is None:
+                            opener = self._spawn_open(pos, end)
+                        current = await opener
+                    except (UpstreamFailed, aiohttp.ClientError, TimeoutError) as exc:
+                        await self._recover(exc, gap, pos)
+                        continue
+                    finally:
+                        opener = None
+                    try:
+                        if current.total is not None:
+                            end = min(end, current.total - 1)
+                            if self.total is None:
+                                self.total = current.total
+                                self.content_type = current.content_type
+                        if pending is None and index + 1 < len(ranges):
+                            pending = self._spawn_open(*ranges[index + 1])
+                        pos = await self._relay_range(current, pos, min(end, current.end), gap)
+                    except _Broken as broken:
+                        pos = broken.pos
+                        await self._recover(broken.cause, gap, pos)
+                    finally:
+                        current.close()  # never reuse a connection that broke
             await self._queue.put(None)
         except asyncio.CancelledError:
             raise
@@ -229,25 +263,67 @@ class RangeStream:
                 with contextlib.suppress(BaseException):
                     (await pending).close()
 
-    async def _relay_range(self, current: OpenRange, start: int, end: int) -> None:
-        want = end - start + 1
-        got = 0
+    async def _recover(self, exc: BaseException, gap: RetryGap, pos: int) -> None:
+        """Wait and return to try again from ``pos``, refresh the URL, or give up by raising."""
+        if isinstance(exc, UpstreamHostNotAllowed):
+            raise exc
+        retry_after: float | None = None
+        if isinstance(exc, UpstreamRefused):
+            if exc.status in _REFRESH_STATUSES:
+                if self._refreshed_since_success:
+                    log.error("upstream: %s: refused (HTTP %d) again with a fresh URL at byte "
+                              "%d; giving up", self._label, exc.status, pos)
+                    raise UpstreamGone(
+                        f"upstream refused the stream (HTTP {exc.status}) even with a "
+                        "fresh URL; the track may be gone or blocked here"
+                    ) from exc
+                log.warning("upstream: %s: %s refused (HTTP %d) at byte %d; "
+                            "refreshing the stream URL", self._label, exc.host, exc.status, pos)
+                self._refreshed_since_success = True
+                self.refreshes += 1
+                self.retries["refresh"] += 1
+                self._info = await self._refresh()
+                return
+            if exc.status not in _TRANSIENT_STATUSES:
+                log.error("upstream: %s: HTTP %d at byte %d is permanent; giving up",
+                          self._label, exc.status, pos)
+                raise exc
+            retry_after = exc.retry_after
+            cause = f"http_{exc.status}"
+        else:
+            cause = _cause_name(exc)
+        delay = gap.next_delay(retry_after)
+        if delay is None:
+            log.error("upstream: %s: giving up at byte %d after %d attempts over %.1f s: %s",
+                      self._label, pos, gap.attempts - 1, gap.elapsed, _describe(exc))
+            raise UpstreamFailed(
+                f"upstream kept failing at byte {pos} for {gap.elapsed:.0f} s "
+                f"({_describe(exc)})"
+            ) from exc
+        self.retries[cause] += 1
+        log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
+                    self._label, gap.attempts, pos, _describe(exc), delay)
+        await asyncio.sleep(delay)
+
+    async def _relay_range(self, current: OpenRange, pos: int, end: int, gap: RetryGap) -> int:
+        """Queue bytes ``pos..end`` from ``current``; returns the next position."""
         try:
-            while got < want:
+            while pos <= end:
                 piece = await current.response.content.readany()
                 if not piece:
-                    break
-                if got + len(piece) > want:
-                    piece = piece[: want - got]
-                got += len(piece)
+                    raise UpstreamFailed(f"upstream ended early at byte {pos} of {end + 1}")
+                if len(piece) > end - pos + 1:
+                    piece = piece[: end - pos + 1]
+                pos += len(piece)
                 self.bytes_fetched += len(piece)
+                if gap.attempts:
+                    self.resumes += 1
+                gap.progress()
+                self._refreshed_since_success = False
                 await self._queue.put(piece)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamFailed(
-                f"upstream broke off at byte {start + got}: {exc.__class__.__name__}"
-            ) from exc
-        if got < want:
-            raise UpstreamFailed(f"upstream ended early at byte {start + got} of {end + 1}")
+        except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
+            raise _Broken(pos, exc) from exc
+        return pos
 
     async def __aenter__(self) -> RangeStream:
         self._task = asyncio.create_task(self._produce(), name="ytproxy-range-stream")
@@ -269,6 +345,20 @@ class RangeStream:
             raise item
         return item
 
-    async def pieces(self) -> AsyncIterator[bytes]:
-        while (piece := await self.next_piece()) is not None:
-            yield piece
+
+def _cause_name(exc: BaseException) -> str:
+    root = exc.__cause__ if isinstance(exc, UpstreamFailed) and exc.__cause__ else exc
+    if isinstance(root, TimeoutError):
+        return "timeout"
+    if isinstance(root, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return "reset"
+    if isinstance(root, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(exc, UpstreamFailed) and "ended early" in str(exc):
+        return "truncated"
+    return "error"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
