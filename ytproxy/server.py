@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ytproxy import __version__
 from ytproxy.config import Config
-from ytproxy.errors import BadRange, TrackNotFound, YtproxyError
+from ytproxy.errors import BadRange, TrackNotFound, UpstreamFailed, YtproxyError
 from ytproxy.playlists import proxy_base_url, render_m3u
 from ytproxy.resolver import Resolver
 from ytproxy.slots import StreamSlots
@@ -56,7 +56,7 @@ async def errors_middleware(
     try:
         return await handler(request)
     except YtproxyError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, UpstreamFailed):  # streams logs those
             log.warning("server: %s %s -> %d %s", request.method, request.path,
                         exc.status, exc)
         return error_response(exc)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from ytproxy.config import Config
-from ytproxy.errors import AtCapacity, InvalidTrackId, YtproxyError
+from ytproxy.errors import AtCapacity, InvalidTrackId, UpstreamFailed, YtproxyError
 from ytproxy.icy import IcyFramer, wants_icy
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.ranges import parse_range
@@ -122,7 +122,11 @@ class StreamHandler:
         ) as body:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
-            first = await body.next_piece()
+            try:
+                first = await body.next_piece()
+            except UpstreamFailed as exc:
+                log.error("stream: %s: giving up before the first byte: %s", track_id, exc)
+                raise
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             if start == 0:

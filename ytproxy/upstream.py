@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from ytproxy.config import UpstreamConfig
-from ytproxy.errors import UpstreamFailed, UpstreamGone, UpstreamHostNotAllowed
+from ytproxy.errors import ResolverUnavailable, UpstreamFailed, UpstreamGone, UpstreamHostNotAllowed
 from ytproxy.models import StreamInfo
 from ytproxy.resilience import RetryGap, RetryPolicy, parse_retry_after
 
@@ -271,34 +271,37 @@ class RangeStream:
         if isinstance(exc, UpstreamRefused):
             if exc.status in _REFRESH_STATUSES:
                 if self._refreshed_since_success:
-                    log.error("upstream: %s: refused (HTTP %d) again with a fresh URL at byte "
-                              "%d; giving up", self._label, exc.status, pos)
                     raise UpstreamGone(
                         f"upstream refused the stream (HTTP {exc.status}) even with a "
                         "fresh URL; the track may be gone or blocked here"
                     ) from exc
                 log.warning("upstream: %s: %s refused (HTTP %d) at byte %d; "
                             "refreshing the stream URL", self._label, exc.host, exc.status, pos)
-                self._refreshed_since_success = True
-                self.refreshes += 1
                 self.retries["refresh"] += 1
-                self._info = await self._refresh()
-                return
-            if exc.status not in _TRANSIENT_STATUSES:
-                log.error("upstream: %s: HTTP %d at byte %d is permanent; giving up",
-                          self._label, exc.status, pos)
-                raise exc
-            retry_after = exc.retry_after
-            cause = f"http_{exc.status}"
+                try:
+                    self._info = await self._refresh()
+                except ResolverUnavailable as refresh_error:
+                    # The resolver may recover within this gap's budget: wait and
+                    # try again (the old URL's refusal will bring us back here).
+                    exc = refresh_error
+                    cause = "resolver"
+                else:
+                    self._refreshed_since_success = True
+                    self.refreshes += 1
+                    return
+            elif exc.status not in _TRANSIENT_STATUSES:
+                raise exc  # 404 and other 4xx: another try will not help
+            else:
+                retry_after = exc.retry_after
+                cause = f"http_{exc.status}"
         else:
             cause = _cause_name(exc)
         delay = gap.next_delay(retry_after)
         if delay is None:
-            log.error("upstream: %s: giving up at byte %d after %d attempts over %.1f s: %s",
-                      self._label, pos, gap.attempts - 1, gap.elapsed, _describe(exc))
+            # The one ERROR line is the handler's, which knows the listener's view.
             raise UpstreamFailed(
-                f"upstream kept failing at byte {pos} for {gap.elapsed:.0f} s "
-                f"({_describe(exc)})"
+                f"upstream kept failing for {gap.elapsed:.1f} s over {gap.attempts - 1} "
+                f"retries ({_describe(exc)})"
             ) from exc
         self.retries[cause] += 1
         log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",

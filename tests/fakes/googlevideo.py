@@ -19,7 +19,15 @@ Every request is recorded in :attr:`FakeGooglevideo.requests` and counted by
 
 ``ok``, ``no_range``, ``open_ended``, ``bad_range``, ``too_large``,
 ``unsatisfiable``, ``bad_signature``, ``unknown_id``, ``revoked``, ``expired``,
-``head``, ``method_not_allowed``, ``watch``, ``not_found``.
+``head``, ``method_not_allowed``, ``watch``, ``not_found``, ``fault_status``.
+
+Fault injection (:class:`Fault`, :meth:`FakeGooglevideo.add_fault`) only ever
+touches a media request that passed every rule above.  A ``status`` fault
+replaces the answer (recorded as kind ``fault_status``); the body faults
+(``reset``, ``truncate``, ``stall``, ``revoke``) leave the request recorded as
+``ok`` and additionally bump ``counts["fault_<kind>"]``.  A body cut short by a
+fault counts in ``aborted_bodies``, never in ``completed_bodies``.
+:meth:`FakeGooglevideo.set_watch_faults` queues error statuses for /watch.
 
 Register with ``pytest_plugins = ["tests.fakes.googlevideo"]`` to get the
 :func:`googlevideo` fixture.
@@ -29,21 +37,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import html
 import math
 import re
 import secrets
+import socket
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
 
-__all__ = ["FakeGooglevideo", "RequestRecord", "Track", "googlevideo"]
+__all__ = ["FakeGooglevideo", "Fault", "RequestRecord", "Track", "googlevideo"]
 
 HOST = "127.0.0.1"
 
@@ -62,6 +75,22 @@ KIND_HEAD = "head"
 KIND_METHOD_NOT_ALLOWED = "method_not_allowed"
 KIND_WATCH = "watch"
 KIND_NOT_FOUND = "not_found"
+KIND_FAULT_STATUS = "fault_status"
+
+FAULT_STATUS = "status"
+FAULT_RESET = "reset"
+FAULT_STALL = "stall"
+FAULT_TRUNCATE = "truncate"
+FAULT_REVOKE = "revoke"
+FAULT_KINDS = frozenset({FAULT_STATUS, FAULT_RESET, FAULT_STALL, FAULT_TRUNCATE, FAULT_REVOKE})
+# Faults that cut the body short at ``at_byte`` (at most one fires per response).
+_CUT_KINDS = frozenset({FAULT_RESET, FAULT_STALL, FAULT_TRUNCATE})
+# Seconds between checks while waiting for bytes to leave or a client to go away.
+_POLL = 0.005
+# After the bytes before ``at_byte`` reached the client's kernel, wait this long
+# before cutting, so a reading client has consumed them (aiohttp's client drops
+# unread buffered bytes once the connection error is set).
+_CUT_GRACE = 0.02
 
 _RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
 
@@ -86,6 +115,71 @@ class Track:
     data: bytes
     title: str
     mime: str = "audio/webm"
+
+
+@dataclass
+class Fault:
+    """An upstream failure to inject into media requests for one track.
+
+    ``status``: answer ``status`` (plus ``Retry-After`` when set) instead of the
+    media, whatever the range.  ``reset``/``truncate``/``stall``: serve the
+    bytes before ``at_byte`` (headers promise the whole range), then abort the
+    connection with a TCP RST / close it cleanly (body short of
+    Content-Length) / stop sending for ``stall_seconds`` and then abort.
+    ``revoke``: serve normally, but every URL issued so far stops working
+    (403 ``revoked``) — as with :meth:`FakeGooglevideo.revoke`, done as the
+    response starts, which cannot affect this already-checked request.
+
+    The body kinds only fire on a response whose served range ``a..b``
+    (inclusive) has ``a <= at_byte <= b``; otherwise they are neither fired nor
+    consumed.  A fault fires (``times -= 1``, ``fired += 1``, logged) when the
+    request is accepted, before its body is sent.
+    """
+
+    kind: str
+    at_byte: int = 0
+    status: int = 503
+    retry_after: str | None = None
+    stall_seconds: float = 60.0
+    times: int = 1
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+    @property
+    def live(self) -> bool:
+        return self.times > 0
+
+    def covers(self, a: int, b: int) -> bool:
+        return a <= self.at_byte <= b
+
+
+@dataclass
+class _FaultPlan:
+    """What fired for one media request."""
+
+    cut: Fault | None = None
+    revokes: list[Fault] = field(default_factory=list)
+
+
+def _unsent_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes in the kernel send queue not yet acknowledged by the peer (Linux
+    ``SIOCOUTQ``); 0 where that cannot be asked."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class _RangeRefused(Exception):
@@ -160,6 +254,12 @@ class FakeGooglevideo:
         self._secret = secrets.token_bytes(32)
         self._generation: dict[str, int] = {}
         self._watch_status: dict[str, int] = {}
+        self._watch_faults: dict[str, collections.deque[int]] = {}
+        self._faults: dict[str, list[Fault]] = {}
+        #: ``(video_id, kind, media offset or status)`` for every fault that
+        #: fired, in order (``kind`` is the :class:`Fault` kind, or ``"watch"``
+        #: for a :meth:`set_watch_faults` status).
+        self.fault_log: list[tuple[str, str, int]] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[object]] = set()
@@ -269,6 +369,60 @@ class FakeGooglevideo:
         else:
             self._watch_status[video_id] = status
 
+    # ------------------------------------------------------------------ faults
+
+    def add_fault(self, video_id: str, fault: Fault) -> Fault:
+        """Inject ``fault`` into media requests for ``video_id``; faults are
+        considered in the order added.  Returns ``fault`` (watch its ``fired``)."""
+        self._faults.setdefault(video_id, []).append(fault)
+        return fault
+
+    def clear_faults(self, video_id: str | None = None) -> None:
+        """Drop the media faults and queued /watch faults of ``video_id``
+        (of every id when ``None``).  ``fault_log`` is kept."""
+        if video_id is None:
+            self._faults.clear()
+            self._watch_faults.clear()
+        else:
+            self._faults.pop(video_id, None)
+            self._watch_faults.pop(video_id, None)
+
+    def set_watch_faults(self, video_id: str, statuses: list[int]) -> None:
+        """The next ``len(statuses)`` /watch hits for ``video_id`` answer these
+        statuses in order, then /watch is normal again (replaces any queue not
+        yet used up; takes precedence over, and leaves alone, set_watch_status)."""
+        if statuses:
+            self._watch_faults[video_id] = collections.deque(statuses)
+        else:
+            self._watch_faults.pop(video_id, None)
+
+    def _fire(self, video_id: str, fault: Fault, value: int) -> None:
+        fault.times -= 1
+        fault.fired += 1
+        self.fault_log.append((video_id, fault.kind, value))
+
+    def _claim_status_fault(self, video_id: str) -> Fault | None:
+        for fault in self._faults.get(video_id, ()):
+            if fault.live and fault.kind == FAULT_STATUS:
+                self._fire(video_id, fault, fault.status)
+                return fault
+        return None
+
+    def _claim_body_faults(self, video_id: str, a: int, b: int) -> _FaultPlan:
+        plan = _FaultPlan()
+        for fault in self._faults.get(video_id, ()):
+            if not fault.live or not fault.covers(a, b):
+                continue
+            if fault.kind in _CUT_KINDS and plan.cut is None:
+                plan.cut = fault
+            elif fault.kind == FAULT_REVOKE:
+                plan.revokes.append(fault)
+            else:
+                continue
+            self._fire(video_id, fault, fault.at_byte)
+            self.counts[f"fault_{fault.kind}"] += 1
+        return plan
+
     # ------------------------------------------------------------------ waiting
 
     def _notify(self) -> None:
@@ -349,11 +503,20 @@ class FakeGooglevideo:
 
     async def _watch(self, request: web.Request) -> web.Response:
         video_id = request.query.get("v")
+        queued: int | None = None
         if video_id is not None:
             self.watch_hits[video_id] += 1
+            pending = self._watch_faults.get(video_id)
+            if pending:
+                queued = pending.popleft()
+                if not pending:
+                    del self._watch_faults[video_id]
+                self.fault_log.append((video_id, "watch", queued))
         if self.watch_delay > 0:
             await asyncio.sleep(self.watch_delay)
         forced = self._watch_status.get(video_id) if video_id is not None else None
+        if queued is not None:
+            forced = queued
         track = self.tracks.get(video_id) if video_id is not None else None
         if forced is not None or track is None or video_id is None:
             status = forced if forced is not None else 404
@@ -420,10 +583,62 @@ class FakeGooglevideo:
                 headers={"Content-Range": f"bytes */{total}"},
             )
         b = min(b, total - 1)
-        return await self._send_body(request, track, a, b)
+        fault = self._claim_status_fault(video_id)
+        if fault is not None:
+            self._record(request, fault.status, KIND_FAULT_STATUS, video_id)
+            headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
+            return web.Response(
+                status=fault.status, text=f"{fault.status} {KIND_FAULT_STATUS}\n", headers=headers
+            )
+        plan = self._claim_body_faults(video_id, a, b)
+        for _ in plan.revokes:
+            # The request was checked already, so this answer is still served.
+            self.revoke(video_id)
+        return await self._send_body(request, track, a, b, plan.cut)
+
+    async def _wait_flushed(self, request: web.Request, deadline: float | None = None) -> None:
+        """Wait until everything written so far was acknowledged by the client's
+        kernel (or ``deadline``, loop time, passes); raise ``ConnectionResetError``
+        if the client goes away meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away")
+            if transport.get_write_buffer_size() == 0 and _unsent_bytes(transport) == 0:
+                return
+            if deadline is not None and loop.time() >= deadline:
+                return
+            await asyncio.sleep(_POLL)
+
+    async def _cut(self, request: web.Request, fault: Fault) -> None:
+        """End a body at the fault's ``at_byte`` (everything before it was written)."""
+        loop = asyncio.get_running_loop()
+        if fault.kind == FAULT_STALL:
+            deadline = loop.time() + fault.stall_seconds
+            await self._wait_flushed(request, deadline)
+            while (remaining := deadline - loop.time()) > 0:
+                if _gone(request):
+                    raise ConnectionResetError("client went away")
+                await asyncio.sleep(min(remaining, 4 * _POLL))
+        else:
+            await self._wait_flushed(request)
+            await asyncio.sleep(_CUT_GRACE)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        if fault.kind == FAULT_TRUNCATE:
+            transport.close()  # FIN: a clean end, short of Content-Length
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: closing sends a TCP RST instead of a FIN.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
     async def _send_body(
-        self, request: web.Request, track: Track, a: int, b: int
+        self, request: web.Request, track: Track, a: int, b: int, cut: Fault | None = None
     ) -> web.StreamResponse:
         total = len(track.data)
         resp = web.StreamResponse(
@@ -441,7 +656,7 @@ class FakeGooglevideo:
         try:
             await resp.prepare(request)
             pos = a
-            end = b + 1
+            end = b + 1 if cut is None else cut.at_byte
             while pos < end:
                 piece = track.data[pos : min(pos + self.write_size, end)]
                 await resp.write(piece)  # awaits drain
@@ -449,8 +664,15 @@ class FakeGooglevideo:
                 rate = self.throttle_bytes_per_sec
                 if rate is not None and rate > 0 and pos < end:
                     await asyncio.sleep(len(piece) / rate)
-            await resp.write_eof()
-            self.completed_bodies += 1
+            if cut is None:
+                await resp.write_eof()
+                self.completed_bodies += 1
+            else:
+                await resp.write(b"")  # sends the headers if no body byte went yet
+                await self._cut(request, cut)
+                # aiohttp's own write_eof() afterwards meets a closed transport:
+                # a ConnectionError it handles quietly, as for a vanished client.
+                self.aborted_bodies += 1
         except ConnectionError:
             # The client went away (aiohttp's ClientConnectionResetError is a
             # ConnectionResetError).  Returning, not raising, lets aiohttp drop

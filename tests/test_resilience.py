@@ -1,0 +1,54 @@
+"""Backoff, Retry-After and the per-gap retry budget."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ytproxy.resilience import RetryPolicy, full_jitter, parse_retry_after
+
+
+@given(attempt=st.integers(0, 60), base=st.floats(0.001, 5), cap=st.floats(0.001, 60))
+def test_full_jitter_stays_within_its_envelope(attempt: int, base: float, cap: float) -> None:
+    delay = full_jitter(attempt, base, cap, random.Random(attempt))
+    assert 0 <= delay <= min(cap, base * 2**attempt) + 1e-9
+
+
+def test_full_jitter_spreads_out() -> None:
+    rng = random.Random(5)
+    delays = [full_jitter(4, 0.25, 8.0, rng) for _ in range(200)]
+    assert max(delays) > 3.0 and min(delays) < 0.5  # uniform over [0, 4]
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    now = 1_800_000_000.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == 30.0
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") is None
+
+
+def test_gap_budget_counts_attempts_and_resets_on_progress() -> None:
+    gap = RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0, gap_budget=60).new_gap()
+    assert [gap.next_delay() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert gap.next_delay() is None
+    gap.progress()
+    assert gap.next_delay() == 0.0
+
+
+def test_gap_budget_counts_time_and_caps_retry_after() -> None:
+    policy = RetryPolicy(attempts=50, base_delay=0.0, max_delay=0.0, gap_budget=10,
+                         retry_after_cap=4)
+    gap = policy.new_gap()
+    assert gap.next_delay(retry_after=100) == 4  # capped
+    assert policy.new_gap().next_delay(retry_after=3) == 3
+    gap.started -= 8  # eight seconds already spent in this gap
+    assert gap.next_delay(retry_after=3) is None  # would overrun the 10 s budget
