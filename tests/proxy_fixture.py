@@ -23,8 +23,9 @@ def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[
     """A config that resolves through the fake's watch page and may fetch only from it."""
     config = Config()
     config = config.replace("store", path=str(tmp_path / "tracks.db"))
+    # No rate limit by default (a test of the limit sets its own): tests resolve often.
     config = config.replace("resolver", source_url_template=googlevideo.watch_url_template,
-                            timeout=20.0)
+                            timeout=20.0, max_calls_per_minute=6000)
     config = config.replace("upstream", allowed_hosts=(googlevideo.host,),
                             chunk_size=256 * 1024)
     for section, changes in sections.items():

@@ -136,7 +136,8 @@ async def test_dead_upstream_ends_within_the_budget_with_one_error(
     googlevideo.add_track("OtherTrack1", data[:10_000], title="Alive")
     proxy = await make_proxy(upstream=FAST["upstream"],
                              retry={"base_delay": 0.05, "max_delay": 0.3, "gap_budget": 2.0,
-                                    "attempts": 100})
+                                    "attempts": 100},
+                             breaker={"failures": 1000})  # the budget alone ends it here
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     async with proxy.session.get(proxy.url("/proxy/FaultTrack1")) as resp:
@@ -188,3 +189,37 @@ async def test_random_fault_plans_never_change_the_bytes(
     status, body = await fetch(proxy, "FaultTrack1")
     assert status == 200
     assert digest(body) == digest(data)
+
+
+async def test_host_breaker_opens_fails_fast_and_closes_after_recovery(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
+) -> None:
+    data = random_audio(100_000, seed=12)
+    googlevideo.add_track("FaultTrack1", data, title="Breaker")
+    proxy = await make_proxy(upstream=FAST["upstream"],
+                             retry={"base_delay": 0.01, "max_delay": 0.05, "gap_budget": 1.0,
+                                    "attempts": 3},
+                             breaker={"failures": 3, "reset_after": 1.0})
+    async with proxy.session.head(proxy.url("/proxy/FaultTrack1")) as resp:
+        assert resp.status == 200  # resolved and stored while all is well
+    googlevideo.add_fault("FaultTrack1", Fault("status", status=500, times=10_000))
+    status, _ = await fetch(proxy, "FaultTrack1")
+    assert status in (502, 503)  # three failures open the breaker
+    sent_before = googlevideo.counts["fault_status"]
+    started = time.monotonic()
+    async with proxy.session.get(proxy.url("/proxy/FaultTrack1")) as resp:
+        assert resp.status == 503
+        assert int(resp.headers["Retry-After"]) >= 1
+        body = await resp.json()
+    assert time.monotonic() - started < 0.5  # fast: upstream was not asked
+    assert body["error"] == "upstream_unavailable" and "127.0.0.1" in body["message"]
+    assert googlevideo.counts["fault_status"] == sent_before
+    async with proxy.session.get(proxy.url("/status")) as resp:
+        hosts = (await resp.json())["upstream"]["hosts"]
+    assert hosts["127.0.0.1"]["state"] == "open"
+    googlevideo.clear_faults()  # upstream recovers
+    await asyncio.sleep(1.1)  # the breaker's reset_after: then one trial decides
+    status, body_bytes = await fetch(proxy, "FaultTrack1")
+    assert status == 200 and body_bytes == data
+    async with proxy.session.get(proxy.url("/status")) as resp:
+        assert (await resp.json())["upstream"]["hosts"]["127.0.0.1"]["state"] == "closed"

@@ -122,8 +122,10 @@ async def _with_tracks(
     args: argparse.Namespace,
     command: Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]],
 ) -> int:
-    store = await Store.open(config.store.resolved_path)
-    resolver = Resolver(config.resolver)
+    store = await Store.open(
+        config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000)
+    )
+    resolver = Resolver(config.resolver, config.breaker)
     try:
         return await command(Tracks(store, resolver, config.resolver), args, config)
     finally:

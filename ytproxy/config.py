@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BreakerConfig",
     "Config",
     "ConfigError",
     "IcyConfig",
@@ -42,6 +43,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "~/.local/share/ytproxy/tracks.db"
+    busy_timeout: float = 5.0
 
     @property
     def resolved_path(self) -> Path:
@@ -56,6 +58,8 @@ class ResolverConfig:
     timeout: float = 30.0
     url_ttl: float = 3600.0
     expiry_margin: float = 300.0
+    max_calls_per_minute: int = 30
+    rate_limit_wait: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class UpstreamConfig:
     allowed_hosts: tuple[str, ...] = ("*.googlevideo.com", "*.youtube.com")
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
+    range_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,14 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class BreakerConfig:
+    """Circuit breakers on the resolver and on each upstream host."""
+
+    failures: int = 5
+    reset_after: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -97,6 +110,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     icy: IcyConfig = field(default_factory=IcyConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -121,6 +135,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "icy": IcyConfig,
     "retry": RetryConfig,
+    "breaker": BreakerConfig,
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -258,6 +273,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(s.log_level.lower() in _LOG_LEVELS, "server.log_level",
          f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
     need(bool(config.store.path.strip()), "store.path", "must not be empty", config.store.path)
+    need(0 <= config.store.busy_timeout <= 600, "store.busy_timeout",
+         "must be between 0 and 600 seconds", config.store.busy_timeout)
     need("{id}" in r.source_url_template, "resolver.source_url_template",
          "must contain the {id} placeholder", r.source_url_template)
     need(1 <= r.workers <= 64, "resolver.workers", "must be between 1 and 64", r.workers)
@@ -265,6 +282,10 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(r.timeout > 0, "resolver.timeout", "must be > 0 seconds", r.timeout)
     need(r.url_ttl > 0, "resolver.url_ttl", "must be > 0 seconds", r.url_ttl)
     need(r.expiry_margin >= 0, "resolver.expiry_margin", "must be >= 0 seconds", r.expiry_margin)
+    need(1 <= r.max_calls_per_minute <= 6000, "resolver.max_calls_per_minute",
+         "must be between 1 and 6000", r.max_calls_per_minute)
+    need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
+         r.rate_limit_wait)
     need(4096 <= u.chunk_size <= 10 * 1_048_576, "upstream.chunk_size",
          "must be between 4096 and 10485760 bytes", u.chunk_size)
     need(bool(u.allowed_hosts), "upstream.allowed_hosts", "must list at least one host",
@@ -274,6 +295,7 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(u.connect_timeout > 0, "upstream.connect_timeout", "must be > 0 seconds",
          u.connect_timeout)
     need(u.read_timeout > 0, "upstream.read_timeout", "must be > 0 seconds", u.read_timeout)
+    need(u.range_timeout > 0, "upstream.range_timeout", "must be > 0 seconds", u.range_timeout)
     need(1 <= config.limits.max_streams <= 10_000, "limits.max_streams",
          "must be between 1 and 10000", config.limits.max_streams)
     need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
@@ -286,6 +308,9 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(t.gap_budget > 0, "retry.gap_budget", "must be > 0 seconds", t.gap_budget)
     need(t.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds",
          t.retry_after_cap)
+    b = config.breaker
+    need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
+    need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)
     return errors
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "UpstreamFailed",
     "UpstreamGone",
     "UpstreamHostNotAllowed",
+    "UpstreamUnavailable",
     "YtproxyError",
 ]
 
@@ -24,6 +25,11 @@ class YtproxyError(Exception):
     code = "error"
     status = 500
     retry_after: float | None = None
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidTrackId(YtproxyError):
@@ -77,6 +83,14 @@ class UpstreamGone(UpstreamFailed):
 
     code = "upstream_gone"
     status = 410
+
+
+class UpstreamUnavailable(UpstreamFailed):
+    """An upstream host's breaker is open: it failed repeatedly, and we let it rest."""
+
+    code = "upstream_unavailable"
+    status = 503
+    retry_after = 30.0
 
 
 class UpstreamHostNotAllowed(UpstreamFailed):

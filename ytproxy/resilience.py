@@ -14,7 +14,14 @@ import random
 import time
 from dataclasses import dataclass
 
-__all__ = ["RetryGap", "RetryPolicy", "full_jitter", "parse_retry_after"]
+__all__ = [
+    "BreakerOpen",
+    "CircuitBreaker",
+    "RetryGap",
+    "RetryPolicy",
+    "full_jitter",
+    "parse_retry_after",
+]
 
 
 def full_jitter(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -52,20 +59,26 @@ class RetryPolicy:
 
 
 class RetryGap:
-    """Attempts and time spent since the last progress."""
+    """Attempts and time spent since the first failure after the last progress.
+
+    The clock starts at the first failure, not at the last byte: a listener
+    who paused for an hour has not spent an hour of the budget.
+    """
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self.attempts = 0
-        self.started = time.monotonic()
+        self.started: float | None = None
 
     def progress(self) -> None:
         self.attempts = 0
-        self.started = time.monotonic()
+        self.started = None
 
     def next_delay(self, retry_after: float | None = None) -> float | None:
         """How long to wait before the next attempt, or None when the budget is spent."""
         policy = self._policy
+        if self.started is None:
+            self.started = time.monotonic()
         self.attempts += 1
         if self.attempts > policy.attempts:
             return None
@@ -79,4 +92,73 @@ class RetryGap:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+
+class BreakerOpen(Exception):
+    """A call was refused because its dependency's breaker is open."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"{name} failed repeatedly; next try in {retry_after:.0f} s")
+        self.name = name
+        self.retry_after = retry_after
+
+
+class CircuitBreaker:
+    """CLOSED → OPEN after ``threshold`` consecutive failures → HALF_OPEN after
+    ``reset_after`` seconds, where one trial call decides: success closes it,
+    failure opens it again.
+    """
+
+    def __init__(self, name: str, threshold: int = 5, reset_after: float = 30.0) -> None:
+        self.name = name
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self.state = "closed"
+        self.failures = 0
+        self.opened_at = 0.0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self._trial = False
+
+    def retry_after(self) -> float:
+        return max(0.0, self.opened_at + self.reset_after - time.monotonic())
+
+    def check(self) -> None:
+        """Raise BreakerOpen unless a call may go ahead now."""
+        if self.state == "closed":
+            return
+        if self.state == "open" and self.retry_after() <= 0:
+            self.state = "half_open"
+            self._trial = False
+        if self.state == "half_open" and not self._trial:
+            self._trial = True  # this caller is the trial
+            return
+        raise BreakerOpen(self.name, max(self.retry_after(), 1.0))
+
+    def record_success(self) -> None:
+        self.state = "closed"
+        self.failures = 0
+        self._trial = False
+
+    def record_failure(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        self.last_error_at = time.time()
+        if self.state == "half_open" or self.failures >= self.threshold:
+            self.state = "open"
+            self.opened_at = time.monotonic()
+            self._trial = False
+
+    def release_trial(self) -> None:
+        """A trial that ended with neither verdict (e.g. cancelled) lets another try."""
+        self._trial = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "retry_after": round(self.retry_after(), 1) if self.state == "open" else None,
+        }

@@ -15,9 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ytproxy.config import ResolverConfig
+from aiolimiter import AsyncLimiter
+
+from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone, YtproxyError
 from ytproxy.models import StreamInfo
+from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
 
 __all__ = ["Resolver", "classify_error", "expiry_from_url", "stream_info_from", "strip_query"]
@@ -179,8 +182,13 @@ class _YtdlpLogger:
 class Resolver:
     """Turns a source page URL into a ``StreamInfo``; concurrent asks share one call."""
 
-    def __init__(self, config: ResolverConfig) -> None:
+    def __init__(self, config: ResolverConfig, breaker: BreakerConfig | None = None) -> None:
         self._config = config
+        breaker = breaker or BreakerConfig()
+        self.breaker = CircuitBreaker("resolver", breaker.failures, breaker.reset_after)
+        # One call per slot, no burst: YouTube answers bursts with 429s and bans.
+        self._limiter = AsyncLimiter(1, 60.0 / config.max_calls_per_minute)
+        self.rate_limit_waiting = 0
         self._pool = ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="ytproxy-resolver"
         )
@@ -202,7 +210,36 @@ class Resolver:
     async def resolve(self, source_url: str) -> StreamInfo:
         return await self._flights.run(source_url, lambda: self._resolve(source_url))
 
+    async def _admit(self) -> None:
+        """Pass the breaker and the rate limit, or raise ResolverUnavailable (503)."""
+        try:
+            self.breaker.check()
+        except BreakerOpen as exc:
+            self.failures["breaker_open"] += 1
+            raise ResolverUnavailable(
+                f"yt-dlp failed {self.breaker.failures} times in a row "
+                f"(last: {self.breaker.last_error}); not trying again for "
+                f"{exc.retry_after:.0f} s. Check the network, or upgrade yt-dlp",
+                retry_after=exc.retry_after,
+            ) from None
+        self.rate_limit_waiting += 1
+        try:
+            async with asyncio.timeout(self._config.rate_limit_wait):
+                await self._limiter.acquire()
+        except TimeoutError:
+            self.breaker.release_trial()
+            self.failures["rate_limited"] += 1
+            raise ResolverUnavailable(
+                f"too many new tracks at once: yt-dlp calls are limited to "
+                f"{self._config.max_calls_per_minute} per minute "
+                "(resolver.max_calls_per_minute); try again shortly",
+                retry_after=60.0 / self._config.max_calls_per_minute,
+            ) from None
+        finally:
+            self.rate_limit_waiting -= 1
+
     async def _resolve(self, source_url: str) -> StreamInfo:
+        await self._admit()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
@@ -213,16 +250,25 @@ class Resolver:
             # The worker thread cannot be interrupted; yt-dlp's own socket
             # timeout ends it soon after.
             self.failures["timeout"] += 1
+            self.breaker.record_failure("timeout")
             raise ResolverUnavailable(
                 f"yt-dlp took longer than {self._config.timeout:g} s for {source_url}"
             ) from None
+        except asyncio.CancelledError:
+            self.breaker.release_trial()
+            raise
         except Exception as exc:
             error = classify_error(exc, source_url)
             self.failures[error.code] += 1
+            if isinstance(error, ResolverUnavailable):
+                self.breaker.record_failure(str(error))
+            else:
+                self.breaker.record_success()  # the source answered: yt-dlp itself works
             log.warning("resolver: %s: %s", source_url, error)
             raise error from exc
         finally:
             self.last_duration = time.monotonic() - started
+        self.breaker.record_success()
         log.info("resolver: %s resolved in %.2f s -> %s", source_url, self.last_duration,
                  strip_query(result.url))
         return result

@@ -72,13 +72,16 @@ async def errors_middleware(
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = await Store.open(app[CONFIG].store.resolved_path)
+    store_config = app[CONFIG].store
+    app[STORE] = await Store.open(
+        store_config.resolved_path, busy_timeout_ms=int(store_config.busy_timeout * 1000)
+    )
     yield
     await app[STORE].close()
 
 
 async def _resolver_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[RESOLVER] = Resolver(app[CONFIG].resolver)
+    app[RESOLVER] = Resolver(app[CONFIG].resolver, app[CONFIG].breaker)
     yield
     await app[RESOLVER].close()
 
@@ -87,10 +90,11 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-    app[FETCHER] = UpstreamFetcher(config.upstream, session)
+    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY])
     yield
+    await app[HANDLER].drain()
     await session.close()
 
 
@@ -151,8 +155,11 @@ async def _status(request: web.Request) -> web.Response:
         "slots": {"in_use": slots.in_use, "capacity": slots.capacity},
         "store": {"tracks": await app[STORE].count(), "path": str(app[STORE].path)},
         "resolver": {"calls": resolver.calls, "joins": resolver.joins,
-                     "failures": dict(resolver.failures)},
-        "upstream": {"requests": app[FETCHER].requests},
+                     "failures": dict(resolver.failures),
+                     "rate_limit_waiting": resolver.rate_limit_waiting,
+                     "breaker": resolver.breaker.as_dict()},
+        "upstream": {"requests": app[FETCHER].requests, **app[FETCHER].stats,
+                     "hosts": {host: b.as_dict() for host, b in app[FETCHER].breakers.items()}},
     })
 
 

@@ -6,6 +6,8 @@ connection; leaving it open keeps the process alive, so ``close`` must run).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -54,6 +56,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_WRITE_ATTEMPTS = 5
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _COLUMNS = (
@@ -119,6 +122,32 @@ class Store:
             )
             log.info("store: migrated %s to schema version %d", self.path, target)
 
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement and commit; retried when another process holds the lock.
+
+        busy_timeout already waits inside SQLite; this covers what slips past
+        it (a checkpoint, a writer from `ytproxy add` holding on longer).
+        Returns the number of rows changed.
+        """
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                cur = await self._conn.execute(sql, params)
+                await self._conn.commit()
+                return int(cur.rowcount)
+            except sqlite3.OperationalError as exc:
+                message = str(exc).lower()
+                if ("locked" not in message and "busy" not in message) or (
+                    attempt + 1 == _WRITE_ATTEMPTS
+                ):
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
+                delay = 0.05 * 2**attempt
+                log.warning("store: %s is busy (%s); retry %d in %.2f s",
+                            self.path, exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._conn.execute(sql, params) as cur:
             row = await cur.fetchone()
@@ -160,7 +189,7 @@ class Store:
         duration: float | None = None,
     ) -> Track:
         """Add a track or update it; a value left None never erases what is stored."""
-        await self._conn.execute(
+        await self._write(
             """
             INSERT INTO tracks (id, source_url, title, artist, album, duration, added_at)
             VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -173,14 +202,13 @@ class Store:
             """,
             (track_id, source_url, title, artist, album, duration, time.time()),
         )
-        await self._conn.commit()
         track = await self.get(track_id)
         assert track is not None
         return track
 
     async def save_stream(self, track_id: str, info: StreamInfo) -> None:
         """Store a freshly resolved stream URL; metadata gaps are filled, never erased."""
-        await self._conn.execute(
+        await self._write(
             """
             UPDATE tracks SET
                 stream_url = ?, stream_expires_at = ?, stream_mime = ?,
@@ -196,31 +224,25 @@ class Store:
                 info.title, info.artist, info.album, info.duration, track_id,
             ),
         )
-        await self._conn.commit()
 
     async def save_size(self, track_id: str, size: int) -> None:
-        await self._conn.execute(
+        await self._write(
             "UPDATE tracks SET stream_size = ? WHERE id = ?", (size, track_id)
         )
-        await self._conn.commit()
 
     async def record_error(self, track_id: str, message: str) -> None:
-        await self._conn.execute(
+        await self._write(
             "UPDATE tracks SET last_error = ? WHERE id = ?", (message, track_id)
         )
-        await self._conn.commit()
 
     async def mark_played(self, track_id: str) -> None:
-        await self._conn.execute(
+        await self._write(
             "UPDATE tracks SET play_count = play_count + 1, last_played_at = ? WHERE id = ?",
             (time.time(), track_id),
         )
-        await self._conn.commit()
 
     async def remove(self, track_id: str) -> bool:
-        cur = await self._conn.execute("DELETE FROM tracks WHERE id = ?", (track_id,))
-        await self._conn.commit()
-        return cur.rowcount > 0
+        return await self._write("DELETE FROM tracks WHERE id = ?", (track_id,)) > 0
 
 
 def _refuse_foreign_file(path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -43,6 +45,7 @@ class StreamHandler:
         self._slots = slots
         self._registry = registry
         self._policy = RetryPolicy(**dataclasses.asdict(config.retry))
+        self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         track_id = request.match_info["id"]
@@ -60,6 +63,17 @@ class StreamHandler:
         finally:
             await self._slots.release()
 
+    def _in_background(self, bookkeeping: Coroutine[Any, Any, None]) -> None:
+        """Store writes the listener does not wait for (a busy store must not delay bytes)."""
+        task = asyncio.create_task(bookkeeping)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Let pending bookkeeping writes finish (called before the store closes)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def _refresher(self, track_id: str) -> Refresh:
         async def refresh() -> StreamInfo:
             return await self._tracks.refresh(track_id)
@@ -75,7 +89,7 @@ class StreamHandler:
             await probe.next_piece()
             if probe.total is None:
                 raise YtproxyError("upstream did not say how long the stream is")
-            await self._tracks.remember_size(track_id, probe.total)
+            self._in_background(self._tracks.remember_size(track_id, probe.total))
             return probe.total, probe.info, probe.content_type or _FALLBACK_MIME
 
     async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
@@ -130,7 +144,7 @@ class StreamHandler:
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             if start == 0:
-                await self._tracks.mark_played(track_id)
+                self._in_background(self._tracks.mark_played(track_id))
             framer = IcyFramer(self._config.icy.metaint, track.name) if icy else None
             await self._relay(request, response, body, first, track,
                               framer=framer, first_byte=start)

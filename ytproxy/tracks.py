@@ -6,10 +6,19 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable
 from urllib.parse import parse_qs, urlsplit
 
 from ytproxy.config import ResolverConfig
-from ytproxy.errors import InvalidTrackId, TrackGone, TrackNotFound, YtproxyError
+from ytproxy.errors import (
+    InvalidTrackId,
+    ResolverFailed,
+    ResolverUnavailable,
+    StoreError,
+    TrackGone,
+    TrackNotFound,
+    YtproxyError,
+)
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.resolver import Resolver
 from ytproxy.singleflight import SingleFlight
@@ -18,6 +27,9 @@ from ytproxy.store import Store
 __all__ = ["Tracks", "derived_id", "youtube_id_from_url"]
 
 log = logging.getLogger(__name__)
+
+# A stored URL this close to expiry is still used when a refresh fails.
+_LAST_RESORT_MARGIN = 30.0
 
 _YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com")
 
@@ -96,9 +108,19 @@ class Tracks:
         if track is None:
             return await self._lazy_add(track_id)
         stored = track.stored_stream()
-        if stored is not None and stored.fresh(time.time(), self._config.expiry_margin):
+        now = time.time()
+        if stored is not None and stored.fresh(now, self._config.expiry_margin):
             return track, stored
-        info = await self.refresh(track_id)
+        try:
+            info = await self.refresh(track_id)
+        except (ResolverUnavailable, ResolverFailed) as exc:
+            # Degrade gracefully: a URL inside the safety margin still works for
+            # a while, and the relay refreshes on 403 if it runs out mid-song.
+            if stored is not None and stored.fresh(now, _LAST_RESORT_MARGIN):
+                log.warning("tracks: %s: refresh failed (%s); keeping the stored URL, "
+                            "which expires in %.0f s", track_id, exc, stored.expires_at - now)
+                return track, stored
+            raise
         refreshed = await self.store.get(track_id)
         return (refreshed or track), info
 
@@ -124,13 +146,21 @@ class Tracks:
         try:
             info = await self.resolver.resolve(track.source_url)
         except YtproxyError as exc:
-            await self.store.record_error(track_id, str(exc))
+            await self._best_effort("record the error", self.store.record_error(track_id, str(exc)))
             raise
-        await self.store.save_stream(track_id, info)
+        # The fresh URL is what the listener needs; failing to store it only
+        # costs a resolve next time, so it must not end the stream.
+        await self._best_effort("store the fresh URL", self.store.save_stream(track_id, info))
         return info
 
+    async def _best_effort(self, what: str, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except StoreError as exc:
+            log.warning("tracks: could not %s: %s", what, exc)
+
     async def remember_size(self, track_id: str, size: int) -> None:
-        await self.store.save_size(track_id, size)
+        await self._best_effort("store the size", self.store.save_size(track_id, size))
 
     async def mark_played(self, track_id: str) -> None:
-        await self.store.mark_played(track_id)
+        await self._best_effort("count the play", self.store.mark_played(track_id))

@@ -12,6 +12,7 @@ import contextlib
 import fnmatch
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,10 +20,22 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from ytproxy.config import UpstreamConfig
-from ytproxy.errors import ResolverUnavailable, UpstreamFailed, UpstreamGone, UpstreamHostNotAllowed
+from ytproxy.config import BreakerConfig, UpstreamConfig
+from ytproxy.errors import (
+    ResolverUnavailable,
+    UpstreamFailed,
+    UpstreamGone,
+    UpstreamHostNotAllowed,
+    UpstreamUnavailable,
+)
 from ytproxy.models import StreamInfo
-from ytproxy.resilience import RetryGap, RetryPolicy, parse_retry_after
+from ytproxy.resilience import (
+    BreakerOpen,
+    CircuitBreaker,
+    RetryGap,
+    RetryPolicy,
+    parse_retry_after,
+)
 
 __all__ = [
     "RangeStream",
@@ -71,6 +84,7 @@ class OpenRange:
     end: int
     total: int | None
     content_type: str | None
+    host: str
 
     def close(self) -> None:
         self.response.close()
@@ -79,15 +93,35 @@ class OpenRange:
 class UpstreamFetcher:
     """Opens bounded ranges of a stream URL, checking hosts and redirects."""
 
-    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        session: aiohttp.ClientSession,
+        breaker: BreakerConfig | None = None,
+    ) -> None:
         self.config = config
         self._session = session
+        self._breaker_config = breaker or BreakerConfig()
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
             sock_connect=config.connect_timeout,
             sock_read=config.read_timeout,
         )
         self.requests = 0
+        self.stats: Counter[str] = Counter()
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker_for(self, host: str) -> CircuitBreaker:
+        breaker = self.breakers.get(host)
+        if breaker is None:
+            breaker = CircuitBreaker(f"upstream host {host}", self._breaker_config.failures,
+                                     self._breaker_config.reset_after)
+            self.breakers[host] = breaker
+        return breaker
+
+    def record_failure(self, host: str, error: BaseException) -> None:
+        """A transient failure talking to ``host`` (counted toward its breaker)."""
+        self.breaker_for(host).record_failure(_describe(error))
 
     def check_allowed(self, url: str) -> None:
         parts = urlsplit(url)
@@ -100,8 +134,15 @@ class UpstreamFetcher:
                 "add it there if you trust it"
             )
 
-    async def open_range(self, info: StreamInfo, start: int, end: int) -> OpenRange:
-        """GET bytes ``start..end`` (inclusive); ``end - start + 1`` must be <= chunk_size."""
+    async def open_range(
+        self, info: StreamInfo, start: int, end: int, *, gate: bool = True
+    ) -> OpenRange:
+        """GET bytes ``start..end`` (inclusive); ``end - start + 1`` must be <= chunk_size.
+
+        With ``gate``, an open breaker for the host refuses at once (a new stream
+        should not wait on a host that keeps failing); a stream already running
+        retries under its own budget and passes ``gate=False``.
+        """
         assert 0 <= start <= end and end - start < self.config.chunk_size
         headers = {k: v for k, v in info.http_headers.items() if k.lower() not in _DROP_HEADERS}
         headers["Range"] = f"bytes={start}-{end}"
@@ -109,26 +150,52 @@ class UpstreamFetcher:
         url = info.url
         for _ in range(_MAX_REDIRECTS + 1):
             self.check_allowed(url)
+            host = urlsplit(url).hostname or "?"
+            breaker = self.breaker_for(host)
+            try:
+                if gate:
+                    breaker.check()
+            except BreakerOpen as exc:
+                raise UpstreamUnavailable(
+                    f"upstream {host} failed {breaker.failures} times in a row "
+                    f"(last: {breaker.last_error}); resting it for {exc.retry_after:.0f} s",
+                    retry_after=exc.retry_after,
+                ) from None
             self.requests += 1
             try:
-                response = await self._session.get(
-                    url, headers=headers, allow_redirects=False, timeout=self._timeout
-                )
+                async with asyncio.timeout(self.config.range_timeout):
+                    response = await self._session.get(
+                        url, headers=headers, allow_redirects=False, timeout=self._timeout
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamFailed(
-                    f"cannot reach upstream {urlsplit(url).hostname}: {exc.__class__.__name__}"
-                ) from exc
+                breaker.record_failure(_describe(exc))
+                raise UpstreamFailed(f"cannot reach upstream {host}: {_describe(exc)}") from exc
+            except asyncio.CancelledError:
+                breaker.release_trial()
+                raise
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 url = urljoin(url, response.headers["Location"])
                 response.release()
+                breaker.record_success()
                 continue
-            return self._accept(response, url, start, end)
+            try:
+                opened = self._accept(response, host, start, end)
+            except UpstreamRefused as exc:
+                if exc.status in _TRANSIENT_STATUSES:
+                    breaker.record_failure(str(exc))
+                else:
+                    breaker.record_success()  # the host answered; the URL is the problem
+                raise
+            except UpstreamFailed as exc:
+                breaker.record_failure(str(exc))
+                raise
+            breaker.record_success()
+            return opened
         raise UpstreamFailed(f"upstream redirected more than {_MAX_REDIRECTS} times")
 
     def _accept(
-        self, response: aiohttp.ClientResponse, url: str, start: int, end: int
+        self, response: aiohttp.ClientResponse, host: str, start: int, end: int
     ) -> OpenRange:
-        host = urlsplit(url).hostname or "?"
         content_type = response.headers.get("Content-Type")
         if response.status == 206:
             match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
@@ -136,12 +203,12 @@ class UpstreamFetcher:
                 response.close()
                 raise UpstreamFailed(f"upstream {host} answered a different range than asked")
             total = None if match.group(3) == "*" else int(match.group(3))
-            return OpenRange(response, start, int(match.group(2)), total, content_type)
+            return OpenRange(response, start, int(match.group(2)), total, content_type, host)
         if response.status == 200 and start == 0:
             # A server that ignores Range sends everything: read only what we asked for.
             total = response.content_length
             last = end if total is None else min(end, total - 1)
-            return OpenRange(response, 0, last, total, content_type)
+            return OpenRange(response, 0, last, total, content_type, host)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         response.close()
         raise UpstreamRefused(response.status, host, retry_after)
@@ -199,6 +266,7 @@ class RangeStream:
         )
         self._task: asyncio.Task[None] | None = None
         self._refreshed_since_success = False
+        self._gate = True
         self.total: int | None = None
         self.content_type: str | None = None
         self.refreshes = 0
@@ -215,7 +283,11 @@ class RangeStream:
         return [(a, min(a + size - 1, self._end)) for a in range(self._start, self._end + 1, size)]
 
     def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
-        task = asyncio.ensure_future(self._fetcher.open_range(self._info, start, end))
+        # Only a stream's very first request asks the host's breaker.
+        gate, self._gate = self._gate, False
+        task = asyncio.ensure_future(
+            self._fetcher.open_range(self._info, start, end, gate=gate)
+        )
         # A prefetch that is never awaited must not warn about its exception.
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
@@ -268,6 +340,8 @@ class RangeStream:
         if isinstance(exc, UpstreamHostNotAllowed):
             raise exc
         retry_after: float | None = None
+        if isinstance(exc, UpstreamUnavailable):
+            raise exc  # a new stream meets an open breaker: 503 at once
         if isinstance(exc, UpstreamRefused):
             if exc.status in _REFRESH_STATUSES:
                 if self._refreshed_since_success:
@@ -288,6 +362,7 @@ class RangeStream:
                 else:
                     self._refreshed_since_success = True
                     self.refreshes += 1
+                    self._fetcher.stats["refreshes"] += 1
                     return
             elif exc.status not in _TRANSIENT_STATUSES:
                 raise exc  # 404 and other 4xx: another try will not help
@@ -304,27 +379,38 @@ class RangeStream:
                 f"retries ({_describe(exc)})"
             ) from exc
         self.retries[cause] += 1
+        self._fetcher.stats[f"retry_{cause}"] += 1
         log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
                     self._label, gap.attempts, pos, _describe(exc), delay)
         await asyncio.sleep(delay)
 
     async def _relay_range(self, current: OpenRange, pos: int, end: int, gap: RetryGap) -> int:
         """Queue bytes ``pos..end`` from ``current``; returns the next position."""
+        # Time spent waiting on upstream for this range; time the listener
+        # spends paused (we block on the queue) does not count.
+        waited = 0.0
+        limit = self._fetcher.config.range_timeout
         try:
             while pos <= end:
+                before = time.monotonic()
                 piece = await current.response.content.readany()
+                waited += time.monotonic() - before
                 if not piece:
                     raise UpstreamFailed(f"upstream ended early at byte {pos} of {end + 1}")
+                if waited > limit:
+                    raise TimeoutError(f"range took over {limit:g} s of upstream time")
                 if len(piece) > end - pos + 1:
                     piece = piece[: end - pos + 1]
                 pos += len(piece)
                 self.bytes_fetched += len(piece)
                 if gap.attempts:
                     self.resumes += 1
+                    self._fetcher.stats["resumes"] += 1
                 gap.progress()
                 self._refreshed_since_success = False
                 await self._queue.put(piece)
         except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
+            self._fetcher.record_failure(current.host, exc)
             raise _Broken(pos, exc) from exc
         return pos
 
