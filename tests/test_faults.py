@@ -46,8 +46,10 @@ FAULTS = {
 
 @pytest.mark.parametrize("kind", sorted(FAULTS))
 async def test_each_fault_is_absorbed_byte_exact(
-    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, kind: str
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, kind: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     data = random_audio(SIZE, seed=len(kind))
     googlevideo.add_track("FaultTrack1", data, title="Faulty")
     fault = googlevideo.add_fault("FaultTrack1", FAULTS[kind]())
@@ -57,6 +59,11 @@ async def test_each_fault_is_absorbed_byte_exact(
     assert digest(body) == digest(data)
     assert fault.fired >= 1
     assert proxy.app[SLOTS].in_use == 0
+    retries = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert retries, "the fault was absorbed silently"
+    for record in caplog.records:  # signed URLs carry credentials in their query
+        text = record.getMessage()
+        assert "sig=" not in text and "expire=" not in text, text
 
 
 async def test_retry_after_is_honoured(

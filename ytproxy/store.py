@@ -24,6 +24,9 @@ from ytproxy.models import StreamInfo, Track
 __all__ = ["SCHEMA_VERSION", "Store"]
 
 log = logging.getLogger(__name__)
+# aiosqlite logs every statement with its parameters at DEBUG, and stream URLs
+# are signed credentials: keep them out of the log even with --log-level debug.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 # Each entry moves the schema from version i to i+1.  Never edit a shipped
 # entry: add a new one, so every existing database can walk forward.
