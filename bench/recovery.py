@@ -99,7 +99,7 @@ async def main(runs: int, out: str | None) -> None:
         print(f"{name:36} {statistics.median(extra):14.3f} {min(extra):7.3f} "
               f"{max(extra):7.3f}  identical", flush=True)
     print(f"\nclean 4 MiB stream: {baseline:.3f} s (median of {runs}); "
-          "defaults: read_timeout 20 s, backoff base 0.25 s cap 8 s")
+          "defaults: read_timeout 10 s, backoff base 0.25 s cap 8 s")
     if out:
         report = json.dumps({"baseline_s": baseline, "runs": runs, "rows": rows}, indent=2)
         await asyncio.to_thread(Path(out).write_text, report)

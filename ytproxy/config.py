@@ -67,7 +67,7 @@ class UpstreamConfig:
     chunk_size: int = 1_048_576
     allowed_hosts: tuple[str, ...] = ("*.googlevideo.com", "*.youtube.com")
     connect_timeout: float = 10.0
-    read_timeout: float = 20.0
+    read_timeout: float = 10.0
     range_timeout: float = 60.0
 
 
