@@ -8,7 +8,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ytproxy.resilience import RetryPolicy, full_jitter, parse_retry_after
+from ytproxy.config import RetryConfig
+from ytproxy.resilience import RetryGap, full_jitter, parse_retry_after
 
 
 @given(attempt=st.integers(0, 60), base=st.floats(0.001, 5), cap=st.floats(0.001, 60))
@@ -37,7 +38,7 @@ def test_retry_after_forms() -> None:
 
 
 def test_gap_budget_counts_attempts_and_resets_on_progress() -> None:
-    gap = RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0, gap_budget=60).new_gap()
+    gap = RetryGap(RetryConfig(attempts=3, base_delay=0.0, max_delay=0.0, gap_budget=60))
     assert [gap.next_delay() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert gap.next_delay() is None
     gap.progress()
@@ -45,10 +46,10 @@ def test_gap_budget_counts_attempts_and_resets_on_progress() -> None:
 
 
 def test_gap_budget_counts_time_and_caps_retry_after() -> None:
-    policy = RetryPolicy(attempts=50, base_delay=0.0, max_delay=0.0, gap_budget=10,
+    policy = RetryConfig(attempts=50, base_delay=0.0, max_delay=0.0, gap_budget=10,
                          retry_after_cap=4)
-    gap = policy.new_gap()
+    gap = RetryGap(policy)
     assert gap.next_delay(retry_after=100) == 4  # capped
-    assert policy.new_gap().next_delay(retry_after=3) == 3
+    assert RetryGap(policy).next_delay(retry_after=3) == 3
     gap.started -= 8  # eight seconds already spent in this gap
     assert gap.next_delay(retry_after=3) is None  # would overrun the 10 s budget

@@ -12,13 +12,13 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from dataclasses import dataclass
+
+from ytproxy.config import RetryConfig
 
 __all__ = [
     "BreakerOpen",
     "CircuitBreaker",
     "RetryGap",
-    "RetryPolicy",
     "full_jitter",
     "parse_retry_after",
 ]
@@ -46,18 +46,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    gap_budget: float = 30.0
-    retry_after_cap: float = 15.0
-
-    def new_gap(self) -> RetryGap:
-        return RetryGap(self)
-
-
 class RetryGap:
     """Attempts and time spent since the first failure after the last progress.
 
@@ -65,7 +53,7 @@ class RetryGap:
     who paused for an hour has not spent an hour of the budget.
     """
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryConfig) -> None:
         self._policy = policy
         self.attempts = 0
         self.started: float | None = None
@@ -108,6 +96,11 @@ class CircuitBreaker:
     """CLOSED → OPEN after ``threshold`` consecutive failures → HALF_OPEN after
     ``reset_after`` seconds, where one trial call decides: success closes it,
     failure opens it again.
+
+    Hand-written (some sixty lines) because callers need what the asyncio
+    breaker libraries hide: a gate that only new streams pass through, failures
+    recorded from places other than the guarded call (a body that breaks long
+    after its request succeeded), and its state for /status.
     """
 
     def __init__(self, name: str, threshold: int = 5, reset_after: float = 30.0) -> None:

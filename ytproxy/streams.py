@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
@@ -15,7 +14,6 @@ from ytproxy.errors import AtCapacity, InvalidTrackId, UpstreamFailed, YtproxyEr
 from ytproxy.icy import IcyFramer, wants_icy
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.ranges import parse_range
-from ytproxy.resilience import RetryPolicy
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
@@ -44,7 +42,7 @@ class StreamHandler:
         self._fetcher = fetcher
         self._slots = slots
         self._registry = registry
-        self._policy = RetryPolicy(**dataclasses.asdict(config.retry))
+        self._policy = config.retry
         self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

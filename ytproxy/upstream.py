@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from ytproxy.config import BreakerConfig, UpstreamConfig
+from ytproxy.config import BreakerConfig, RetryConfig, UpstreamConfig
 from ytproxy.errors import (
     ResolverUnavailable,
     UpstreamFailed,
@@ -33,7 +33,6 @@ from ytproxy.resilience import (
     BreakerOpen,
     CircuitBreaker,
     RetryGap,
-    RetryPolicy,
     parse_retry_after,
 )
 
@@ -251,7 +250,7 @@ class RangeStream:
         end: int,
         *,
         refresh: Refresh,
-        policy: RetryPolicy | None = None,
+        policy: RetryConfig | None = None,
         label: str = "stream",
     ) -> None:
         self._fetcher = fetcher
@@ -259,7 +258,7 @@ class RangeStream:
         self._start = start
         self._end = end
         self._refresh = refresh
-        self._policy = policy or RetryPolicy()
+        self._policy = policy or RetryConfig()
         self._label = label
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
             self._QUEUE_PIECES
@@ -299,7 +298,7 @@ class RangeStream:
             for index, (start, end) in enumerate(ranges):
                 opener, pending = pending, None
                 pos = start
-                gap = self._policy.new_gap()
+                gap = RetryGap(self._policy)
                 while pos <= end:
                     try:
                         if opener is None:
