@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "IcyConfig",
     "LimitsConfig",
+    "MpdConfig",
     "ResolverConfig",
     "RetryConfig",
     "ServerConfig",
@@ -38,6 +39,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 6602
     log_level: str = "info"
+    access_log: bool = False
+    shutdown_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 10.0
     range_timeout: float = 60.0
+    proxy: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,21 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True)
+class MpdConfig:
+    """Where MPD is, for `ytproxy doctor` and for playlists written for `mpc load`."""
+
+    host: str = ""
+    port: int = 6600
+    playlist_directory: str = ""
+
+    @property
+    def resolved_playlist_directory(self) -> Path | None:
+        if not self.playlist_directory:
+            return None
+        return Path(os.path.expandvars(self.playlist_directory)).expanduser()
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -111,6 +130,7 @@ class Config:
     icy: IcyConfig = field(default_factory=IcyConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    mpd: MpdConfig = field(default_factory=MpdConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -136,6 +156,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "icy": IcyConfig,
     "retry": RetryConfig,
     "breaker": BreakerConfig,
+    "mpd": MpdConfig,
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -272,6 +293,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(bool(s.host.strip()), "server.host", "must not be empty", s.host)
     need(s.log_level.lower() in _LOG_LEVELS, "server.log_level",
          f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
+    need(s.shutdown_timeout >= 0, "server.shutdown_timeout", "must be >= 0 seconds",
+         s.shutdown_timeout)
     need(bool(config.store.path.strip()), "store.path", "must not be empty", config.store.path)
     need(0 <= config.store.busy_timeout <= 600, "store.busy_timeout",
          "must be between 0 and 600 seconds", config.store.busy_timeout)
@@ -296,6 +319,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          u.connect_timeout)
     need(u.read_timeout > 0, "upstream.read_timeout", "must be > 0 seconds", u.read_timeout)
     need(u.range_timeout > 0, "upstream.range_timeout", "must be > 0 seconds", u.range_timeout)
+    need(not u.proxy or u.proxy.startswith(("http://", "https://")), "upstream.proxy",
+         "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY", u.proxy)
     need(1 <= config.limits.max_streams <= 10_000, "limits.max_streams",
          "must be between 1 and 10000", config.limits.max_streams)
     need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
@@ -308,6 +333,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(t.gap_budget > 0, "retry.gap_budget", "must be > 0 seconds", t.gap_budget)
     need(t.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds",
          t.retry_after_cap)
+    m = config.mpd
+    need(1 <= m.port <= 65535, "mpd.port", "must be between 1 and 65535", m.port)
     b = config.breaker
     need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
     need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)
