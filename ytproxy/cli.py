@@ -1,22 +1,29 @@
-"""``ytproxy serve | add | list | remove | m3u | check-config``."""
+"""``ytproxy serve | add | import | list | remove | m3u | check-config``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
+from urllib.parse import quote
 
 from aiohttp import web
 
 from ytproxy import __version__
 from ytproxy.config import Config, ConfigError, load_config, render_config
+from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
 from ytproxy.models import Track
-from ytproxy.playlists import proxy_base_url, render_m3u
+from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u, write_m3u_file
 from ytproxy.resolver import Resolver
-from ytproxy.server import create_app
+from ytproxy.server import NOTIFIER, create_app
+from ytproxy.status_view import run_status
 from ytproxy.store import Store
 from ytproxy.tracks import Tracks
 
@@ -45,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="resolve and store tracks by id or page URL")
     add.add_argument("items", nargs="+", metavar="ID_OR_URL")
 
+    imp = sub.add_parser("import", help="store every track of a playlist as a named playlist")
+    imp.add_argument("url", metavar="PLAYLIST_URL")
+    imp.add_argument("--name", help="the playlist's name (default: made from its title)")
+
     sub.add_parser("list", help="list stored tracks")
 
     remove = sub.add_parser("remove", help="remove stored tracks")
@@ -52,14 +63,24 @@ def _parser() -> argparse.ArgumentParser:
 
     m3u = sub.add_parser("m3u", help="print an M3U playlist of proxy URLs")
     m3u.add_argument("--all", action="store_true", help="every stored track (the default)")
+    m3u.add_argument("--playlist", metavar="NAME", help="the tracks of an imported playlist")
     m3u.add_argument("ids", nargs="*", metavar="ID")
 
     sub.add_parser("check-config", help="print the effective config, or every error in it")
+
+    status = sub.add_parser("status", help="what the running daemon is doing, and its health")
+    status.add_argument("--json", action="store_true", help="print /status as JSON")
+
+    doctor = sub.add_parser("doctor", help="check config, store, yt-dlp, network, daemon, MPD")
+    doctor.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                        help="per network step (default 3)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # reports a broken config itself, among its checks
+        return run_doctor(args.config, args.timeout)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -70,15 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The daemon logs at its configured level; one-shot commands only say
     # what went wrong unless asked for more.
     level = args.log_level or (config.server.log_level if args.command == "serve" else "warning")
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), handlers=[_log_handler()])
     if args.command == "check-config":
         print(render_config(config), end="")
         return 0
     if args.command == "serve":
         return _serve(config, args.host, args.port)
+    if args.command == "status":
+        return run_status(config, as_json=args.json)
     commands: dict[str, Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]]] = {
-        "add": _add, "list": _list, "remove": _remove, "m3u": _m3u,
+        "add": _add, "import": _import, "list": _list, "remove": _remove, "m3u": _m3u,
     }
     try:
         return asyncio.run(_with_tracks(config, args, commands[args.command]))
@@ -87,6 +109,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# The default 60 s would, by aiohttp 3.14's rules, become up to 120 s.
+_AIOHTTP_SHUTDOWN_BACKSTOP = 1.0
+
+
+def _log_handler() -> logging.Handler:
+    """To stderr; journald stamps every line itself, elsewhere a line carries its own time."""
+    handler = logging.StreamHandler(sys.stderr)
+    if _stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+class _JournalFormatter(logging.Formatter):
+    """Starts a line with its syslog priority (``<4>`` = warning), as sd-daemon(3) says.
+
+    journald strips the prefix and files the line at that priority, so
+    ``journalctl -p warning`` shows warnings and errors only.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.CRITICAL:
+            priority = 2
+        elif record.levelno >= logging.ERROR:
+            priority = 3
+        elif record.levelno >= logging.WARNING:
+            priority = 4
+        elif record.levelno >= logging.INFO:
+            priority = 6
+        else:
+            priority = 7
+        return f"<{priority}>{super().format(record)}"
+
+
+def _stderr_is_journal() -> bool:
+    """``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of the stream systemd connected.
+
+    Children inherit the variable even when their stderr goes elsewhere, so
+    (as systemd.exec(5) advises) it counts only when it names our stderr.
+    """
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
 
 
 def _serve(config: Config, host: str | None, port: int | None) -> int:
@@ -103,10 +176,16 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     def announce(_banner: str) -> None:
         # aiohttp calls this once the socket is bound and the store is open.
         log.info("ytproxy %s listening on %s", __version__, base)
+        app[NOTIFIER].ready()
 
+    access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
     try:
+        # server.shutdown_timeout is applied by the app's on_shutdown hook (see
+        # ytproxy.inflight); aiohttp's own timeout is only a backstop for a
+        # request that started after it.
         web.run_app(app, host=config.server.host, port=config.server.port,
-                    print=announce, access_log=None, handle_signals=True)
+                    print=announce, access_log=access_log, handle_signals=True,
+                    shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP)
     except OSError as exc:
         print(f"ytproxy: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror}", file=sys.stderr)
@@ -125,7 +204,7 @@ async def _with_tracks(
     store = await Store.open(
         config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000)
     )
-    resolver = Resolver(config.resolver, config.breaker)
+    resolver = Resolver(config.resolver, config.breaker, proxy=config.upstream.proxy)
     try:
         return await command(Tracks(store, resolver, config.resolver), args, config)
     finally:
@@ -179,8 +258,19 @@ async def _m3u(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
     if args.all and args.ids:
         print("ytproxy: give either --all or ids, not both", file=sys.stderr)
         return 2
-    if args.ids:
-        chosen: list[Track] = []
+    if args.playlist is not None and (args.all or args.ids):
+        print("ytproxy: give --playlist alone, without --all or ids", file=sys.stderr)
+        return 2
+    chosen: list[Track]
+    if args.playlist is not None:
+        listed = await tracks.store.playlist_tracks(check_playlist_name(args.playlist))
+        if listed is None:
+            print(f"ytproxy: no playlist named {args.playlist!r}; "
+                  f"{await _known_playlists(tracks)}", file=sys.stderr)
+            return 1
+        chosen = listed
+    elif args.ids:
+        chosen = []
         for track_id in args.ids:
             track = await tracks.store.get(track_id)
             if track is None:
@@ -191,4 +281,68 @@ async def _m3u(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
         chosen = await tracks.store.list_tracks()
     base = proxy_base_url(config.server.host, config.server.port)
     print(render_m3u(chosen, base), end="")
+    return 0
+
+
+async def _known_playlists(tracks: Tracks) -> str:
+    names = [p.name for p in await tracks.store.list_playlists()]
+    if not names:
+        return "none imported yet: ytproxy import <playlist-url>"
+    return "stored playlists: " + ", ".join(repr(n) for n in names)
+
+
+class _ImportProgress:
+    """``importing 3/12: Title`` on stderr: one line redrawn on a terminal, else a line each."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._redraw = stream.isatty()
+        self._open_line = False
+
+    def say(self, line: str) -> None:
+        if self._redraw:
+            width = shutil.get_terminal_size().columns - 1
+            self._stream.write("\r\033[K" + line[:width])
+            self._open_line = True
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def __call__(self, number: int, total: int, title: str) -> None:
+        self.say(f"importing {number}/{total}: {title}")
+
+    def finish(self) -> None:
+        if self._open_line:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open_line = False
+
+
+async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+    progress = _ImportProgress(sys.stderr)
+    progress.say(f"reading the playlist at {args.url}")
+    try:
+        summary = await tracks.import_playlist(args.url, args.name, progress=progress)
+    finally:
+        progress.finish()
+    name, base = summary.name, proxy_base_url(config.server.host, config.server.port)
+    counts = f"{summary.added} added, {summary.already} already stored"
+    if summary.skipped:
+        counts += f", {summary.skipped} skipped (not playable URLs)"
+    print(f"imported playlist {name!r}: {len(summary.track_ids)} tracks ({counts})")
+    print(f"  {base}/playlist/{quote(name)}.m3u")
+    directory = config.mpd.resolved_playlist_directory
+    if directory is None:
+        print(f"  for MPD: ytproxy m3u --playlist {shlex.quote(name)}, or set "
+              "[mpd] playlist_directory and import again to use `mpc load`")
+        return 0
+    chosen = await tracks.store.playlist_tracks(name) or []
+    try:
+        path = await asyncio.to_thread(write_m3u_file, directory, name, render_m3u(chosen, base))
+    except OSError as exc:
+        print(f"ytproxy: the playlist is stored, but {directory / (name + '.m3u')} could not "
+              f"be written: {exc.strerror or exc}; check [mpd] playlist_directory",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {path}; load it in MPD with: mpc load {shlex.quote(name)}")
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 __all__ = [
     "AtCapacity",
     "BadRange",
+    "InvalidPlaylistName",
     "InvalidTrackId",
+    "PlaylistNotFound",
     "ResolverFailed",
     "ResolverUnavailable",
     "StoreError",
@@ -37,6 +39,11 @@ class InvalidTrackId(YtproxyError):
     status = 400
 
 
+class InvalidPlaylistName(YtproxyError):
+    code = "bad_playlist_name"
+    status = 400
+
+
 class BadRange(YtproxyError):
     code = "bad_range"
     status = 416
@@ -48,6 +55,11 @@ class BadRange(YtproxyError):
 
 class TrackNotFound(YtproxyError):
     code = "not_found"
+    status = 404
+
+
+class PlaylistNotFound(YtproxyError):
+    code = "playlist_not_found"
     status = 404
 
 

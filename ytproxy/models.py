@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["VIDEO_ID_RE", "StreamInfo", "Track", "display_name", "is_video_id"]
+__all__ = [
+    "VIDEO_ID_RE",
+    "Playlist",
+    "PlaylistEntry",
+    "StreamInfo",
+    "Track",
+    "display_name",
+    "is_video_id",
+]
 
 # YouTube ids are 11 characters of base64url; ids the store gives to tracks added
 # by URL use the same alphabet (see store.derived_id) so one pattern covers both.
@@ -80,3 +89,25 @@ class Track:
             album=self.album,
             duration=self.duration,
         )
+
+
+class PlaylistEntry(NamedTuple):
+    """One entry of a playlist as listed by the resolver, before it is a stored track."""
+
+    video_id: str | None  # a YouTube id, when the entry is a YouTube video
+    url: str  # the entry's page URL
+    title: str | None = None
+    duration: float | None = None
+    artist: str | None = None
+
+
+@dataclass(frozen=True)
+class Playlist:
+    """A named playlist in the store; its tracks are kept in the source's order."""
+
+    name: str
+    source_url: str | None
+    title: str | None
+    created_at: float
+    updated_at: float
+    track_count: int = 0

@@ -12,12 +12,14 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+from collections import deque
 
 from ytproxy.config import RetryConfig
 
 __all__ = [
     "BreakerOpen",
     "CircuitBreaker",
+    "RecentOutcomes",
     "RetryGap",
     "full_jitter",
     "parse_retry_after",
@@ -92,6 +94,29 @@ class BreakerOpen(Exception):
         self.retry_after = retry_after
 
 
+class RecentOutcomes:
+    """Successes and failures over the last ``window`` seconds (at most ``limit`` kept)."""
+
+    def __init__(self, window: float = 300.0, limit: int = 1000) -> None:
+        self.window = window
+        self._events: deque[tuple[float, bool]] = deque(maxlen=limit)
+
+    def add(self, ok: bool) -> None:
+        self._events.append((time.monotonic(), ok))
+
+    def counts(self) -> tuple[int, int]:
+        """(successes, failures) inside the window."""
+        horizon = time.monotonic() - self.window
+        while self._events and self._events[0][0] < horizon:
+            self._events.popleft()
+        good = sum(1 for _, ok in self._events if ok)
+        return good, len(self._events) - good
+
+    def success_rate(self) -> float | None:
+        good, bad = self.counts()
+        return None if good + bad == 0 else good / (good + bad)
+
+
 class CircuitBreaker:
     """CLOSED → OPEN after ``threshold`` consecutive failures → HALF_OPEN after
     ``reset_after`` seconds, where one trial call decides: success closes it,
@@ -112,6 +137,7 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.recent = RecentOutcomes()
         self._trial = False
 
     def retry_after(self) -> float:
@@ -130,11 +156,13 @@ class CircuitBreaker:
         raise BreakerOpen(self.name, max(self.retry_after(), 1.0))
 
     def record_success(self) -> None:
+        self.recent.add(True)
         self.state = "closed"
         self.failures = 0
         self._trial = False
 
     def record_failure(self, error: str) -> None:
+        self.recent.add(False)
         self.failures += 1
         self.last_error = error
         self.last_error_at = time.time()
@@ -148,8 +176,14 @@ class CircuitBreaker:
         self._trial = False
 
     def as_dict(self) -> dict[str, object]:
+        good, bad = self.recent.counts()
+        rate = self.recent.success_rate()
         return {
             "state": self.state,
+            "success_rate": None if rate is None else round(rate, 3),
+            "window_seconds": self.recent.window,
+            "recent_successes": good,
+            "recent_failures": bad,
             "consecutive_failures": self.failures,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,11 +20,18 @@ from aiolimiter import AsyncLimiter
 
 from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone, YtproxyError
-from ytproxy.models import StreamInfo
+from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
 
-__all__ = ["Resolver", "classify_error", "expiry_from_url", "stream_info_from", "strip_query"]
+__all__ = [
+    "Resolver",
+    "classify_error",
+    "expiry_from_url",
+    "playlist_entries_from",
+    "stream_info_from",
+    "strip_query",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ _TRANSIENT_PHRASES = (
     "urlopen error",
 )
 _HTTP_STATUS_RE = re.compile(r"HTTP Error (\d{3})")
+# A flat listing of a long playlist pages through several requests in one call.
+_PLAYLIST_TIMEOUT_FACTOR = 4
+# Flat entries that are playlists themselves (a channel's tabs), not tracks.
+_NESTED_PLAYLIST_KEYS = ("YoutubeTab", "YoutubePlaylist")
 
 
 def strip_query(url: str) -> str:
@@ -126,6 +138,49 @@ def stream_info_from(info: dict[str, Any], *, url_ttl: float, now: float) -> Str
     )
 
 
+def playlist_entries_from(
+    info: dict[str, Any], source_url: str
+) -> tuple[str | None, list[PlaylistEntry]]:
+    """The title and track entries of a flat (``extract_flat``) playlist info dict."""
+    if info.get("_type") != "playlist":
+        raise ResolverFailed(
+            f"{source_url} is a single track, not a playlist; add it with: ytproxy add URL"
+        )
+    entries: list[PlaylistEntry] = []
+    skipped = 0
+    for entry in info.get("entries") or []:
+        if not isinstance(entry, dict):
+            skipped += 1
+            continue
+        key = entry.get("ie_key") or entry.get("extractor_key")
+        if entry.get("_type") == "playlist" or key in _NESTED_PLAYLIST_KEYS:
+            skipped += 1
+            continue
+        entry_id = entry.get("id")
+        video_id = entry_id if key == "Youtube" and isinstance(entry_id, str) and is_video_id(
+            entry_id) else None
+        url = _text(entry.get("url")) or _text(entry.get("webpage_url"))
+        if url is None and video_id is not None:
+            url = f"https://www.youtube.com/watch?v={video_id}"
+        if url is None:
+            skipped += 1
+            continue
+        duration = entry.get("duration")
+        entries.append(PlaylistEntry(
+            video_id=video_id,
+            url=url,
+            title=_text(entry.get("track")) or _text(entry.get("title")),
+            duration=float(duration) if isinstance(duration, int | float) else None,
+            artist=_text(entry.get("artist")) or _text(entry.get("channel"))
+            or _text(entry.get("uploader")),
+        ))
+    if skipped:
+        log.info("resolver: %s: skipped %d entries that are not tracks", source_url, skipped)
+    if not entries:
+        raise ResolverFailed(f"found no tracks in the playlist at {source_url}")
+    return _text(info.get("title")), entries
+
+
 def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
     """Map a yt-dlp failure to what a listener (and the HTTP status) should be told."""
     if isinstance(exc, YtproxyError):
@@ -182,13 +237,19 @@ class _YtdlpLogger:
 class Resolver:
     """Turns a source page URL into a ``StreamInfo``; concurrent asks share one call."""
 
-    def __init__(self, config: ResolverConfig, breaker: BreakerConfig | None = None) -> None:
+    def __init__(
+        self, config: ResolverConfig, breaker: BreakerConfig | None = None, *, proxy: str = ""
+    ) -> None:
         self._config = config
+        # upstream.proxy; empty lets yt-dlp read HTTP(S)_PROXY/NO_PROXY itself.
+        self._proxy = proxy
         breaker = breaker or BreakerConfig()
         self.breaker = CircuitBreaker("resolver", breaker.failures, breaker.reset_after)
         # One call per slot, no burst: YouTube answers bursts with 429s and bans.
         self._limiter = AsyncLimiter(1, 60.0 / config.max_calls_per_minute)
         self.rate_limit_waiting = 0
+        # Told how long each real yt-dlp call took (the metrics histogram).
+        self.on_duration: Callable[[float], None] | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="ytproxy-resolver"
         )
@@ -238,63 +299,110 @@ class Resolver:
         finally:
             self.rate_limit_waiting -= 1
 
-    async def _resolve(self, source_url: str) -> StreamInfo:
+    async def _call_ytdlp(
+        self, url: str, options: dict[str, Any], limit: float, what: str
+    ) -> dict[str, Any]:
+        """One yt-dlp call: breaker, rate limit, thread pool, deadline, classified errors."""
         await self._admit()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self._config.timeout):
-                info = await loop.run_in_executor(self._pool, self._extract, source_url)
-            result = stream_info_from(info, url_ttl=self._config.url_ttl, now=time.time())
+            async with asyncio.timeout(limit):
+                return await loop.run_in_executor(self._pool, self._extract, url, options)
         except TimeoutError:
             # The worker thread cannot be interrupted; yt-dlp's own socket
             # timeout ends it soon after.
             self.failures["timeout"] += 1
             self.breaker.record_failure("timeout")
-            raise ResolverUnavailable(
-                f"yt-dlp took longer than {self._config.timeout:g} s for {source_url}"
-            ) from None
+            raise ResolverUnavailable(f"yt-dlp took longer than {limit:g} s {what}") from None
         except asyncio.CancelledError:
             self.breaker.release_trial()
             raise
-        except Exception as exc:
-            error = classify_error(exc, source_url)
-            self.failures[error.code] += 1
-            if isinstance(error, ResolverUnavailable):
-                self.breaker.record_failure(str(error))
-            else:
-                self.breaker.record_success()  # the source answered: yt-dlp itself works
-            log.warning("resolver: %s: %s", source_url, error)
-            raise error from exc
         finally:
             self.last_duration = time.monotonic() - started
+            if self.on_duration is not None:
+                self.on_duration(self.last_duration)
+
+    def _settle(self, exc: Exception, url: str) -> YtproxyError:
+        """Classify a failure, count it, and tell the breaker (only transient ones count)."""
+        error = classify_error(exc, url)
+        self.failures[error.code] += 1
+        if isinstance(error, ResolverUnavailable):
+            self.breaker.record_failure(str(error))
+        else:
+            self.breaker.record_success()  # the source answered: yt-dlp itself works
+        return error
+
+    def _options(self, **extra: Any) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "socket_timeout": max(1.0, self._config.timeout / 2),
+            "logger": _YtdlpLogger(),
+            "cachedir": False,
+            **extra,
+        }
+        if self._proxy:
+            options["proxy"] = self._proxy
+        return options
+
+    async def _resolve(self, source_url: str) -> StreamInfo:
+        options = self._options(noplaylist=True, format=self._config.format)
+        try:
+            info = await self._call_ytdlp(source_url, options, self._config.timeout,
+                                          f"for {source_url}")
+            if info.get("_type") == "playlist":
+                entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
+                if not entries:
+                    raise ResolverFailed(f"{source_url} is an empty playlist, not a track")
+                info = entries[0]
+            result = stream_info_from(info, url_ttl=self._config.url_ttl, now=time.time())
+        except ResolverUnavailable:
+            raise
+        except Exception as exc:
+            error = self._settle(exc, source_url)
+            log.warning("resolver: %s: %s", source_url, error)
+            raise error from exc
         self.breaker.record_success()
         log.info("resolver: %s resolved in %.2f s -> %s", source_url, self.last_duration,
                  strip_query(result.url))
         return result
 
-    def _extract(self, source_url: str) -> dict[str, Any]:
+    async def list_playlist(self, url: str) -> tuple[str | None, list[PlaylistEntry]]:
+        """A playlist's title and entries, listed flat: no entry is resolved.
+
+        One yt-dlp call through the same breaker, rate limit and pool as
+        ``resolve``; entries are resolved later, one by one, when first played.
+        """
+        # Entries as the page lists them (id, URL, title): no request per entry.
+        options = self._options(extract_flat="in_playlist")
+        limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
+        try:
+            info = await self._call_ytdlp(url, options, limit, f"to list the playlist {url}")
+            result = playlist_entries_from(info, url)
+        except ResolverUnavailable:
+            raise
+        except Exception as exc:
+            error = self._settle(exc, url)
+            if isinstance(error, TrackGone):
+                # A playlist page that is gone is not a track that is gone.
+                error = ResolverFailed(f"cannot read the playlist at {url}: "
+                                       f"{str(exc).removeprefix('ERROR: ').strip()}")
+            log.warning("resolver: playlist %s: %s", url, error)
+            raise error from exc
+        self.breaker.record_success()
+        log.info("resolver: listed %d entries of %s in %.2f s", len(result[1]), url,
+                 self.last_duration)
+        return result
+
+    def _extract(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
         import yt_dlp  # heavy import, paid once, in a worker thread
 
-        options = {
-            "quiet": True,
-            "no_warnings": True,
-            "noprogress": True,
-            "noplaylist": True,
-            "format": self._config.format,
-            "socket_timeout": max(1.0, self._config.timeout / 2),
-            "logger": _YtdlpLogger(),
-            "cachedir": False,
-        }
         with yt_dlp.YoutubeDL(options) as ydl:
-            info = ydl.extract_info(source_url, download=False)
+            info = ydl.extract_info(url, download=False)
         if not isinstance(info, dict):
-            raise ResolverFailed(f"yt-dlp returned nothing for {source_url}")
-        if info.get("_type") == "playlist":
-            entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
-            if not entries:
-                raise ResolverFailed(f"{source_url} is an empty playlist, not a track")
-            info = entries[0]
+            raise ResolverFailed(f"yt-dlp returned nothing for {url}")
         return dict(info)
 
     async def close(self) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import aiosqlite
 
 from ytproxy.errors import StoreError
-from ytproxy.models import StreamInfo, Track
+from ytproxy.models import Playlist, StreamInfo, Track
+from ytproxy.playlists import check_playlist_name
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -56,6 +57,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tracks ADD COLUMN last_played_at REAL;
     ALTER TABLE tracks ADD COLUMN last_error TEXT;
     CREATE INDEX tracks_added_at ON tracks (added_at);
+    """,
+    # 2 -> 3: named playlists (`ytproxy import`); entries keep the source's order,
+    # may repeat a track, and go with the track when it is removed.
+    """
+    CREATE TABLE playlists (
+        name TEXT PRIMARY KEY,
+        source_url TEXT,
+        title TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE playlist_tracks (
+        playlist TEXT NOT NULL REFERENCES playlists (name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        track_id TEXT NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        PRIMARY KEY (playlist, position)
+    );
+    CREATE INDEX playlist_tracks_track_id ON playlist_tracks (track_id);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -95,6 +114,8 @@ class Store:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
+            # Per connection, off by default: removing a track drops its playlist entries.
+            await conn.execute("PRAGMA foreign_keys = ON")
             await store._migrate()
         except sqlite3.DatabaseError as exc:
             await conn.close()
@@ -132,11 +153,22 @@ class Store:
         it (a checkpoint, a writer from `ytproxy add` holding on longer).
         Returns the number of rows changed.
         """
+        return await self._write_all([(sql, params)])
+
+    async def _write_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        """Run statements in one transaction (all or none), retried like ``_write``."""
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                cur = await self._conn.execute(sql, params)
+                changed = 0
+                for sql, params in steps:
+                    cur = await self._conn.execute(sql, params)
+                    changed += max(0, cur.rowcount)
                 await self._conn.commit()
-                return int(cur.rowcount)
+                return changed
+            except sqlite3.IntegrityError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
+                raise StoreError(f"store {self.path}: {exc}") from exc
             except sqlite3.OperationalError as exc:
                 message = str(exc).lower()
                 if ("locked" not in message and "busy" not in message) or (
@@ -228,6 +260,24 @@ class Store:
             ),
         )
 
+    async def fill_metadata(
+        self,
+        track_id: str,
+        *,
+        title: str | None = None,
+        artist: str | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Fill what is not known yet about a track; what is stored is kept."""
+        await self._write(
+            """
+            UPDATE tracks SET title = coalesce(title, ?), artist = coalesce(artist, ?),
+                duration = coalesce(duration, ?)
+            WHERE id = ?
+            """,
+            (title, artist, duration, track_id),
+        )
+
     async def save_size(self, track_id: str, size: int) -> None:
         await self._write(
             "UPDATE tracks SET stream_size = ? WHERE id = ?", (size, track_id)
@@ -246,6 +296,86 @@ class Store:
 
     async def remove(self, track_id: str) -> bool:
         return await self._write("DELETE FROM tracks WHERE id = ?", (track_id,)) > 0
+
+    # -- playlists -------------------------------------------------------
+
+    async def replace_playlist(
+        self,
+        name: str,
+        track_ids: Sequence[str],
+        *,
+        source_url: str | None = None,
+        title: str | None = None,
+    ) -> Playlist:
+        """Create or update playlist ``name`` to hold exactly ``track_ids``, in order.
+
+        One transaction: a reader sees the old entries or the new ones, never a
+        mix. Every id must be a stored track.
+        """
+        check_playlist_name(name)
+        now = time.time()
+        steps: list[tuple[str, Sequence[Any]]] = [
+            (
+                """
+                INSERT INTO playlists (name, source_url, title, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET
+                    source_url = coalesce(excluded.source_url, source_url),
+                    title = coalesce(excluded.title, title),
+                    updated_at = excluded.updated_at
+                """,
+                (name, source_url, title, now, now),
+            ),
+            ("DELETE FROM playlist_tracks WHERE playlist = ?", (name,)),
+        ]
+        steps.extend(
+            ("INSERT INTO playlist_tracks (playlist, position, track_id) VALUES (?, ?, ?)",
+             (name, position, track_id))
+            for position, track_id in enumerate(track_ids)
+        )
+        await self._write_all(steps)
+        playlist = await self.get_playlist(name)
+        assert playlist is not None
+        return playlist
+
+    async def get_playlist(self, name: str) -> Playlist | None:
+        playlists = await self._playlists("WHERE p.name = ?", (name,))
+        return playlists[0] if playlists else None
+
+    async def list_playlists(self) -> list[Playlist]:
+        return await self._playlists("", ())
+
+    async def _playlists(self, where: str, params: Sequence[Any]) -> list[Playlist]:
+        async with self._conn.execute(
+            f"""
+            SELECT p.name, p.source_url, p.title, p.created_at, p.updated_at,
+                   count(pt.track_id)
+            FROM playlists p LEFT JOIN playlist_tracks pt ON pt.playlist = p.name
+            {where} GROUP BY p.name ORDER BY p.name
+            """,
+            params,
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Playlist(*row) for row in rows]
+
+    async def playlist_tracks(self, name: str) -> list[Track] | None:
+        """The playlist's tracks in order (a track may repeat); None for an unknown name."""
+        if await self.get_playlist(name) is None:
+            return None
+        columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+        async with self._conn.execute(
+            f"""
+            SELECT {columns} FROM playlist_tracks pt JOIN tracks t ON t.id = pt.track_id
+            WHERE pt.playlist = ? ORDER BY pt.position
+            """,
+            (name,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_track(r) for r in rows]
+
+    async def delete_playlist(self, name: str) -> bool:
+        """Forget a playlist (its tracks stay stored); False when there was none."""
+        return await self._write("DELETE FROM playlists WHERE name = ?", (name,)) > 0
 
 
 def _refuse_foreign_file(path: Path) -> None:

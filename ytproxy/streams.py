@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,8 @@ class StreamHandler:
         self._registry = registry
         self._policy = config.retry
         self._background: set[asyncio.Task[None]] = set()
+        # Told the time from request to first byte (the metrics histogram).
+        self.on_first_byte: Callable[[float], None] | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         track_id = request.match_info["id"]
@@ -91,6 +94,7 @@ class StreamHandler:
             return probe.total, probe.info, probe.content_type or _FALLBACK_MIME
 
     async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
+        received = time.monotonic()
         track, info = await self._tracks.stream_for(track_id)
         mime = info.mime
         size = info.size
@@ -141,6 +145,8 @@ class StreamHandler:
                 raise
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
+            if self.on_first_byte is not None:
+                self.on_first_byte(time.monotonic() - received)
             if start == 0:
                 self._in_background(self._tracks.mark_played(track_id))
             framer = IcyFramer(self._config.icy.metaint, track.name) if icy else None
@@ -171,6 +177,7 @@ class StreamHandler:
                 entry.bytes_sent += len(piece)
                 entry.refreshes = body.refreshes
                 entry.retries = sum(body.retries.values())
+                entry.resumes = body.resumes
                 piece = await body.next_piece()
             await response.write_eof()
             ok = True

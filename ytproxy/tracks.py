@@ -6,7 +6,8 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from ytproxy.config import ResolverConfig
@@ -20,11 +21,12 @@ from ytproxy.errors import (
     YtproxyError,
 )
 from ytproxy.models import StreamInfo, Track, is_video_id
+from ytproxy.playlists import check_playlist_name, safe_playlist_name
 from ytproxy.resolver import Resolver
 from ytproxy.singleflight import SingleFlight
 from ytproxy.store import Store
 
-__all__ = ["Tracks", "derived_id", "youtube_id_from_url"]
+__all__ = ["ImportProgress", "ImportSummary", "Tracks", "derived_id", "youtube_id_from_url"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,23 @@ def youtube_id_from_url(url: str) -> str | None:
     return candidate if candidate and is_video_id(candidate) else None
 
 
+# Told (entry number from 1, number of entries, the entry's title or id) as an import goes.
+ImportProgress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What ``Tracks.import_playlist`` did."""
+
+    name: str
+    title: str | None
+    source_url: str
+    track_ids: tuple[str, ...]  # the playlist, in the source's order
+    added: int  # tracks stored for the first time
+    already: int  # tracks that were stored before
+    skipped: int  # entries that are not tracks ytproxy can play
+
+
 def derived_id(url: str) -> str:
     """A stable 11-character id for a track added by a non-YouTube URL."""
     digest = hashlib.sha256(url.encode()).digest()
@@ -66,6 +85,7 @@ class Tracks:
         self.resolver = resolver
         self._config = config
         self._refreshes: SingleFlight[str, StreamInfo] = SingleFlight()
+        self.cache_hits = 0  # plays served from a stored, unexpired URL
 
     def identify(self, id_or_url: str) -> tuple[str, str]:
         """(track id, source URL) for what a person typed: an id or a page URL."""
@@ -110,6 +130,7 @@ class Tracks:
         stored = track.stored_stream()
         now = time.time()
         if stored is not None and stored.fresh(now, self._config.expiry_margin):
+            self.cache_hits += 1
             return track, stored
         try:
             info = await self.refresh(track_id)
@@ -164,3 +185,47 @@ class Tracks:
 
     async def mark_played(self, track_id: str) -> None:
         await self._best_effort("count the play", self.store.mark_played(track_id))
+
+    async def import_playlist(
+        self, url: str, name: str | None = None, *, progress: ImportProgress | None = None
+    ) -> ImportSummary:
+        """Store every entry of a playlist as a track and the playlist under ``name``.
+
+        Entries are not resolved here — one yt-dlp call per entry would get us
+        rate-limited by YouTube; each track resolves on its first play. Running
+        it again makes the stored playlist follow the source's current order.
+        """
+        if name is not None:
+            check_playlist_name(name)
+        title, entries = await self.resolver.list_playlist(url)
+        if name is None:
+            name = safe_playlist_name(title, fallback=f"playlist {derived_id(url)[:6]}")
+        order: list[str] = []
+        seen: set[str] = set()
+        added = already = skipped = 0
+        for number, entry in enumerate(entries, 1):
+            try:
+                track_id, source_url = self.identify(entry.video_id or entry.url)
+            except InvalidTrackId:
+                log.warning("tracks: %s: skipping entry %d, %r: not a URL ytproxy can play",
+                            url, number, entry.url)
+                skipped += 1
+                continue
+            if progress is not None:
+                progress(number, len(entries), entry.title or track_id)
+            order.append(track_id)
+            if track_id in seen:
+                continue  # a playlist may hold a track twice; store it once
+            seen.add(track_id)
+            if await self.store.get(track_id) is not None:
+                already += 1
+                await self.store.fill_metadata(track_id, title=entry.title,
+                                               artist=entry.artist, duration=entry.duration)
+                continue
+            await self.store.upsert_track(track_id, source_url, title=entry.title,
+                                          artist=entry.artist, duration=entry.duration)
+            added += 1
+        await self.store.replace_playlist(name, order, source_url=url, title=title)
+        log.info("tracks: imported %s as %r: %d tracks, %d new", url, name, len(order), added)
+        return ImportSummary(name=name, title=title, source_url=url, track_ids=tuple(order),
+                             added=added, already=already, skipped=skipped)

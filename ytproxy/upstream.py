@@ -163,8 +163,11 @@ class UpstreamFetcher:
             self.requests += 1
             try:
                 async with asyncio.timeout(self.config.range_timeout):
+                    # An explicit upstream.proxy wins over HTTP(S)_PROXY, which the
+                    # session (trust_env) reads when this is None.
                     response = await self._session.get(
-                        url, headers=headers, allow_redirects=False, timeout=self._timeout
+                        url, headers=headers, allow_redirects=False, timeout=self._timeout,
+                        proxy=self.config.proxy or None,
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 breaker.record_failure(_describe(exc))

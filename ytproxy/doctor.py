@@ -1,0 +1,360 @@
+"""``ytproxy doctor``: the first thing to run when something is wrong.
+
+One line per check — ``ok``, ``warn``, ``fail`` or ``skip`` — and for every
+warning or failure what to do about it.  Checks that touch the network run
+concurrently, each stage under a short timeout, so an offline machine is told
+it is offline within seconds instead of hanging.  Nothing here changes data:
+the store probe writes inside a transaction and rolls it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import re
+import shutil
+import sqlite3
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from ytproxy.client import DaemonNotAnswering, daemon_base_url, fetch_health
+from ytproxy.config import Config, ConfigError, load_config
+from ytproxy.reachability import Target, Unreachable, proxy_for, reach
+from ytproxy.store import SCHEMA_VERSION
+
+__all__ = [
+    "Check",
+    "check_endpoint",
+    "format_checks",
+    "run_checks",
+    "run_doctor",
+    "upstream_targets",
+]
+
+Level = Literal["ok", "warn", "fail", "skip"]
+
+DEFAULT_TIMEOUT = 3.0
+YTDLP_MAX_AGE_DAYS = 90
+# A host that stands for a wildcard in upstream.allowed_hosts: stream hosts
+# (rr3---sn-….googlevideo.com) are named per video, but they share the
+# network path, DNS and certificates of these.
+REPRESENTATIVES = {
+    "*.googlevideo.com": "redirector.googlevideo.com",
+    "*.youtube.com": "www.youtube.com",
+}
+_SAMPLE_ID = "dQw4w9WgXcQ"
+_UPGRADE = "pip install -U 'yt-dlp[default]' (then restart the daemon)"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+    more: tuple[str, ...] = ()  # extra lines (every config error, say)
+
+
+# --------------------------------------------------------------------- local checks
+
+
+def _check_config(path: str | None) -> tuple[Config | None, Check]:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return None, Check("config", "fail", f"{len(exc.errors)} error(s):",
+                           "fix them (`ytproxy check-config` lists them; config.example.toml "
+                           "shows every key)", tuple(exc.errors))
+    if config.source in (None, "built-in defaults"):
+        return config, Check("config", "ok", "no config file; using the built-in defaults")
+    return config, Check("config", "ok", f"{config.source} is valid")
+
+
+def _probe_store(path: Path, busy_timeout: float) -> Check:
+    """Open the store and write inside a transaction that is rolled back."""
+    name = "store"
+    where = "point [store] path at a writable place"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return Check(name, "fail", f"cannot create the directory {path.parent}: "
+                     f"{exc.strerror}", f"create it, or {where}")
+    if not path.exists():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".ytproxy-doctor-"):
+                pass
+        except OSError as exc:
+            return Check(name, "fail", f"cannot write in {path.parent}: {exc.strerror}",
+                         f"fix its permissions, or {where}")
+        return Check(name, "ok", f"{path} does not exist yet; {path.parent} is writable "
+                     "and the daemon creates it on start")
+    if not path.is_file():
+        return Check(name, "fail", f"{path} is not a file", where)
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head and head != b"SQLite format 3\x00":
+        return Check(name, "fail", f"{path} is not an SQLite database",
+                     f"move it aside, or {where}")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True,
+                               timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        return Check(name, "fail", f"cannot open {path}: {exc}",
+                     f"check its permissions, or {where}")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        has_tracks = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tracks'"
+        ).fetchone() is not None
+        count = conn.execute("SELECT count(*) FROM tracks").fetchone()[0] if has_tracks else 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE ytproxy_doctor_probe (x)")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return Check(name, "warn", f"{path} stayed locked by another writer for "
+                         f"{busy_timeout:g} s", "run doctor again; if it persists, look for a "
+                         "stuck `ytproxy` process")
+        return Check(name, "fail", f"{path} is not writable: {text}",
+                     "check the permissions of the file and its directory (SQLite writes "
+                     f"-wal and -shm files beside it), or {where}")
+    except sqlite3.DatabaseError as exc:
+        return Check(name, "fail", f"{path} is damaged or not a ytproxy database: {exc}",
+                     f"move it aside, or {where}")
+    finally:
+        conn.close()
+    if version > SCHEMA_VERSION:
+        return Check(name, "fail", f"{path} has schema {version}, newer than this ytproxy "
+                     f"understands ({SCHEMA_VERSION})", "upgrade ytproxy")
+    upgrade = (f"; schema {version} is upgraded to {SCHEMA_VERSION} on the next start"
+               if version < SCHEMA_VERSION else "")
+    return Check(name, "ok", f"{path}: {count} tracks, writable{upgrade}")
+
+
+def _check_ytdlp(today: dt.date) -> Check:
+    try:
+        import yt_dlp.version  # heavy; the caller runs this in a thread
+    except Exception as exc:
+        return Check("yt-dlp", "fail", f"cannot import yt-dlp: {exc}",
+                     "pip install 'yt-dlp[default]'")
+    version = str(getattr(yt_dlp.version, "__version__", "?"))
+    match = re.match(r"(\d{4})\.(\d{1,2})\.(\d{1,2})", version)
+    if match is None:
+        return Check("yt-dlp", "warn", f"{version}: cannot tell how old it is", _UPGRADE)
+    try:
+        released = dt.date(*(int(g) for g in match.groups()))
+    except ValueError:
+        return Check("yt-dlp", "warn", f"{version}: cannot tell how old it is", _UPGRADE)
+    age = (today - released).days
+    if age > YTDLP_MAX_AGE_DAYS:
+        return Check("yt-dlp", "warn", f"{version} is {age} days old; YouTube changes often "
+                     "and old releases stop working", _UPGRADE)
+    return Check("yt-dlp", "ok", f"{version} ({max(age, 0)} days old)")
+
+
+def _check_ejs() -> Check:
+    try:
+        version = importlib.metadata.version("yt-dlp-ejs")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("yt-dlp-ejs", "warn", "not installed: yt-dlp cannot solve YouTube's "
+                     "JavaScript challenges and finds fewer formats, or none", _UPGRADE)
+    return Check("yt-dlp-ejs", "ok", version)
+
+
+def _check_js_runtime(which: Callable[[str], str | None] = shutil.which) -> Check:
+    deno = which("deno")
+    if deno:
+        return Check("js runtime", "ok", f"deno at {deno}")
+    others = [f"{name} at {path}" for name in ("node", "bun", "qjs")
+              if (path := which(name))]
+    fix = "install deno (https://deno.com) so that it is on the daemon's PATH"
+    if others:
+        return Check("js runtime", "warn", f"no deno; found {', '.join(others)}, but yt-dlp "
+                     "uses only deno unless told otherwise", fix)
+    return Check("js runtime", "warn", "no deno (or other JavaScript runtime) on PATH: "
+                 "YouTube playback may find fewer formats, or none", fix)
+
+
+# --------------------------------------------------------------------- network checks
+
+
+def source_target(config: Config) -> Target | Check:
+    url = config.resolver.source_url_template.replace("{id}", _SAMPLE_ID)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return Check("source", "skip", f"{url} is not an http(s) URL; nothing to reach")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return Check("source", "fail", f"bad port in {url}",
+                     "fix resolver.source_url_template")
+    return Target("source", parts.hostname, port, parts.scheme == "https",
+                  "yt-dlp reads track pages here")
+
+
+def upstream_targets(config: Config, source: Target | None) -> list[Target | Check]:
+    """A host to try for every entry of upstream.allowed_hosts that can be named."""
+    out: list[Target | Check] = []
+    seen = {(source.host, source.port)} if source else set()
+    for pattern in config.upstream.allowed_hosts:
+        pattern = pattern.strip().lower()
+        note = ""
+        if any(c in pattern for c in "*?["):
+            host = REPRESENTATIVES.get(pattern)
+            if host is None:
+                out.append(Check("upstream", "skip",
+                                 f"{pattern}: a wildcard with no known host to try"))
+                continue
+            note = f"stands for {pattern}"
+        else:
+            host = pattern
+        if (host, 443) in seen:
+            out.append(Check("upstream", "skip", f"{pattern}: {host} is checked above"))
+            continue
+        seen.add((host, 443))
+        out.append(Target("upstream", host, 443, True, note))
+    return out
+
+
+async def check_endpoint(
+    target: Target,
+    *,
+    seconds: float = DEFAULT_TIMEOUT,
+    proxy: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Check:
+    """One line for ``target``: how each step went, or the one that failed."""
+    label = f"{target.host}:{target.port}" + (f" ({target.note})" if target.note else "")
+    via = f" through {proxy}" if proxy else ""
+    try:
+        steps = await reach(target, seconds=seconds, proxy=proxy, ssl_context=ssl_context)
+    except Unreachable as exc:
+        return Check(target.role, "fail", f"{label}{via}: {exc.reason}", exc.fix)
+    return Check(target.role, "ok", f"{label}{via}: {steps}")
+
+
+async def _check_daemon(config: Config, seconds: float) -> Check:
+    base = daemon_base_url(config)
+    where = base.removeprefix("http://")
+    try:
+        health = await fetch_health(base, seconds)
+    except DaemonNotAnswering as exc:
+        return Check("daemon", "fail", f"nothing answers on {where} ({exc.reason})",
+                     "start it: `ytproxy serve` or `systemctl --user start ytproxy`; "
+                     "if it runs elsewhere, set [server] host/port")
+    if health.ok:
+        return Check("daemon", "ok", f"answering on {where}: healthy")
+    return Check("daemon", "warn", f"answering on {where}, but {health.status}",
+                 "see `ytproxy status` for what is failing", tuple(health.reasons))
+
+
+async def _check_mpd(config: Config, seconds: float) -> Check:
+    host, port = config.mpd.host, config.mpd.port
+    if not host:
+        return Check("mpd", "skip", "[mpd] host is not set")
+    where = host if host.startswith("/") else f"{host}:{port}"
+    fix = "is MPD running (`systemctl --user status mpd`)? check [mpd] host/port"
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(seconds):
+            if host.startswith("/"):
+                reader, writer = await asyncio.open_unix_connection(host)
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
+            greeting = (await reader.readline()).decode("utf-8", "replace").strip()
+            writer.write(b"close\n")
+    except TimeoutError:
+        return Check("mpd", "fail", f"no answer from {where} within {seconds:g} s", fix)
+    except ConnectionRefusedError:
+        return Check("mpd", "fail", f"nothing listens on {where}", fix)
+    except OSError as exc:
+        return Check("mpd", "fail", f"cannot reach MPD at {where}: {exc.strerror or exc}", fix)
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+    match = re.fullmatch(r"OK MPD (\S+)", greeting)
+    if match is None:
+        return Check("mpd", "fail", f"{where} answered, but not like MPD: {greeting[:60]!r}",
+                     "check [mpd] port")
+    return Check("mpd", "ok", f"MPD {match.group(1)} at {where}")
+
+
+# --------------------------------------------------------------------- running them
+
+
+async def run_checks(
+    config_path: str | None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    today: dt.date | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> list[Check]:
+    """Every check, in a fixed order; the slow ones run at the same time."""
+    today = today or dt.date.today()
+    config, config_check = _check_config(config_path)
+    local: list[asyncio.Future[Check]] = [
+        asyncio.ensure_future(asyncio.to_thread(_check_ytdlp, today)),
+    ]
+    if config is None:
+        results = [config_check, *await asyncio.gather(*local), _check_ejs(),
+                   _check_js_runtime()]
+        return [*results, Check("others", "skip",
+                                "store, network, daemon and MPD need a valid config")]
+    source = source_target(config)
+    targets: list[Target | Check] = [source]
+    targets += upstream_targets(config, source if isinstance(source, Target) else None)
+    store = asyncio.to_thread(_probe_store, config.store.resolved_path,
+                              min(config.store.busy_timeout, timeout))
+    network = [
+        check_endpoint(t, seconds=timeout, ssl_context=ssl_context,
+                       proxy=proxy_for(t, config.upstream.proxy))
+        for t in targets if isinstance(t, Target)
+    ]
+    store_check, ytdlp_check, *reached = await asyncio.gather(
+        store, *local, *network,
+        _check_daemon(config, timeout), _check_mpd(config, timeout),
+    )
+    *endpoint_checks, daemon_check, mpd_check = reached
+    endpoints = iter(endpoint_checks)
+    network_checks = [next(endpoints) if isinstance(t, Target) else t for t in targets]
+    return [config_check, store_check, ytdlp_check, _check_ejs(), _check_js_runtime(),
+            *network_checks, daemon_check, mpd_check]
+
+
+def format_checks(checks: Sequence[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines: list[str] = []
+    for c in checks:
+        lines.append(f"{c.level:<5} {c.name:<{width}}  {c.detail}")
+        lines.extend(f"{'':<5} {'':<{width}}    {extra}" for extra in c.more)
+        if c.fix and c.level in ("warn", "fail"):
+            lines.append(f"{'':<5} {'':<{width}}  → {c.fix}")
+    fails = sum(c.level == "fail" for c in checks)
+    warns = sum(c.level == "warn" for c in checks)
+    if fails:
+        lines.append(f"\n{fails} failed, {warns} warning(s): fix the failures above")
+    elif warns:
+        lines.append(f"\nnothing failed; {warns} warning(s) above")
+    else:
+        lines.append("\nall checks passed")
+    return "\n".join(lines) + "\n"
+
+
+def run_doctor(config_path: str | None, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """The ``ytproxy doctor`` command: print every check; 1 when any failed."""
+    checks = asyncio.run(run_checks(config_path, timeout=timeout))
+    sys.stdout.write(format_checks(checks))
+    return 1 if any(c.level == "fail" for c in checks) else 0

@@ -1,0 +1,281 @@
+"""What the daemon tells about itself: /status JSON, /health, Prometheus metrics, the page at /.
+
+Pure functions over the services' state, so the server's handlers stay thin
+and nothing here reaches into a request.  Signed stream URLs never appear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ytproxy import __version__
+from ytproxy.config import Config
+from ytproxy.resilience import CircuitBreaker
+from ytproxy.resolver import Resolver
+from ytproxy.slots import StreamSlots
+from ytproxy.status import StreamRegistry
+from ytproxy.store import Store
+from ytproxy.tracks import Tracks
+from ytproxy.upstream import UpstreamFetcher
+
+__all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "status_payload"]
+
+_SECRET_KEYS = {"token", "password"}
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """The parts of a running daemon that report on themselves."""
+
+    config: Config
+    started: float
+    registry: StreamRegistry
+    slots: StreamSlots
+    store: Store
+    resolver: Resolver
+    tracks: Tracks
+    fetcher: UpstreamFetcher
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redacted_config(config: Config) -> dict[str, Any]:
+    """The effective configuration, with secrets masked."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        section = getattr(config, f.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        values = dataclasses.asdict(section)  # type: ignore[arg-type]
+        for key, value in values.items():
+            if key in _SECRET_KEYS and value:
+                values[key] = "***"
+            elif isinstance(value, str) and "://" in value:
+                values[key] = _mask_url(value)
+            elif isinstance(value, tuple):
+                values[key] = list(value)
+        out[f.name] = values
+    return out
+
+
+def _db_size(store: Store) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):  # no WAL file right now
+            total += os.path.getsize(f"{store.path}{suffix}")
+    return total
+
+
+async def status_payload(daemon: Daemon) -> dict[str, Any]:
+    registry, resolver, fetcher = daemon.registry, daemon.resolver, daemon.fetcher
+    try:
+        track_count: int | None = await daemon.store.count()
+    except Exception:
+        track_count = None
+    retries = {k.removeprefix("retry_"): v for k, v in fetcher.stats.items()
+               if k.startswith("retry_")}
+    return {
+        "version": __version__,
+        "uptime_seconds": round(time.time() - daemon.started, 1),
+        "config": redacted_config(daemon.config),
+        "streams": [s.as_dict() for s in registry.active()],
+        "totals": {
+            "started": registry.started_total,
+            "served": registry.served,
+            "failed": registry.failed,
+            "rejected_at_capacity": daemon.slots.rejected,
+            "bytes": registry.bytes_sent(),
+        },
+        "slots": {"in_use": daemon.slots.in_use, "capacity": daemon.slots.capacity},
+        "store": {"tracks": track_count, "path": str(daemon.store.path),
+                  "size_bytes": _db_size(daemon.store)},
+        "resolver": {
+            "calls": resolver.calls,
+            "cache_hits": daemon.tracks.cache_hits,
+            "single_flight_joins": resolver.joins,
+            "failures": dict(resolver.failures),
+            "rate_limit_waiting": resolver.rate_limit_waiting,
+            "last_call_seconds": resolver.last_duration,
+            "breaker": resolver.breaker.as_dict(),
+        },
+        "upstream": {
+            "requests": fetcher.requests,
+            "retries": retries,
+            "resumes": fetcher.stats["resumes"],
+            "refreshes": fetcher.stats["refreshes"],
+            "hosts": {host: b.as_dict() for host, b in sorted(fetcher.breakers.items())},
+        },
+    }
+
+
+async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
+    """200 ``ok`` when the store answers and no breaker is open; else 503 and why."""
+    reasons: list[str] = []
+    try:
+        await daemon.store.count()
+    except Exception as exc:
+        return 503, {"status": "down", "reasons": [f"store: {exc}"]}
+    breakers: list[CircuitBreaker] = [daemon.resolver.breaker, *daemon.fetcher.breakers.values()]
+    for breaker in breakers:
+        if breaker.state != "closed":
+            reasons.append(f"{breaker.name}: breaker {breaker.state.replace('_', '-')} "
+                           f"after {breaker.failures} failures (last: {breaker.last_error})")
+    if reasons:
+        return 503, {"status": "degraded", "reasons": reasons}
+    return 200, {"status": "ok"}
+
+
+class _StateCollector(Collector):
+    """Counters and gauges read from the services at scrape time."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self._d
+        active = GaugeMetricFamily("ytproxy_active_streams", "Streams being relayed now")
+        active.add_metric([], len(d.registry.active()))
+        yield active
+        streams = CounterMetricFamily("ytproxy_streams", "Streams by outcome",
+                                      labels=["outcome"])
+        streams.add_metric(["served"], d.registry.served)
+        streams.add_metric(["failed"], d.registry.failed)
+        streams.add_metric(["rejected"], d.slots.rejected)
+        yield streams
+        sent = CounterMetricFamily("ytproxy_bytes_sent", "Bytes relayed to clients")
+        sent.add_metric([], d.registry.bytes_sent())
+        yield sent
+        retries = CounterMetricFamily("ytproxy_upstream_retries", "Upstream retries by cause",
+                                      labels=["cause"])
+        for key, value in sorted(d.fetcher.stats.items()):
+            if key.startswith("retry_"):
+                retries.add_metric([key.removeprefix("retry_")], value)
+        yield retries
+        for name, key, text in (("ytproxy_upstream_refreshes", "refreshes",
+                                 "Stream URLs refreshed after a refusal"),
+                                ("ytproxy_upstream_resumes", "resumes",
+                                 "Ranges resumed at the byte after a failure")):
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], d.fetcher.stats[key])
+            yield family
+        requests = CounterMetricFamily("ytproxy_upstream_requests", "Upstream range requests")
+        requests.add_metric([], d.fetcher.requests)
+        yield requests
+        calls = CounterMetricFamily("ytproxy_resolver_calls", "yt-dlp calls made")
+        calls.add_metric([], d.resolver.calls)
+        yield calls
+        hits = CounterMetricFamily("ytproxy_resolver_cache_hits",
+                                   "Plays served from a stored, unexpired URL")
+        hits.add_metric([], d.tracks.cache_hits)
+        yield hits
+        state = GaugeMetricFamily("ytproxy_breaker_state",
+                                  "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                  labels=["name"])
+        for breaker in [d.resolver.breaker, *d.fetcher.breakers.values()]:
+            state.add_metric([breaker.name], _BREAKER_VALUES[breaker.state])
+        yield state
+
+
+class Metrics:
+    """A registry per daemon (not the process-global one), so apps never collide."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_StateCollector(daemon))
+        self.resolver_duration = Histogram(
+            "ytproxy_resolver_duration_seconds", "Time one yt-dlp call took",
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60), registry=self.registry)
+        self.time_to_first_byte = Histogram(
+            "ytproxy_time_to_first_byte_seconds", "Request to first byte of a /proxy answer",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry)
+        # prometheus-client's own aiohttp handler serves this registry at /metrics.
+        self.handler = make_aiohttp_handler(self.registry)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:.0%}"
+
+
+def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:
+    """A small self-refreshing status page: no scripts, no external assets."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td><code>{e(s['id'])}</code></td><td>{e(s['name'])}</td>"
+        f"<td>{e(s['client'])}</td><td>{_fmt_bytes(s['bytes_sent'])}</td>"
+        f"<td>{_fmt_bytes(s['rate_bytes_per_sec'])}/s</td><td>{e(str(s['range'] or '—'))}</td>"
+        f"<td>{s['retries']}/{s['refreshes']}</td></tr>"
+        for s in status["streams"]
+    ) or '<tr><td colspan="7">nothing playing</td></tr>'
+    reasons = "".join(f"<li>{e(r)}</li>" for r in health_body.get("reasons", []))
+    totals, resolver, upstream = status["totals"], status["resolver"], status["upstream"]
+    hosts = "".join(
+        f"<tr><td>{e(host)}</td><td>{e(h['state'])}</td>"
+        f"<td>{_fmt_rate(h['success_rate'])}</td>"
+        f"<td>{e(str(h['last_error'] or '—'))}</td></tr>"
+        for host, h in upstream["hosts"].items()
+    ) or '<tr><td colspan="4">no upstream requests yet</td></tr>'
+    state = health_body["status"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="5">
+<title>ytproxy — {e(state)}</title>
+<style>
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0 1.5em; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }}
+.ok {{ color: #176f2c; }} .degraded {{ color: #a15c00; }} .down {{ color: #b00020; }}
+</style></head><body>
+<h1>ytproxy {e(status['version'])} — <span class="{e(state)}">{e(state)}</span></h1>
+<ul>{reasons}</ul>
+<p>up {status['uptime_seconds']:.0f} s · {status['slots']['in_use']} of
+{status['slots']['capacity']} stream slots in use · {status['store']['tracks']} tracks stored</p>
+<h2>Playing</h2>
+<table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
+<th>range</th><th>retries/refreshes</th></tr>{rows}</table>
+<h2>Counters</h2>
+<table>
+<tr><td>streams served / failed / rejected</td>
+<td>{totals['served']} / {totals['failed']} / {totals['rejected_at_capacity']}</td></tr>
+<tr><td>bytes relayed</td><td>{_fmt_bytes(totals['bytes'])}</td></tr>
+<tr><td>yt-dlp calls / cache hits / joins</td>
+<td>{resolver['calls']} / {resolver['cache_hits']} / {resolver['single_flight_joins']}</td></tr>
+<tr><td>resolver breaker</td><td>{e(resolver['breaker']['state'])}</td></tr>
+<tr><td>upstream requests / resumes / refreshes</td>
+<td>{upstream['requests']} / {upstream['resumes']} / {upstream['refreshes']}</td></tr>
+</table>
+<h2>Upstream hosts</h2>
+<table><tr><th>host</th><th>breaker</th><th>success (5 min)</th><th>last error</th></tr>
+{hosts}</table>
+<p><a href="/status">/status</a> · <a href="/metrics">/metrics</a> ·
+<a href="/playlist.m3u">/playlist.m3u</a></p>
+</body></html>
+"""
