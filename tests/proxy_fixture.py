@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseRunner, TestServer
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from ytproxy.config import Config
+from ytproxy.listener import Runner
 from ytproxy.server import create_app
 
 
@@ -31,6 +32,13 @@ def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[
     for section, changes in sections.items():
         config = config.replace(section, **changes)
     return config
+
+
+class ProxyTestServer(TestServer):
+    """A TestServer on ytproxy's own runner: connection limits apply as in the daemon."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return Runner(self.app, **kwargs)
 
 
 @dataclass
@@ -58,7 +66,7 @@ async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
 
     async def factory(**sections: dict[str, Any]) -> RunningProxy:
         config = proxy_config(googlevideo, tmp_path, **sections)
-        server = TestServer(create_app(config), host="127.0.0.1")
+        server = ProxyTestServer(create_app(config), host="127.0.0.1")
         await server.start_server()
         session = aiohttp.ClientSession(auto_decompress=False)
         proxy = RunningProxy(server.app, server, session, config)

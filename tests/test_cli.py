@@ -43,7 +43,9 @@ def write_config(path: Path, db: Path, *, template: str | None = None,
                  server: str = "") -> Path:
     text = f'[store]\npath = "{db}"\n[upstream]\nallowed_hosts = ["127.0.0.1"]\n'
     if template is not None:
-        text += f'[resolver]\nsource_url_template = "{template}"\ntimeout = 20.0\n'
+        # Page URLs on the fake are on 127.0.0.1: let `add` read them.
+        text += (f'[resolver]\nsource_url_template = "{template}"\ntimeout = 20.0\n'
+                 "allow_private_sources = true\n")
     if server:
         text += f"[server]\n{server}\n"
     path.write_text(text, encoding="utf-8")

@@ -385,7 +385,9 @@ Cli = Callable[..., Awaitable[Result]]
 
 def write_config(path: Path, db: Path, template: str, playlist_directory: Path | None) -> Path:
     text = (f'[store]\npath = "{db}"\n'
-            f'[resolver]\nsource_url_template = "{template}"\ntimeout = 20.0\n')
+            f'[resolver]\nsource_url_template = "{template}"\ntimeout = 20.0\n'
+            # The playlist pages are on 127.0.0.1: let `import` read them.
+            "allow_private_sources = true\n")
     if playlist_directory is not None:
         text += f'[mpd]\nplaylist_directory = "{playlist_directory}"\n'
     path.write_text(text, encoding="utf-8")
@@ -571,7 +573,7 @@ async def test_playlists_over_http(
 ) -> None:
     data = random_audio(300_000)
     googlevideo.add_track(IDS[1], data, title="Second Song")
-    proxy = await make_proxy()
+    proxy = await make_proxy(resolver={"allow_private_sources": True})  # pages on 127.0.0.1
     summary = await proxy.app[TRACKS].import_playlist(pages.url("/list.html"))
     assert (summary.name, summary.track_ids, summary.added) == (DEFAULT_NAME, tuple(IDS), 3)
     await proxy.app[TRACKS].import_playlist(pages.url("/feed.xml"), "feed")

@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 from urllib.parse import quote
 
-from aiohttp import web
-
 from ytproxy import __version__
+from ytproxy.auth import bind_refusal, bind_warning
 from ytproxy.config import Config, ConfigError, load_config, render_config
 from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
+from ytproxy.listener import serve
 from ytproxy.models import Track
 from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u, write_m3u_file
+from ytproxy.redact import RedactingFilter
 from ytproxy.resolver import Resolver
 from ytproxy.server import NOTIFIER, create_app
 from ytproxy.status_view import run_status
@@ -122,6 +123,9 @@ def _log_handler() -> logging.Handler:
         handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Whatever a line carries (an exception's text, yt-dlp's chatter), a signed
+    # stream URL's query values never reach the log.
+    handler.addFilter(RedactingFilter())
     return handler
 
 
@@ -170,11 +174,18 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
             print(f"ytproxy: --port must be between 1 and 65535, got {port}", file=sys.stderr)
             return 2
         config = config.replace("server", port=port)
+    refusal = bind_refusal(config.server)
+    if refusal is not None:
+        print(f"ytproxy: {refusal}", file=sys.stderr)
+        return 1
+    warning = bind_warning(config.server)
+    if warning is not None:
+        log.warning("%s", warning)
     app = create_app(config)
     base = proxy_base_url(config.server.host, config.server.port)
 
-    def announce(_banner: str) -> None:
-        # aiohttp calls this once the socket is bound and the store is open.
+    def announce() -> None:
+        # Called once the socket is bound and the store is open.
         log.info("ytproxy %s listening on %s", __version__, base)
         app[NOTIFIER].ready()
 
@@ -182,10 +193,10 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     try:
         # server.shutdown_timeout is applied by the app's on_shutdown hook (see
         # ytproxy.inflight); aiohttp's own timeout is only a backstop for a
-        # request that started after it.
-        web.run_app(app, host=config.server.host, port=config.server.port,
-                    print=announce, access_log=access_log, handle_signals=True,
-                    shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP)
+        # request that started after it.  serve() is web.run_app with the
+        # connection limits of ytproxy.listener.
+        serve(app, host=config.server.host, port=config.server.port, on_ready=announce,
+              access_log=access_log, shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP)
     except OSError as exc:
         print(f"ytproxy: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror}", file=sys.stderr)

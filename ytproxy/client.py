@@ -74,6 +74,13 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, 2.0))
 
 
+def _session(seconds: float, token: str) -> aiohttp.ClientSession:
+    # server.token, when set, goes with every request: reads do not need it
+    # today, and a daemon that starts asking for it should find it there.
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return aiohttp.ClientSession(timeout=_timeout(seconds), trust_env=False, headers=headers)
+
+
 async def _get_json(session: aiohttp.ClientSession, base_url: str, path: str
                     ) -> tuple[int, Any]:
     try:
@@ -105,15 +112,17 @@ def _health_from(status: int, body: Any) -> DaemonHealth:
     )
 
 
-async def fetch_health(base_url: str, timeout: float = DEFAULT_TIMEOUT) -> DaemonHealth:  # noqa: ASYNC109
+async def fetch_health(base_url: str, timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                       *, token: str = "") -> DaemonHealth:
     """``/health`` of the daemon at ``base_url``; raises DaemonNotAnswering."""
-    async with aiohttp.ClientSession(timeout=_timeout(timeout), trust_env=False) as session:
+    async with _session(timeout, token) as session:
         return _health_from(*await _get_json(session, base_url, "/health"))
 
 
-async def fetch_report(base_url: str, timeout: float = DEFAULT_TIMEOUT) -> DaemonReport:  # noqa: ASYNC109
+async def fetch_report(base_url: str, timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                       *, token: str = "") -> DaemonReport:
     """``/status`` and ``/health`` together; raises DaemonNotAnswering."""
-    async with aiohttp.ClientSession(timeout=_timeout(timeout), trust_env=False) as session:
+    async with _session(timeout, token) as session:
         (status_code, status), health = await asyncio.gather(
             _get_json(session, base_url, "/status"),
             _get_json(session, base_url, "/health"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -41,6 +42,10 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: float = 5.0
+    # Bearer token that write requests (POST/DELETE /tracks) must carry; empty: none.
+    token: str = ""
+    # Serve on a non-loopback host without a token (anyone who can reach it may write).
+    allow_unauthenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class ResolverConfig:
     expiry_margin: float = 300.0
     max_calls_per_minute: int = 30
     rate_limit_wait: float = 30.0
+    # Let add/import read pages on loopback, link-local and private addresses.
+    allow_private_sources: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,13 @@ class UpstreamConfig:
 @dataclass(frozen=True)
 class LimitsConfig:
     max_streams: int = 10
+    # Open client connections, in all and from one address; more are answered
+    # 503 and closed at once (see ytproxy.listener).
+    max_connections: int = 256
+    max_connections_per_client: int = 32
+    # Seconds a connection may take to send a complete request head (or a
+    # POST body), or stay idle between requests; never cuts a response.
+    idle_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,11 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TOKEN_MIN_LENGTH = 16
+# RFC 6750's b64token: what may follow "Authorization: Bearer ".
+_TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
+# Keys whose values are secrets: shown as "***" by check-config (and in /status).
+_SECRET_KEYS = frozenset({"token", "password"})
 
 
 def find_config_file(explicit: str | None = None) -> Path | None:
@@ -254,9 +273,10 @@ def _build_section(
         expected = type(getattr(defaults, key))
         converted = _convert(value, expected)
         if converted is None:
+            shown = "" if key in _SECRET_KEYS else f" {value!r}"  # never print a secret
             errors.append(
                 f"{where}: {name}.{key} must be {_expected_name(expected)}, "
-                f"got {_type_name(value)} {value!r}"
+                f"got {_type_name(value)}{shown}"
             )
             continue
         values[key] = converted
@@ -295,6 +315,13 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
     need(s.shutdown_timeout >= 0, "server.shutdown_timeout", "must be >= 0 seconds",
          s.shutdown_timeout)
+    if s.token and not _TOKEN_RE.fullmatch(s.token):
+        # Never echo the value: it is a secret, and this message is printed.
+        errors.append(
+            f"{origins.get('server.token', source)}: server.token must be at least "
+            f"{_TOKEN_MIN_LENGTH} characters of A-Z a-z 0-9 - . _ ~ + / (a bearer token), "
+            "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     need(bool(config.store.path.strip()), "store.path", "must not be empty", config.store.path)
     need(0 <= config.store.busy_timeout <= 600, "store.busy_timeout",
          "must be between 0 and 600 seconds", config.store.busy_timeout)
@@ -323,6 +350,14 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY", u.proxy)
     need(1 <= config.limits.max_streams <= 10_000, "limits.max_streams",
          "must be between 1 and 10000", config.limits.max_streams)
+    lim = config.limits
+    need(lim.max_streams <= lim.max_connections <= 100_000, "limits.max_connections",
+         "must be between limits.max_streams and 100000", lim.max_connections)
+    need(1 <= lim.max_connections_per_client <= lim.max_connections,
+         "limits.max_connections_per_client", "must be between 1 and limits.max_connections",
+         lim.max_connections_per_client)
+    need(0 < lim.idle_timeout <= 3600, "limits.idle_timeout",
+         "must be > 0 and at most 3600 seconds", lim.idle_timeout)
     need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
          config.icy.metaint)
     t = config.retry
@@ -363,8 +398,22 @@ def render_config(config: Config) -> str:
         lines.append(f"\n[{name}]")
         section = getattr(config, name)
         for f in fields(section):
-            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+            value = getattr(section, f.name)
+            if f.name in _SECRET_KEYS and value:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = _mask_password(value)
+            lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _mask_password(url: str) -> str:
+    """``http://user:secret@proxy:3128`` → ``http://user:***@proxy:3128``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not at or ":" not in userinfo or "/" in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 def _toml_value(value: object) -> str:

@@ -248,7 +248,7 @@ async def _check_daemon(config: Config, seconds: float) -> Check:
     base = daemon_base_url(config)
     where = base.removeprefix("http://")
     try:
-        health = await fetch_health(base, seconds)
+        health = await fetch_health(base, seconds, token=config.server.token)
     except DaemonNotAnswering as exc:
         return Check("daemon", "fail", f"nothing answers on {where} ({exc.reason})",
                      "start it: `ytproxy serve` or `systemctl --user start ytproxy`; "

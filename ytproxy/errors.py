@@ -4,12 +4,17 @@ from __future__ import annotations
 
 __all__ = [
     "AtCapacity",
+    "BadJson",
+    "BadPath",
     "BadRange",
+    "BadRequest",
+    "BodyTimeout",
     "InvalidPlaylistName",
     "InvalidTrackId",
     "PlaylistNotFound",
     "ResolverFailed",
     "ResolverUnavailable",
+    "SourceNotAllowed",
     "StoreError",
     "TrackGone",
     "TrackNotFound",
@@ -44,6 +49,34 @@ class InvalidPlaylistName(YtproxyError):
     status = 400
 
 
+class BadPath(YtproxyError):
+    """A request path with traversal, encoded slashes, control characters or bad escapes."""
+
+    code = "bad_path"
+    status = 400
+
+
+class BadJson(YtproxyError):
+    """A request body that is not JSON at all."""
+
+    code = "bad_json"
+    status = 400
+
+
+class BadRequest(YtproxyError):
+    """A JSON body of the wrong shape; the message names the field."""
+
+    code = "bad_request"
+    status = 400
+
+
+class BodyTimeout(YtproxyError):
+    """A request body that did not arrive within ``limits.idle_timeout``."""
+
+    code = "request_timeout"
+    status = 408
+
+
 class BadRange(YtproxyError):
     code = "bad_range"
     status = 416
@@ -51,6 +84,13 @@ class BadRange(YtproxyError):
     def __init__(self, message: str, size: int | None) -> None:
         super().__init__(message)
         self.size = size
+
+
+class SourceNotAllowed(YtproxyError):
+    """A page URL ytproxy will not read: not http(s), or on this machine or the local network."""
+
+    code = "source_not_allowed"
+    status = 400
 
 
 class TrackNotFound(YtproxyError):

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from ytproxy import __version__
 from ytproxy.config import Config
+from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolver import Resolver
 from ytproxy.slots import StreamSlots
@@ -94,7 +95,9 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         track_count = None
     retries = {k.removeprefix("retry_"): v for k, v in fetcher.stats.items()
                if k.startswith("retry_")}
-    return {
+    # Breakers' last errors and the like are other code's words: any URL in them
+    # loses its query values, so a signed stream URL never shows here.
+    payload: dict[str, Any] = redact_strings({
         "version": __version__,
         "uptime_seconds": round(time.time() - daemon.started, 1),
         "config": redacted_config(daemon.config),
@@ -125,7 +128,8 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "refreshes": fetcher.stats["refreshes"],
             "hosts": {host: b.as_dict() for host, b in sorted(fetcher.breakers.items())},
         },
-    }
+    })
+    return payload
 
 
 async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:

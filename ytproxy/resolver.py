@@ -19,7 +19,13 @@ from urllib.parse import parse_qs, urlsplit
 from aiolimiter import AsyncLimiter
 
 from ytproxy.config import BreakerConfig, ResolverConfig
-from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone, YtproxyError
+from ytproxy.errors import (
+    InvalidTrackId,
+    ResolverFailed,
+    ResolverUnavailable,
+    TrackGone,
+    YtproxyError,
+)
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
@@ -266,6 +272,12 @@ class Resolver:
         return self._flights.joins
 
     def source_url_for(self, track_id: str) -> str:
+        # The template is the admin's and trusted; what goes into it must be an id,
+        # never text that could change the URL's host, path or query.
+        if not is_video_id(track_id):
+            raise InvalidTrackId(
+                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
+            )
         return self._config.source_url_template.replace("{id}", track_id)
 
     async def resolve(self, source_url: str) -> StreamInfo:

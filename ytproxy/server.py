@@ -12,9 +12,11 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from ytproxy.auth import token_middleware
 from ytproxy.config import Config
 from ytproxy.errors import (
     BadRange,
+    BadRequest,
     InvalidTrackId,
     PlaylistNotFound,
     TrackNotFound,
@@ -22,8 +24,16 @@ from ytproxy.errors import (
     YtproxyError,
 )
 from ytproxy.inflight import InFlightRequests
+from ytproxy.listener import (
+    CONNECTIONS,
+    MAX_BODY,
+    ConnectionLimits,
+    handler_args,
+    json_http_error,
+)
 from ytproxy.monitoring import Daemon, Metrics, health, render_page, status_payload
 from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u
+from ytproxy.redact import redact_urls
 from ytproxy.resolver import Resolver
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
@@ -32,6 +42,7 @@ from ytproxy.streams import StreamHandler
 from ytproxy.systemd import Notifier
 from ytproxy.tracks import Tracks
 from ytproxy.upstream import UpstreamFetcher
+from ytproxy.validation import path_guard, read_json_object, string_field, track_id
 
 __all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
 
@@ -58,8 +69,11 @@ def error_response(exc: YtproxyError) -> web.Response:
         headers["Retry-After"] = str(int(exc.retry_after))
     if isinstance(exc, BadRange) and exc.size is not None:
         headers["Content-Range"] = f"bytes */{exc.size}"
+    # Any URL in a message (a resolver's or upstream's words) loses its query
+    # values here: a signed stream URL must not reach a client.
     return web.json_response(
-        {"error": exc.code, "message": str(exc)}, status=exc.status, headers=headers
+        {"error": exc.code, "message": redact_urls(str(exc))}, status=exc.status,
+        headers=headers,
     )
 
 
@@ -72,17 +86,12 @@ async def errors_middleware(
     except YtproxyError as exc:
         if exc.status >= 500 and not isinstance(exc, UpstreamFailed):  # streams logs those
             log.warning("server: %s %s -> %d %s", request.method, request.path,
-                        exc.status, exc)
+                        exc.status, redact_urls(str(exc)))
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        code = exc.reason.lower().replace(" ", "_")
-        return web.json_response(
-            {"error": code, "message": f"{exc.reason}: {request.method} {request.path}"},
-            status=exc.status, headers={k: v for k, v in exc.headers.items()
-                                        if k.lower() == "allow"},
-        )
+        return json_http_error(request, exc)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -104,9 +113,9 @@ async def _resolver_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    # trust_env: HTTP(S)_PROXY/NO_PROXY apply to upstream (upstream.proxy overrides them).
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                    trust_env=True)
+    # HTTP(S)_PROXY/NO_PROXY apply to upstream (upstream.proxy overrides them): the
+    # fetcher reads them once per host rather than the session (trust_env) per request.
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY])
@@ -161,8 +170,13 @@ async def _graceful_shutdown(app: web.Application) -> None:
 
 def create_app(config: Config) -> web.Application:
     in_flight = InFlightRequests()
-    app = web.Application(middlewares=[in_flight.middleware(), errors_middleware])
+    middlewares = [in_flight.middleware(), errors_middleware, path_guard]
+    if config.server.token:
+        middlewares.append(token_middleware(config.server.token))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY,
+                          handler_args=handler_args(config.limits))
     app[IN_FLIGHT] = in_flight
+    app[CONNECTIONS] = ConnectionLimits(config.limits)
     app[NOTIFIER] = Notifier.from_environment()
     app[CONFIG] = config
     app[SLOTS] = StreamSlots(config.limits.max_streams)
@@ -188,6 +202,7 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
+    track_id(request)  # a 400 that does not echo a 4 KB "id" back
     return await request.app[HANDLER].handle(request)
 
 
@@ -203,7 +218,7 @@ def track_json(track: Any) -> dict[str, Any]:
         "added_at": track.added_at,
         "last_played_at": track.last_played_at,
         "play_count": track.play_count,
-        "last_error": track.last_error,
+        "last_error": None if track.last_error is None else redact_urls(track.last_error),
         "stream_expires_at": track.stream_expires_at,
     }
 
@@ -270,26 +285,26 @@ async def _list_tracks(request: web.Request) -> web.Response:
 
 
 async def _get_track(request: web.Request) -> web.Response:
-    track = await request.app[STORE].get(request.match_info["id"])
+    wanted = track_id(request)
+    track = await request.app[STORE].get(wanted)
     if track is None:
-        raise TrackNotFound(f"unknown track {request.match_info['id']}")
+        raise TrackNotFound(f"unknown track {wanted}")
     return web.json_response(track_json(track))
 
 
 async def _add_track(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return web.json_response(
-            {"error": "bad_json", "message": "the body must be JSON like {\"id\": \"…\"}"},
-            status=400)
-    key = next((k for k in ("id", "url") if isinstance(body, dict) and k in body), None)
-    value = body[key] if key is not None else None
-    if key is None or not isinstance(value, str) or not value.strip():
-        message = ('give the track as {"id": "<11-char id>"} or {"url": "<page URL>"}'
-                   if key is None else
-                   f'field "{key}" must be a non-empty string, got {json.dumps(value)}')
-        return web.json_response({"error": "bad_request", "message": message}, status=400)
+    body = await read_json_object(request, within=request.app[CONFIG].limits.idle_timeout)
+    given = [k for k in ("id", "url") if k in body]
+    shape = 'give the track as {"id": "<11-char id>"} or {"url": "<page URL>"}'
+    if not given:
+        raise BadRequest(shape)
+    if len(given) > 1:
+        raise BadRequest(f'give either field "id" or field "url", not both; {shape}')
+    unknown = sorted(k for k in body if k not in ("id", "url"))
+    if unknown:
+        raise BadRequest(f"unknown field {json.dumps(unknown[0])}; {shape}")
+    key = given[0]
+    value = string_field(body, key)
     try:
         track = await request.app[TRACKS].add(value)
     except InvalidTrackId as exc:
@@ -298,7 +313,7 @@ async def _add_track(request: web.Request) -> web.Response:
 
 
 async def _delete_track(request: web.Request) -> web.Response:
-    track_id = request.match_info["id"]
-    if not await request.app[STORE].remove(track_id):
-        raise TrackNotFound(f"unknown track {track_id}")
-    return web.json_response({"removed": track_id})
+    unwanted = track_id(request)
+    if not await request.app[STORE].remove(unwanted):
+        raise TrackNotFound(f"unknown track {unwanted}")
+    return web.json_response({"removed": unwanted})

@@ -185,7 +185,8 @@ def render_report(report: DaemonReport) -> str:
 def run_status(config: Config, *, as_json: bool = False) -> int:
     """The ``ytproxy status`` command: 0 healthy, 1 unhealthy, 3 not answering."""
     try:
-        report = asyncio.run(fetch_report(daemon_base_url(config)))
+        report = asyncio.run(fetch_report(daemon_base_url(config),
+                                          token=config.server.token))
     except DaemonNotAnswering as exc:
         print(not_answering_message(exc), file=sys.stderr)
         return EXIT_NOT_RUNNING

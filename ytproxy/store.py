@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -99,12 +100,13 @@ class Store:
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
         if str(path) != ":memory:":
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _make_private_dirs(path.parent)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the directory for the store {path.parent}: {exc.strerror}"
                 ) from exc
             _refuse_foreign_file(path)
+            _create_private_file(path)
         try:
             conn = await aiosqlite.connect(str(path))
         except sqlite3.Error as exc:
@@ -112,6 +114,9 @@ class Store:
         store = cls(conn, path)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Before anything writes (switching to WAL rewrites the header): a
+            # database of another program must be left exactly as it was.
+            await store._refuse_foreign_schema()
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             # Per connection, off by default: removing a track drops its playlist entries.
@@ -130,6 +135,23 @@ class Store:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    async def _refuse_foreign_schema(self) -> None:
+        """Refuse an SQLite database that has tables but not ytproxy's."""
+        version = await self._scalar("PRAGMA user_version")
+        async with self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ) as cur:
+            tables = {row[0] for row in await cur.fetchall()}
+        # A newer ytproxy's store is not foreign: _migrate says to upgrade.
+        if (version == 0 and tables) or (0 < version <= SCHEMA_VERSION
+                                         and "tracks" not in tables):
+            listed = ", ".join(sorted(tables)[:5]) or "none"
+            raise StoreError(
+                f"{self.path} is an SQLite database of another program (schema version "
+                f"{version}, tables: {listed}), not a ytproxy store; it was left untouched. "
+                "Point [store] path at another file"
+            )
 
     async def _migrate(self) -> None:
         version = await self._scalar("PRAGMA user_version")
@@ -197,11 +219,12 @@ class Store:
     # -- queries ---------------------------------------------------------
 
     async def get(self, track_id: str) -> Track | None:
-        async with self._conn.execute(
+        # One trip to the connection's thread, not three (execute, fetch, close):
+        # every play waits on this before its first byte.
+        rows = list(await self._conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM tracks WHERE id = ?", (track_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else _track(row)
+        ))
+        return _track(rows[0]) if rows else None
 
     async def list_tracks(self) -> list[Track]:
         async with self._conn.execute(
@@ -376,6 +399,39 @@ class Store:
     async def delete_playlist(self, name: str) -> bool:
         """Forget a playlist (its tracks stay stored); False when there was none."""
         return await self._write("DELETE FROM playlists WHERE name = ?", (name,)) > 0
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents as 0700 (as XDG asks for its own
+    directories); directories that exist already are left as they are."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it meanwhile; it is theirs to keep
+        os.chmod(created, 0o700)  # mkdir's mode passes through the umask
+    if not directory.is_dir():
+        raise NotADirectoryError(20, "not a directory", str(directory))
+
+
+def _create_private_file(path: Path) -> None:
+    """Create a missing database file as 0600 (SQLite would use 0644 minus the
+    umask, and its -wal/-shm files copy the database's mode); an existing one is
+    left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path}: {exc.strerror}") from exc
+    os.close(fd)
 
 
 def _refuse_foreign_file(path: Path) -> None:

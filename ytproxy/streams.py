@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +16,7 @@ from ytproxy.config import Config
 from ytproxy.errors import AtCapacity, InvalidTrackId, UpstreamFailed, YtproxyError
 from ytproxy.icy import IcyFramer, wants_icy
 from ytproxy.models import StreamInfo, Track, is_video_id
-from ytproxy.ranges import parse_range
+from ytproxy.ranges import requested_range
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
@@ -107,7 +109,7 @@ class StreamHandler:
         icy = self._config.icy.inline_metadata and icy_client
         # An ICY body interleaves metadata, so byte ranges would not line up:
         # such a stream is served whole (MPD does not seek it anyway).
-        byte_range = None if icy else parse_range(request.headers.get("Range"), size)
+        byte_range = None if icy else requested_range(request.headers, size)
         start, end = byte_range if byte_range else (0, size - 1)
         headers = {"Content-Type": mime, "icy-name": _header_safe(track.name),
                    "Cache-Control": "no-store"}
@@ -139,7 +141,7 @@ class StreamHandler:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
             try:
-                first = await body.next_piece()
+                await body.ready()
             except UpstreamFailed as exc:
                 log.error("stream: %s: giving up before the first byte: %s", track_id, exc)
                 raise
@@ -150,8 +152,8 @@ class StreamHandler:
             if start == 0:
                 self._in_background(self._tracks.mark_played(track_id))
             framer = IcyFramer(self._config.icy.metaint, track.name) if icy else None
-            await self._relay(request, response, body, first, track,
-                              framer=framer, first_byte=start)
+            await self._relay(request, response, body, track, framer=framer,
+                              first_byte=start)
         return response
 
     async def _relay(
@@ -159,7 +161,6 @@ class StreamHandler:
         request: web.Request,
         response: web.StreamResponse,
         body: RangeStream,
-        first: bytes | None,
         track: Track,
         *,
         framer: IcyFramer | None,
@@ -167,18 +168,39 @@ class StreamHandler:
     ) -> None:
         client = request.remote or "?"
         entry = self._registry.start(track.id, track.name, client, request.headers.get("Range"))
+        transport = request.transport
+        _limit_send_buffer(transport)
+        drain = _drainer(response)
+        began = time.monotonic()
+        full_at = 0  # bytes sent when the listener's socket was last found full
         ok = False
-        piece = first
+        write = response.write
         try:
-            while piece is not None:
-                out: Iterable[bytes] = framer.feed(piece) if framer else (piece,)
-                for part in out:
-                    await response.write(part)
+            # The hot path: one upstream read and one write per piece, and no
+            # reference kept to a piece once it is written (a paused listener
+            # must not pin it).
+            while (piece := await body.next_piece()) is not None:
+                if framer is None:
+                    await write(piece)
+                else:
+                    await _write_icy(write, framer, piece)
                 entry.bytes_sent += len(piece)
+                del piece
+                if transport is not None and transport.get_write_buffer_size():
+                    # The listener's socket is full: wait until it has taken
+                    # everything before reading more from upstream, so what it
+                    # has not taken waits in upstream's socket, not here.
+                    full_at = entry.bytes_sent
+                    if (not body.paced and entry.bytes_sent
+                            < _PACED_BELOW * (time.monotonic() - began)):
+                        body.pace()
+                    if drain is not None:
+                        await drain()
+                elif body.paced and entry.bytes_sent - full_at >= _UNPACE_AFTER:
+                    body.pace(False)  # a listener that keeps up: big reads
                 entry.refreshes = body.refreshes
-                entry.retries = sum(body.retries.values())
+                entry.retries = body.retry_count
                 entry.resumes = body.resumes
-                piece = await body.next_piece()
             await response.write_eof()
             ok = True
         except ConnectionError:
@@ -195,6 +217,49 @@ class StreamHandler:
                 request.transport.close()
         finally:
             self._registry.finish(entry, ok=ok)
+
+
+async def _write_icy(
+    write: Callable[[bytes], Awaitable[None]], framer: IcyFramer, piece: bytes
+) -> None:
+    for part in framer.feed(piece):
+        await write(part)
+
+
+# The kernel's send buffer for a listener's connection.  Linux otherwise grows
+# it to megabytes for a reader on loopback, and a listener that reads 20 KB/s
+# would have us fetch and push megabytes ahead: work and memory for nothing,
+# MPD buffers 512 KiB itself.  256 KiB (the kernel doubles it) still carries
+# ~100 MB/s at 5 ms RTT.
+LISTENER_SEND_BUFFER = int(__import__("os").environ.get("YTP_SNDBUF", 256 * 1024))
+# An unpaced listener taking less than this many bytes per second on average,
+# whose socket is full, is paced again (RangeStream.pace): 50 times a
+# 160 kbit/s track, far below what a reader that does not pace itself takes.
+_PACED_BELOW = 1_000_000
+# A paced stream is unpaced once the listener has taken this much without its
+# socket filling up: MPD's first gulp (512 KiB plus socket buffers) stays paced.
+_UNPACE_AFTER = int(__import__("os").environ.get("YTP_UNPACE", 4 * 1_048_576))
+
+
+def _limit_send_buffer(transport: asyncio.Transport | None) -> None:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LISTENER_SEND_BUFFER)
+    # Paused whenever anything is left over in this process, resumed when it
+    # has all gone to the kernel: the relay's drain waits for exactly that.
+    assert transport is not None
+    transport.set_write_buffer_limits(high=0)
+
+
+def _drainer(response: web.StreamResponse) -> Callable[[], Awaitable[None]] | None:
+    """The response's wait-for-the-transport, which ``write`` calls only once 64 KiB
+    went out since the last wait (aiohttp keeps the writer private; ``drain`` is
+    its documented method, and what the deprecated ``StreamResponse.drain`` calls)."""
+    writer = getattr(response, "_payload_writer", None)
+    drain = getattr(writer, "drain", None)
+    return drain if callable(drain) else None
 
 
 def _header_safe(text: str) -> str:

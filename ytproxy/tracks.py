@@ -15,6 +15,7 @@ from ytproxy.errors import (
     InvalidTrackId,
     ResolverFailed,
     ResolverUnavailable,
+    SourceNotAllowed,
     StoreError,
     TrackGone,
     TrackNotFound,
@@ -24,6 +25,7 @@ from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.playlists import check_playlist_name, safe_playlist_name
 from ytproxy.resolver import Resolver
 from ytproxy.singleflight import SingleFlight
+from ytproxy.sources import check_source_url
 from ytproxy.store import Store
 
 __all__ = ["ImportProgress", "ImportSummary", "Tracks", "derived_id", "youtube_id_from_url"]
@@ -89,22 +91,40 @@ class Tracks:
 
     def identify(self, id_or_url: str) -> tuple[str, str]:
         """(track id, source URL) for what a person typed: an id or a page URL."""
+        track_id, source_url, _ = self._identify(id_or_url)
+        return track_id, source_url
+
+    def _identify(self, id_or_url: str) -> tuple[str, str, bool]:
+        """Like ``identify``, plus whether the source URL is the one given (True) or
+        built from source_url_template (False: the admin's, trusted)."""
         value = id_or_url.strip()
         if is_video_id(value):
-            return value, self.resolver.source_url_for(value)
+            return value, self.resolver.source_url_for(value), False
         parts = urlsplit(value)
         if parts.scheme in ("http", "https") and parts.hostname:
             video_id = youtube_id_from_url(value)
             if video_id is not None:
-                return video_id, self.resolver.source_url_for(video_id)
-            return derived_id(value), value
+                return video_id, self.resolver.source_url_for(video_id), False
+            return derived_id(value), value, True
+        if parts.scheme and ("://" in value or parts.scheme in ("data", "javascript")):
+            raise InvalidTrackId(
+                f"{id_or_url!r} is not an http(s) URL ({parts.scheme}:); ytproxy only "
+                "reads http:// and https:// pages"
+            )
         raise InvalidTrackId(
             f"{id_or_url!r} is neither an 11-character YouTube id nor an http(s) URL"
         )
 
+    async def check_source(self, url: str) -> None:
+        """Refuse (SourceNotAllowed) a page URL a person gave that ytproxy must not read."""
+        await check_source_url(url, allow_private=self._config.allow_private_sources,
+                               timeout=self._config.timeout)
+
     async def add(self, id_or_url: str) -> Track:
         """Resolve and store a track (used by `ytproxy add` and POST /tracks)."""
-        track_id, source_url = self.identify(id_or_url)
+        track_id, source_url, given = self._identify(id_or_url)
+        if given:
+            await self.check_source(source_url)
         existing = await self.store.get(track_id)
         if existing is not None:
             source_url = existing.source_url
@@ -197,18 +217,34 @@ class Tracks:
         """
         if name is not None:
             check_playlist_name(name)
+        await self.check_source(url)
         title, entries = await self.resolver.list_playlist(url)
         if name is None:
             name = safe_playlist_name(title, fallback=f"playlist {derived_id(url)[:6]}")
         order: list[str] = []
         seen: set[str] = set()
+        refused: dict[str, SourceNotAllowed | None] = {}  # by host: one look-up each
         added = already = skipped = 0
         for number, entry in enumerate(entries, 1):
             try:
-                track_id, source_url = self.identify(entry.video_id or entry.url)
-            except InvalidTrackId:
-                log.warning("tracks: %s: skipping entry %d, %r: not a URL ytproxy can play",
-                            url, number, entry.url)
+                track_id, source_url, given = self._identify(entry.video_id or entry.url)
+                if given:
+                    # The listing is the far side's word: its page URLs get the same
+                    # check as one a person typed, or a playlist could point inward.
+                    host = urlsplit(source_url).hostname or ""
+                    if host not in refused:
+                        try:
+                            await self.check_source(source_url)
+                            refused[host] = None
+                        except SourceNotAllowed as exc:
+                            refused[host] = exc
+                    error = refused[host]
+                    if error is not None:
+                        raise error
+            except (InvalidTrackId, SourceNotAllowed) as exc:
+                log.warning("tracks: %s: skipping entry %d, %r: %s", url, number,
+                            entry.url, exc if isinstance(exc, SourceNotAllowed)
+                            else "not a URL ytproxy can play")
                 skipped += 1
                 continue
             if progress is not None:

@@ -14,11 +14,13 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from ytproxy.config import BreakerConfig, RetryConfig, UpstreamConfig
 from ytproxy.errors import (
@@ -48,8 +50,25 @@ log = logging.getLogger(__name__)
 
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _MAX_REDIRECTS = 5
+# Stream hosts remembered with the proxy the environment names for them.
+_PROXY_CACHE_HOSTS = 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Request headers yt-dlp hands us that would change what upstream sends back.
 _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
+
+
+# Bytes of an upstream body aiohttp buffers per open response before it stops
+# reading the socket: twice this, plus what the last read brought in.
+READ_BUFSIZE = int(__import__("os").environ.get("YTP_RB", 16 * 1024))
+# What one read from an upstream socket may bring in while the stream is paced
+# (see RangeStream.pace); asyncio reads up to 256 KiB at a time, which is right
+# for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
+PACED_READ = int(__import__("os").environ.get("YTP_PR", 16 * 1024))
+# Ask for the next range when the rest of this one would be relayed within this
+# many seconds at the pace the listener has taken it so far: in time to hide the
+# request's latency, and a slow listener keeps one upstream connection (and one
+# buffer) open most of the time, not two.
+PREFETCH_LEAD = 4.0
 
 
 class UpstreamRefused(UpstreamFailed):
@@ -109,6 +128,7 @@ class UpstreamFetcher:
         self.requests = 0
         self.stats: Counter[str] = Counter()
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
 
     def breaker_for(self, host: str) -> CircuitBreaker:
         breaker = self.breakers.get(host)
@@ -123,8 +143,12 @@ class UpstreamFetcher:
         self.breaker_for(host).record_failure(_describe(error))
 
     def check_allowed(self, url: str) -> None:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            raise UpstreamHostNotAllowed("refusing to fetch a malformed stream URL") from None
         if parts.scheme not in ("http", "https"):
             raise UpstreamHostNotAllowed(f"refusing to fetch a {parts.scheme or 'relative'} URL")
         if not host_allowed(host, self.config.allowed_hosts):
@@ -132,6 +156,61 @@ class UpstreamFetcher:
                 f"the stream URL's host {host!r} is not in upstream.allowed_hosts; "
                 "add it there if you trust it"
             )
+
+    def _redirect_target(self, url: str, location: str) -> str:
+        """Where a redirect from ``url`` leads, if ytproxy may follow it.
+
+        Only to http(s) on a host in upstream.allowed_hosts, and on the port the
+        redirect came from or the scheme's default one: googlevideo moves a
+        stream between its hosts on 443, and any other hop (another host, a
+        port of this machine) is something to refuse, not follow.
+        """
+        origin = urlsplit(url)
+        try:
+            target = urljoin(url, location)
+            parts = urlsplit(target)
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            raise UpstreamHostNotAllowed(
+                f"upstream {origin.hostname} redirected to a malformed URL; not following it"
+            ) from None
+        if parts.scheme not in _DEFAULT_PORTS or not host_allowed(
+            parts.hostname or "", self.config.allowed_hosts
+        ):
+            raise UpstreamHostNotAllowed(
+                f"upstream {origin.hostname} redirected to {parts.scheme or 'a relative'} "
+                f"URL on host {parts.hostname!r}, which is not in upstream.allowed_hosts; "
+                "not following it"
+            )
+        followed_ports = (origin.port or _DEFAULT_PORTS.get(origin.scheme),
+                          _DEFAULT_PORTS[parts.scheme])
+        if port not in followed_ports:
+            raise UpstreamHostNotAllowed(
+                f"upstream {origin.hostname} redirected to port {port} of {parts.hostname}; "
+                "only redirects to the same port or the scheme's default one are followed"
+            )
+        return target
+
+    def _proxy_for(self, url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+        """``upstream.proxy``, else HTTP(S)_PROXY/NO_PROXY, read once per scheme and host.
+
+        (A session with ``trust_env`` reads the environment and ~/.netrc in a
+        worker thread on every request: two thread hops before each range.)
+        """
+        if self.config.proxy:
+            return self.config.proxy, None
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        found = self._env_proxies.get(key)
+        if found is None:
+            try:
+                proxy, auth = get_env_proxy_for_url(URL(url))
+                found = (str(proxy), auth)
+            except LookupError:
+                found = (None, None)
+            if len(self._env_proxies) < _PROXY_CACHE_HOSTS:
+                self._env_proxies[key] = found
+        return found
 
     async def open_range(
         self, info: StreamInfo, start: int, end: int, *, gate: bool = True
@@ -163,11 +242,10 @@ class UpstreamFetcher:
             self.requests += 1
             try:
                 async with asyncio.timeout(self.config.range_timeout):
-                    # An explicit upstream.proxy wins over HTTP(S)_PROXY, which the
-                    # session (trust_env) reads when this is None.
+                    proxy, proxy_auth = self._proxy_for(url)
                     response = await self._session.get(
                         url, headers=headers, allow_redirects=False, timeout=self._timeout,
-                        proxy=self.config.proxy or None,
+                        proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 breaker.record_failure(_describe(exc))
@@ -176,9 +254,10 @@ class UpstreamFetcher:
                 breaker.release_trial()
                 raise
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
-                url = urljoin(url, response.headers["Location"])
+                location = response.headers["Location"]
                 response.release()
                 breaker.record_success()
+                url = self._redirect_target(url, location)
                 continue
             try:
                 opened = self._accept(response, host, start, end)
@@ -236,14 +315,15 @@ class _Broken(Exception):
 class RangeStream:
     """Bytes ``start..end`` of a stream, fetched range by range, one range ahead.
 
-    A producer task reads upstream into a small queue (so memory stays bounded
-    when the listener is slow); the request for the next range is sent while the
-    current one is still being relayed, so there is no gap at range boundaries.
-    A range that fails is retried from the first missing byte on a fresh
-    connection; a refused URL (403/410) is refreshed once per success.
+    The relay pulls: ``next_piece`` reads straight from the open upstream
+    response, with no task or queue in between, so a slow listener leaves the
+    bytes it has not taken in the sockets (flow control) rather than in this
+    process, and a fast one costs one await per piece.  The request for the
+    next range is sent while the current one is still being relayed, so there
+    is no gap at range boundaries.  A range that fails is retried from the
+    first missing byte on a fresh connection; a refused URL (403/410) is
+    refreshed once per success.
     """
-
-    _QUEUE_PIECES = 4
 
     def __init__(
         self,
@@ -263,10 +343,10 @@ class RangeStream:
         self._refresh = refresh
         self._policy = policy or RetryConfig()
         self._label = label
-        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
-            self._QUEUE_PIECES
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._pieces: AsyncGenerator[bytes, None] | None = None
+        self._head: bytes | None = None
+        self._current: OpenRange | None = None
+        self._paced = True
         self._refreshed_since_success = False
         self._gate = True
         self.total: int | None = None
@@ -280,10 +360,6 @@ class RangeStream:
     def info(self) -> StreamInfo:
         return self._info
 
-    def _ranges(self) -> list[tuple[int, int]]:
-        size = self._fetcher.config.chunk_size
-        return [(a, min(a + size - 1, self._end)) for a in range(self._start, self._end + 1, size)]
-
     def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
         # Only a stream's very first request asks the host's breaker.
         gate, self._gate = self._gate, False
@@ -294,11 +370,16 @@ class RangeStream:
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
 
-    async def _produce(self) -> None:
-        ranges = self._ranges()
-        pending: asyncio.Task[OpenRange] | None = self._spawn_open(*ranges[0])
+    async def _produce(self) -> AsyncGenerator[bytes, None]:
+        size = self._fetcher.config.chunk_size
+        # Lazily: a 1 GB track is a thousand ranges, and a list of them per
+        # listener is memory for nothing.
+        starts = range(self._start, self._end + 1, size)
+        pending: asyncio.Task[OpenRange] | None = self._spawn_open(
+            self._start, min(self._start + size - 1, self._end))
         try:
-            for index, (start, end) in enumerate(ranges):
+            for start in starts:
+                end = min(start + size - 1, self._end)
                 opener, pending = pending, None
                 pos = start
                 gap = RetryGap(self._policy)
@@ -318,19 +399,60 @@ class RangeStream:
                             if self.total is None:
                                 self.total = current.total
                                 self.content_type = current.content_type
-                        if pending is None and index + 1 < len(ranges):
-                            pending = self._spawn_open(*ranges[index + 1])
-                        pos = await self._relay_range(current, pos, min(end, current.end), gap)
+                        # The next range is asked for during this one (PREFETCH_LEAD),
+                        # never before a quarter of it is read: the first byte waits
+                        # on no other request, and a listener who leaves at once
+                        # (MPD seeks by reconnecting) costs one upstream request.
+                        following = start + size
+                        prefetch = following <= self._end
+                        stop = min(end, current.end)
+                        content = current.response.content
+                        self._current = current
+                        _set_read_size(current, self._paced)
+                        # Time spent waiting on upstream for this range; time the
+                        # listener spends paused (nobody pulls) does not count.
+                        waited = 0.0
+                        limit = self._fetcher.config.range_timeout
+                        clock = time.monotonic
+                        began, first = clock(), pos
+                        try:
+                            while pos <= stop:
+                                before = clock()
+                                piece = await content.readany()
+                                waited += clock() - before
+                                if not piece:
+                                    raise UpstreamFailed(
+                                        f"upstream ended early at byte {pos} of {stop + 1}")
+                                if waited > limit:
+                                    raise TimeoutError(
+                                        f"range took over {limit:g} s of upstream time")
+                                if len(piece) > stop - pos + 1:
+                                    piece = piece[: stop - pos + 1]
+                                pos += len(piece)
+                                self.bytes_fetched += len(piece)
+                                if gap.attempts:
+                                    self.resumes += 1
+                                    self._fetcher.stats["resumes"] += 1
+                                    gap.progress()
+                                self._refreshed_since_success = False
+                                if (pending is None and prefetch
+                                        and (taken := pos - first) >= size // 4
+                                        and (stop - pos) * (clock() - began)
+                                        <= PREFETCH_LEAD * taken):
+                                    pending = self._spawn_open(
+                                        following, min(following + size - 1, self._end))
+                                yield piece
+                                # Not pinned while the listener is paused or we wait
+                                # on upstream: the relay has written it.
+                                del piece
+                        except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
+                            self._fetcher.record_failure(current.host, exc)
+                            raise _Broken(pos, exc) from exc
                     except _Broken as broken:
                         pos = broken.pos
                         await self._recover(broken.cause, gap, pos)
                     finally:
                         current.close()  # never reuse a connection that broke
-            await self._queue.put(None)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            await self._queue.put(exc)
         finally:
             if pending is not None:
                 pending.cancel()
@@ -386,55 +508,65 @@ class RangeStream:
                     self._label, gap.attempts, pos, _describe(exc), delay)
         await asyncio.sleep(delay)
 
-    async def _relay_range(self, current: OpenRange, pos: int, end: int, gap: RetryGap) -> int:
-        """Queue bytes ``pos..end`` from ``current``; returns the next position."""
-        # Time spent waiting on upstream for this range; time the listener
-        # spends paused (we block on the queue) does not count.
-        waited = 0.0
-        limit = self._fetcher.config.range_timeout
-        try:
-            while pos <= end:
-                before = time.monotonic()
-                piece = await current.response.content.readany()
-                waited += time.monotonic() - before
-                if not piece:
-                    raise UpstreamFailed(f"upstream ended early at byte {pos} of {end + 1}")
-                if waited > limit:
-                    raise TimeoutError(f"range took over {limit:g} s of upstream time")
-                if len(piece) > end - pos + 1:
-                    piece = piece[: end - pos + 1]
-                pos += len(piece)
-                self.bytes_fetched += len(piece)
-                if gap.attempts:
-                    self.resumes += 1
-                    self._fetcher.stats["resumes"] += 1
-                gap.progress()
-                self._refreshed_since_success = False
-                await self._queue.put(piece)
-        except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
-            self._fetcher.record_failure(current.host, exc)
-            raise _Broken(pos, exc) from exc
-        return pos
-
     async def __aenter__(self) -> RangeStream:
-        self._task = asyncio.create_task(self._produce(), name="ytproxy-range-stream")
+        self._pieces = self._produce()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop: close the open upstream responses and the pending prefetch."""
+        if self._pieces is not None:
+            await self._pieces.aclose()
+
+    async def ready(self) -> None:
+        """Wait for the first bytes (raising as ``next_piece`` would); ``next_piece`` gives them."""
+        self._head = await self.next_piece()
 
     async def next_piece(self) -> bytes | None:
         """The next bytes, or None at the end; raises the upstream failure if there was one."""
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        assert self._pieces is not None, "use RangeStream as an async context manager"
+        try:
+            return await anext(self._pieces)
+        except StopAsyncIteration:
+            return None
+
+    @property
+    def paced(self) -> bool:
+        return self._paced
+
+    def pace(self, paced: bool = True) -> None:
+        """Read upstream in small bites (paced), or as much as the socket holds.
+
+        A stream starts paced, and the relay lifts it for a listener that
+        proves fast.  A read unpaced takes up to 256 KiB, which a listener that
+        keeps up wants; one that takes 20 KB/s would leave it all in this
+        process's memory.  Bytes not read wait in the kernel, under TCP flow
+        control.
+        """
+        if paced != self._paced:
+            self._paced = paced
+            if self._current is not None:
+                _set_read_size(self._current, paced)
+
+    @property
+    def retry_count(self) -> int:
+        return sum(self.retries.values())
+
+
+def _set_read_size(opened: OpenRange, paced: bool) -> None:
+    connection = opened.response.connection
+    transport = connection.transport if connection is not None else None
+    # asyncio's selector transports read ``max_size`` bytes per recv() (a class
+    # attribute, 256 KiB); other event loops have no such knob, and lose only
+    # the memory saving.
+    default = getattr(type(transport), "max_size", None)
+    if transport is not None and isinstance(default, int):
+        transport.max_size = min(PACED_READ, default) if paced else default  # type: ignore[attr-defined]
 
 
 def _cause_name(exc: BaseException) -> str:

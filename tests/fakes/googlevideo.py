@@ -13,13 +13,17 @@ docs/FACTS.md, "googlevideo stream URLs"):
 * ``GET /watch?v=<id>`` is an HTML page with
   ``<audio><source src="<fresh signed url>"></audio>``: yt-dlp's generic/html5
   extractor turns it into an info dict whose ``url`` is that signed URL.
+* ``GET /redirect?to=<url>[&status=302]`` answers a redirect to ``to`` (any
+  URL, any host): for checking that a client follows only the redirects it
+  should.  See :meth:`FakeGooglevideo.redirect_url`.
 
 Every request is recorded in :attr:`FakeGooglevideo.requests` and counted by
 *kind* in :attr:`FakeGooglevideo.counts`.  Kinds:
 
 ``ok``, ``no_range``, ``open_ended``, ``bad_range``, ``too_large``,
 ``unsatisfiable``, ``bad_signature``, ``unknown_id``, ``revoked``, ``expired``,
-``head``, ``method_not_allowed``, ``watch``, ``not_found``, ``fault_status``.
+``head``, ``method_not_allowed``, ``watch``, ``not_found``, ``fault_status``,
+``redirect``.
 
 Fault injection (:class:`Fault`, :meth:`FakeGooglevideo.add_fault`) only ever
 touches a media request that passed every rule above.  A ``status`` fault
@@ -76,6 +80,7 @@ KIND_METHOD_NOT_ALLOWED = "method_not_allowed"
 KIND_WATCH = "watch"
 KIND_NOT_FOUND = "not_found"
 KIND_FAULT_STATUS = "fault_status"
+KIND_REDIRECT = "redirect"
 
 FAULT_STATUS = "status"
 FAULT_RESET = "reset"
@@ -326,6 +331,10 @@ class FakeGooglevideo:
     def watch_url(self, video_id: str) -> str:
         return self.watch_url_template.replace("{id}", video_id)
 
+    def redirect_url(self, target: str, status: int = 302) -> str:
+        """A URL on this fake that redirects (``status``) to ``target``."""
+        return f"{self.base_url}/redirect?{urlencode({'to': target, 'status': status})}"
+
     # ------------------------------------------------------------------ content
 
     def add_track(
@@ -499,7 +508,14 @@ class FakeGooglevideo:
             return await self._videoplayback(request)
         if request.path == "/watch" and request.method in ("GET", "HEAD"):
             return await self._watch(request)
+        if request.path == "/redirect" and "to" in request.query:
+            return self._redirect(request)
         return self._refuse(request, 404, KIND_NOT_FOUND, request.query.get("v"))
+
+    def _redirect(self, request: web.Request) -> web.Response:
+        status = int(request.query.get("status", "302"))
+        self._record(request, status, KIND_REDIRECT, None)
+        return web.Response(status=status, headers={"Location": request.query["to"]})
 
     async def _watch(self, request: web.Request) -> web.Response:
         video_id = request.query.get("v")

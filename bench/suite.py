@@ -1,0 +1,543 @@
+"""The benchmark suite: ytproxy side by side with direct fetches and nginx ``proxy_pass``.
+
+Everything runs on this machine, on 127.0.0.1, with no internet: an upstream
+(nginx serving generated files, or aiohttp when nginx is not installed), nginx
+as a peer proxy in front of it, and the real ytproxy daemon as a child process
+whose watch pages are read by the real yt-dlp.  Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.httpclient import Fetched, fetch
+from bench.listeners import MPD_HEADERS, raise_nofile
+from bench.servers import (
+    HOST,
+    REPO,
+    Daemon,
+    Media,
+    Nginx,
+    Upstream,
+    make_media,
+    peer_proxy,
+    write_watch_page,
+)
+
+MB = 1_000_000
+MiB = 1 << 20
+
+# Track ids (11 characters of the YouTube alphabet) -> the file their page points at.
+BIG, SMALL, HUGE = "bench200MBx", "bench10MBxx", "bench1GBxxx"
+BURST = "burstFlight"
+SECTIONS = ("throughput", "ttfb", "scale", "memory", "singleflight")
+
+
+def cold_id(i: int) -> str:
+    return f"coldRun{i:04d}"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.root = workdir / "www"
+        self.results: dict[str, Any] = {}
+        self.upstream = Upstream(workdir, self.root)
+        self.peer: Nginx | None = None
+        self.peer_port = 0
+        self.media: dict[str, Media] = {}
+        self.daemon: Daemon | None = None
+        self.log = print
+
+    # ---------------------------------------------------------------- set-up
+
+    def prepare(self) -> None:
+        free = shutil.disk_usage(self.workdir).free
+        need = 220 * MB + 10 * MB + 64 * MiB
+        if free < need:
+            raise SystemExit(f"need {need / MB:.0f} MB free in {self.workdir}, have {free / MB:.0f}")
+        self.log(f"generating media in {self.root} (200 MB dense, 10 MB dense, 1 GB sparse)")
+        self.media = make_media(self.root, {
+            "200m.webm": (200 * MB, False),
+            "10m.webm": (10 * MB, False),
+            "1g.webm": (1000 * MB, True),
+        })
+        self.upstream.start()
+        expire = int(time.time() + 6 * 3600)
+
+        def page(track_id: str, media: Media) -> None:
+            # googlevideo URLs carry clen= (the size) and expire=; the resolver reads both.
+            url = self.upstream.url(f"{media.path}?clen={media.size}&expire={expire}")
+            write_watch_page(self.root, track_id, url, f"bench {media.name}")
+
+        page(BIG, self.media["200m.webm"])
+        page(SMALL, self.media["10m.webm"])
+        page(HUGE, self.media["1g.webm"])
+        page(BURST, self.media["10m.webm"])
+        for i in range(self.args.cold + 1):
+            page(cold_id(i), self.media["10m.webm"])
+        upstream = "nginx " + _nginx_version() if self.upstream.kind == "nginx" else (
+            "aiohttp static file server (nginx is not installed: `apt-get install nginx` "
+            "to use it; no nginx peer-proxy figures either)")
+        self.log(f"upstream: {upstream} on {HOST}:{self.upstream.port}")
+        if Nginx.available():
+            self.peer_port = _free()
+            self.peer = peer_proxy(self.workdir, self.upstream.port)
+            self.peer.start(self.peer_port)
+            self.log(f"peer proxy: nginx proxy_pass (buffered, default buffers) on "
+                     f"{HOST}:{self.peer_port}")
+        self.daemon = Daemon(self.workdir, self.upstream.port, log_level=self.args.log_level)
+        self.daemon.start()
+        self.log(f"ytproxy: pid {self.daemon.proc.pid if self.daemon.proc else '?'} on "
+                 f"{HOST}:{self.daemon.port}, logs in {self.workdir}")
+        # Resolve (and store) the tracks the warm figures use: real yt-dlp, local pages.
+        for track_id in (BIG, SMALL, HUGE):
+            got = self.get_daemon(f"/proxy/{track_id}", first_byte_only=True)
+            if got.status != 200:
+                raise SystemExit(f"ytproxy answered {got.status} for {track_id}; "
+                                 f"see {self.workdir}/daemon-1.log")
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self.peer is not None:
+            self.peer.stop()
+        self.upstream.stop()
+
+    # ---------------------------------------------------------------- helpers
+
+    def get_daemon(self, path: str, **kw: Any) -> Fetched:
+        assert self.daemon is not None
+        return fetch(HOST, self.daemon.port, path, **kw)
+
+    def get_direct(self, path: str, **kw: Any) -> Fetched:
+        return fetch(HOST, self.upstream.port, path, **kw)
+
+    def get_peer(self, path: str, **kw: Any) -> Fetched:
+        return fetch(HOST, self.peer_port, path, **kw)
+
+    # ---------------------------------------------------------------- 1. throughput
+
+    def throughput(self) -> None:
+        big = self.media["200m.webm"]
+        runs = self.args.runs
+        self.log(f"\n1. relay throughput: one {big.size / MB:.0f} MB stream, median of {runs}")
+        expected = _file_digest(self.root / "media" / big.name)
+        check = self.get_daemon(f"/proxy/{BIG}", hasher=hashlib.sha256())
+        identical = check.digest == expected and check.body_bytes == big.size
+        self.log(f"   ytproxy bytes identical to the file: {identical}")
+        targets: dict[str, Callable[[], Fetched]] = {
+            "direct": lambda: self.get_direct(big.path),
+            "ytproxy": lambda: self.get_daemon(f"/proxy/{BIG}"),
+        }
+        if self.peer is not None:
+            targets["nginx"] = lambda: self.get_peer(big.path)
+        speeds: dict[str, list[float]] = {name: [] for name in targets}
+        for _ in range(runs):
+            for name, run in targets.items():
+                got = run()
+                if got.body_bytes != big.size:
+                    raise SystemExit(f"{name}: read {got.body_bytes} of {big.size} bytes")
+                speeds[name].append(big.size / got.elapsed / MB)
+        result: dict[str, Any] = {"bytes": big.size, "runs": runs, "identical": identical}
+        for name, values in speeds.items():
+            result[f"{name}_mb_s"] = statistics.median(values)
+            result[f"{name}_all_mb_s"] = [round(v, 1) for v in values]
+            self.log(f"   {name:8} {statistics.median(values):8.1f} MB/s  "
+                     f"(runs: {', '.join(f'{v:.0f}' for v in values)})")
+        result["ratio_vs_direct"] = result["ytproxy_mb_s"] / result["direct_mb_s"]
+        if "nginx_mb_s" in result:
+            result["ratio_vs_nginx"] = result["ytproxy_mb_s"] / result["nginx_mb_s"]
+            result["nginx_ratio_vs_direct"] = result["nginx_mb_s"] / result["direct_mb_s"]
+        self.results["throughput"] = result
+
+    # ---------------------------------------------------------------- 2. TTFB
+
+    def ttfb(self) -> None:
+        n = self.args.requests
+        big = self.media["200m.webm"]
+        middle = big.size // 2
+        window = f"{middle}-{middle + MiB - 1}"
+        self.log(f"\n2. time to first byte (new connection each; {n} requests, interleaved)")
+        warm: dict[str, list[float]] = {"ytproxy": [], "direct": []}
+        seek: dict[str, list[float]] = {"ytproxy": [], "direct": []}
+        for _ in range(n):
+            warm["direct"].append(self.get_direct(
+                big.path, headers={"Range": f"bytes=0-{MiB - 1}"}, first_byte_only=True).ttfb)
+            got = self.get_daemon(f"/proxy/{BIG}", headers=MPD_HEADERS, first_byte_only=True)
+            assert got.status == 200, got.status
+            warm["ytproxy"].append(got.ttfb)
+        for _ in range(max(10, n // 2)):
+            seek["direct"].append(self.get_direct(
+                big.path, headers={"Range": f"bytes={window}"}, first_byte_only=True).ttfb)
+            got = self.get_daemon(f"/proxy/{BIG}", first_byte_only=True,
+                                  headers={**MPD_HEADERS, "Range": f"bytes={middle}-"})
+            assert got.status == 206, got.status
+            seek["ytproxy"].append(got.ttfb)
+        # Cold: ids never seen; each needs a yt-dlp call.  cold_id(0) warms the
+        # daemon's yt-dlp import first (paid once per process, not per track).
+        self.get_daemon(f"/proxy/{cold_id(0)}", first_byte_only=True)
+        cold = []
+        for i in range(1, self.args.cold + 1):
+            got = self.get_daemon(f"/proxy/{cold_id(i)}", headers=MPD_HEADERS,
+                                  first_byte_only=True)
+            assert got.status == 200, got.status
+            cold.append(got.ttfb)
+        alone = _ytdlp_alone(self.upstream.url(f"/watch/{cold_id(0)}.html"), self.args.cold)
+        result = {
+            "requests": n,
+            "warm_p50_ms": statistics.median(warm["ytproxy"]) * 1000,
+            "warm_p99_ms": pct(warm["ytproxy"], 99) * 1000,
+            "direct_p50_ms": statistics.median(warm["direct"]) * 1000,
+            "direct_p99_ms": pct(warm["direct"], 99) * 1000,
+            "seek_p50_ms": statistics.median(seek["ytproxy"]) * 1000,
+            "seek_p99_ms": pct(seek["ytproxy"], 99) * 1000,
+            "seek_direct_p50_ms": statistics.median(seek["direct"]) * 1000,
+            "seek_direct_p99_ms": pct(seek["direct"], 99) * 1000,
+            "cold_runs": len(cold),
+            "cold_p50_ms": statistics.median(cold) * 1000,
+            "cold_max_ms": max(cold) * 1000,
+            "ytdlp_alone_p50_ms": statistics.median(alone) * 1000,
+        }
+        result["warm_p50_over_direct_ms"] = result["warm_p50_ms"] - result["direct_p50_ms"]
+        self.results["ttfb"] = result
+        self.log(f"   warm  ytproxy p50 {result['warm_p50_ms']:.2f} ms p99 "
+                 f"{result['warm_p99_ms']:.2f} ms | direct p50 {result['direct_p50_ms']:.2f} ms "
+                 f"p99 {result['direct_p99_ms']:.2f} ms")
+        self.log(f"   seek  ytproxy p50 {result['seek_p50_ms']:.2f} ms | direct p50 "
+                 f"{result['seek_direct_p50_ms']:.2f} ms")
+        self.log(f"   cold  ytproxy p50 {result['cold_p50_ms']:.1f} ms ({len(cold)} new ids) | "
+                 f"yt-dlp call alone p50 {result['ytdlp_alone_p50_ms']:.1f} ms")
+
+    # ---------------------------------------------------------------- 3. scale
+
+    def scale(self) -> None:
+        assert self.daemon is not None
+        rate, duration = self.args.rate, self.args.duration
+        self.log(f"\n3. scale: listeners reading {rate / 1000:g} KB/s for {duration:g} s each "
+                 f"(a fresh daemon per level; stall = a read waiting > 1 s)")
+        rows = []
+        for count in self.args.listeners:
+            self.daemon.restart()
+            self.get_daemon(f"/proxy/{BIG}", first_byte_only=True)  # warm the store
+            stats = self.daemon.stats
+            assert stats is not None
+            before_mem = stats.memory()
+            cpu0, t0 = stats.cpu_seconds(), time.monotonic()
+            sampled: list[float] = []
+            done = threading.Event()
+
+            def sample(stats: Any = stats, sampled: list[float] = sampled) -> None:
+                while not done.wait(0.5):
+                    sampled.append(stats.memory()["rss"])
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.listeners", "--port", str(self.daemon.port),
+                 "--path", f"/proxy/{BIG}", "--count", str(count), "--rate", str(rate),
+                 "--duration", str(duration), "--ramp", str(self.args.ramp)],
+                cwd=REPO, capture_output=True, text=True, timeout=duration + self.args.ramp
+                + 120, check=False,
+            )
+            cpu1, t1 = stats.cpu_seconds(), time.monotonic()
+            done.set()
+            sampler.join()
+            after = stats.memory()
+            if proc.returncode != 0:
+                raise SystemExit(f"load generator failed: {proc.stderr[-2000:]}")
+            report = json.loads(proc.stdout)
+            row = {
+                **report,
+                "cpu_percent_of_one_core": (cpu1 - cpu0) / (t1 - t0) * 100,
+                "rss_before_mb": before_mem["rss"],
+                "peak_rss_mb": max([after["peak"], *sampled]),
+                "rss_after_mb": after["rss"],
+            }
+            rows.append(row)
+            self.log(f"   {count:5} listeners: stalls {row['stalls']} (worst wait "
+                     f"{row['worst_wait_s']:.2f} s), errors {row['errors']}, short "
+                     f"{row['short_listeners']}, first byte p50 "
+                     f"{(row['first_byte_p50_s'] or 0) * 1000:.1f} ms max "
+                     f"{(row['first_byte_max_s'] or 0) * 1000:.0f} ms, CPU "
+                     f"{row['cpu_percent_of_one_core']:.1f} % of a core, peak RSS "
+                     f"{row['peak_rss_mb']:.1f} MiB (idle {row['rss_before_mb']:.1f})")
+            if report["first_errors"]:
+                self.log(f"         first errors: {report['first_errors']}")
+        self.results["scale"] = rows
+
+    # ---------------------------------------------------------------- 4. memory
+
+    def memory(self) -> None:
+        assert self.daemon is not None
+        self.log("\n4. memory flatness: one fresh daemon streams a 10 MB, then a 1 GB track")
+        self.daemon.restart()
+        stats = self.daemon.stats
+        assert stats is not None
+        for track_id in (SMALL, HUGE):  # both stored; read the first bytes of each
+            self.get_daemon(f"/proxy/{track_id}", first_byte_only=True)
+        idle = stats.memory()
+        rows: dict[str, Any] = {"idle_rss_mb": idle["rss"]}
+        for label, track_id, media in (("10mb", SMALL, self.media["10m.webm"]),
+                                       ("1gb", HUGE, self.media["1g.webm"])):
+            got = self.get_daemon(f"/proxy/{track_id}")
+            if got.body_bytes != media.size:
+                raise SystemExit(f"{track_id}: read {got.body_bytes} of {media.size}")
+            time.sleep(0.5)
+            mem = stats.memory()
+            rows[f"rss_after_{label}_mb"] = mem["rss"]
+            rows[f"peak_after_{label}_mb"] = mem["peak"]
+            rows[f"{label}_mb_s"] = media.size / got.elapsed / MB
+        rows["difference_mb"] = rows["rss_after_1gb_mb"] - rows["rss_after_10mb_mb"]
+        self.results["memory"] = rows
+        self.log(f"   RSS after 10 MB {rows['rss_after_10mb_mb']:.1f} MiB, after 1 GB "
+                 f"{rows['rss_after_1gb_mb']:.1f} MiB (difference "
+                 f"{rows['difference_mb']:+.1f} MiB; peak {rows['peak_after_1gb_mb']:.1f} MiB; "
+                 f"1 GB at {rows['1gb_mb_s']:.0f} MB/s)")
+
+    # ---------------------------------------------------------------- 5. single flight
+
+    def singleflight(self) -> None:
+        assert self.daemon is not None
+        n = 50
+        self.log(f"\n5. single-flight: {n} concurrent first requests for one unknown id")
+        before = self.daemon.status()["resolver"]["calls"]
+        barrier = threading.Barrier(n)
+
+        def one(_: int) -> int:
+            barrier.wait(10)
+            return self.get_daemon(f"/proxy/{BURST}", headers=MPD_HEADERS,
+                                   first_byte_only=True).status
+
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            statuses = list(pool.map(one, range(n)))
+        calls = self.daemon.status()["resolver"]["calls"] - before
+        ok = sum(1 for s in statuses if s == 200)
+        self.results["singleflight"] = {"requests": n, "ok": ok, "ytdlp_calls": calls}
+        self.log(f"   {ok} of {n} answered 200; yt-dlp calls: {calls}")
+
+
+# ---------------------------------------------------------------- table
+
+def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    t = results.get("throughput")
+    if t:
+        ref = f"direct {t['direct_mb_s']:.0f} MB/s"
+        if "nginx_mb_s" in t:
+            ref = f"nginx {t['nginx_mb_s']:.0f} MB/s; " + ref
+            ratio = f"{t['ratio_vs_nginx']:.2f}x nginx, {t['ratio_vs_direct']:.2f}x direct"
+            met = yes(t["ratio_vs_nginx"] >= 0.75)
+        else:
+            ratio, met = f"{t['ratio_vs_direct']:.2f}x direct", "n/a (no nginx)"
+        rows.append((f"relay throughput, one {t['bytes'] / MB:.0f} MB stream "
+                     f"(median of {t['runs']})", f"{t['ytproxy_mb_s']:.0f} MB/s", ref, ratio,
+                     f">= 0.75x nginx: {met}"))
+    w = results.get("ttfb")
+    if w:
+        rows.append((f"TTFB warm, p50 / p99 ({w['requests']} requests)",
+                     f"{w['warm_p50_ms']:.2f} / {w['warm_p99_ms']:.2f} ms",
+                     f"direct {w['direct_p50_ms']:.2f} / {w['direct_p99_ms']:.2f} ms",
+                     f"p50 +{w['warm_p50_over_direct_ms']:.2f} ms",
+                     f"<= direct + 1 ms: {yes(w['warm_p50_over_direct_ms'] <= 1.0)}"))
+        rows.append(("TTFB seek (Range to the middle), p50 / p99",
+                     f"{w['seek_p50_ms']:.2f} / {w['seek_p99_ms']:.2f} ms",
+                     f"direct {w['seek_direct_p50_ms']:.2f} / {w['seek_direct_p99_ms']:.2f} ms",
+                     f"p50 +{w['seek_p50_ms'] - w['seek_direct_p50_ms']:.2f} ms", "—"))
+        rows.append((f"TTFB cold (new id, {w['cold_runs']} runs), p50",
+                     f"{w['cold_p50_ms']:.0f} ms",
+                     f"yt-dlp call alone {w['ytdlp_alone_p50_ms']:.0f} ms",
+                     f"+{w['cold_p50_ms'] - w['ytdlp_alone_p50_ms']:.0f} ms", "—"))
+    for row in results.get("scale", []):
+        n = row["listeners"]
+        kb = row["rate_bytes_per_s"] / 1000
+        target = "—"
+        if n >= 1000:
+            ok = (row["stalls"] == 0 and row["errors"] == 0
+                  and row["cpu_percent_of_one_core"] <= 20 and row["peak_rss_mb"] <= 120)
+            target = f"0 stalls, CPU <= 20 %, RSS <= 120 MB: {yes(ok)}"
+        rows.append((f"{n} listeners x {kb:g} KB/s for {row['duration_s']:g} s",
+                     f"{row['stalls']} stalls, CPU {row['cpu_percent_of_one_core']:.1f} %, "
+                     f"peak RSS {row['peak_rss_mb']:.0f} MiB",
+                     f"errors {row['errors']}, worst wait {row['worst_wait_s']:.2f} s",
+                     f"first byte p50 {(row['first_byte_p50_s'] or 0) * 1000:.0f} ms, "
+                     f"max {(row['first_byte_max_s'] or 0) * 1000:.0f} ms", target))
+    m = results.get("memory")
+    if m:
+        rows.append(("RSS after streaming 10 MB / 1 GB",
+                     f"{m['rss_after_10mb_mb']:.1f} / {m['rss_after_1gb_mb']:.1f} MiB",
+                     f"idle {m['idle_rss_mb']:.1f} MiB",
+                     f"{m['difference_mb']:+.1f} MiB",
+                     f"within 10 MB: {yes(abs(m['difference_mb']) <= 10)}"))
+    s = results.get("singleflight")
+    if s:
+        rows.append((f"cold burst: {s['requests']} concurrent requests, one new id",
+                     f"{s['ytdlp_calls']} yt-dlp call(s)", f"{s['ok']} answered 200", "",
+                     f"exactly 1: {yes(s['ytdlp_calls'] == 1)}"))
+    head = ("figure", "ytproxy", "reference", "difference", "target")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append("")
+    lines.append(f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), "
+                 f"{machine['ram_gib']:.0f} GiB RAM, {machine['os']}, Python "
+                 f"{machine['python']}, aiohttp {machine['aiohttp']}; upstream: "
+                 f"{machine['upstream']}.")
+    return "\n".join(lines)
+
+
+def machine_info(upstream_kind: str) -> dict[str, Any]:
+    import aiohttp
+
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    ram = 0.0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            ram = int(line.split()[1]) / (1 << 20)
+    return {
+        "cpus": os.cpu_count(), "cpu_model": model, "ram_gib": ram,
+        "os": platform.platform(terse=True), "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "upstream": (f"nginx {_nginx_version()}" if upstream_kind == "nginx"
+                     else "aiohttp file server (no nginx)"),
+    }
+
+
+# ---------------------------------------------------------------- odds and ends
+
+def _free() -> int:
+    from bench.servers import free_port
+
+    return free_port()
+
+
+def _nginx_version() -> str:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    try:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    return out.stderr.strip().rpartition("/")[2] or "?"
+
+
+def _file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(MiB):
+            digest.update(block)
+    return digest.digest()
+
+
+def _ytdlp_alone(url: str, runs: int) -> list[float]:
+    """The resolver's yt-dlp call, timed alone (same options, one YoutubeDL per call)."""
+    import yt_dlp
+
+    from ytproxy.config import ResolverConfig
+
+    options = {"quiet": True, "no_warnings": True, "noprogress": True, "cachedir": False,
+               "noplaylist": True, "format": ResolverConfig().format}
+    times = []
+    for i in range(runs + 1):
+        started = time.perf_counter()
+        with yt_dlp.YoutubeDL(options) as ydl:
+            ydl.extract_info(url, download=False)
+        if i:  # the first call pays for imports and extractor set-up
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: fewer runs and requests, 100 and 500 listeners "
+                             "for 10 s")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (of {', '.join(SECTIONS)})")
+    parser.add_argument("--runs", type=int, help="throughput runs per target (default 5)")
+    parser.add_argument("--requests", type=int, help="warm TTFB requests (default 200)")
+    parser.add_argument("--cold", type=int, help="cold TTFB runs, one new id each (default 10)")
+    parser.add_argument("--listeners", help="listener counts (default 100,500,1000)")
+    parser.add_argument("--duration", type=float, help="seconds each listener reads (30)")
+    parser.add_argument("--rate", type=float, default=20_000,
+                        help="bytes per second per listener (20000 = 160 kbit/s)")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="spread the listeners' starts over this many seconds (0)")
+    parser.add_argument("--log-level", default="info", help="the daemon's log level (info)")
+    parser.add_argument("--json", default=str(REPO / "bench" / "results.json"),
+                        help="where to write the figures (bench/results.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.runs = args.runs or (2 if quick else 5)
+    args.requests = args.requests or (50 if quick else 200)
+    args.cold = args.cold or (3 if quick else 10)
+    args.duration = args.duration or (10.0 if quick else 30.0)
+    args.listeners = [int(x) for x in (args.listeners or ("100,500" if quick else
+                                                          "100,500,1000")).split(",")]
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix="ytproxy-bench-"))
+    workdir.chmod(0o755)
+    bench = Bench(args, workdir)
+    started = time.monotonic()
+    try:
+        bench.prepare()
+        for section in SECTIONS:
+            if section in args.only:
+                getattr(bench, section)()
+    finally:
+        bench.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    machine = machine_info(bench.upstream.kind)
+    text = table(bench.results, machine)
+    print("\n" + text)
+    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    out = {"machine": machine, "args": {k: v for k, v in vars(args).items()},
+           "results": bench.results, "table": text}
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
