@@ -26,6 +26,7 @@ __all__ = ["Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port", "ma
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 _BLOCK = 1 << 20
+UPSTREAM_SNDBUF = int(__import__("os").environ.get("BENCH_UPSND", 128 * 1024))
 
 
 def free_port() -> int:
@@ -131,12 +132,13 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, within: floa
 class Nginx:
     """One nginx master (one worker) with its own prefix, config and logs."""
 
-    def __init__(self, workdir: Path, name: str, servers: str) -> None:
+    def __init__(self, workdir: Path, name: str, servers: str, listen_options: str = "") -> None:
         self.binary = shutil.which("nginx") or next(
             (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None)
         self.prefix = workdir / name
         self.name = name
         self.servers = servers
+        self.listen_options = listen_options
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -167,7 +169,7 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 100000;
     server {{
-        listen {HOST}:{port};
+        listen {HOST}:{port}{self.listen_options};
 {self.servers}
     }}
 }}
@@ -200,7 +202,11 @@ class Upstream:
 
     def start(self) -> None:
         if self.kind == "nginx":
-            self._nginx = Nginx(self.workdir, "upstream", f"        root {self.root};\n")
+            # googlevideo's socket buffers are not on the listener's machine; this
+            # stand-in's are, so they are capped (a slow listener's range waits in
+            # them) rather than left to grow to megabytes per connection.
+            self._nginx = Nginx(self.workdir, "upstream", f"        root {self.root};\n",
+                                listen_options=f" sndbuf={UPSTREAM_SNDBUF}" if UPSTREAM_SNDBUF else "")
             self._nginx.start(self.port)
         else:
             self._proc = subprocess.Popen(

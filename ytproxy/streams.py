@@ -172,7 +172,6 @@ class StreamHandler:
         _limit_send_buffer(transport)
         drain = _drainer(response)
         began = time.monotonic()
-        full_at = 0  # bytes sent when the listener's socket was last found full
         ok = False
         write = response.write
         try:
@@ -190,13 +189,13 @@ class StreamHandler:
                     # The listener's socket is full: wait until it has taken
                     # everything before reading more from upstream, so what it
                     # has not taken waits in upstream's socket, not here.
-                    full_at = entry.bytes_sent
-                    if (not body.paced and entry.bytes_sent
-                            < _PACED_BELOW * (time.monotonic() - began)):
-                        body.pace()
+                    if body.paced or (entry.bytes_sent
+                                      < _PACED_BELOW * (time.monotonic() - began)):
+                        body.pace()  # (again: now known to be a slow listener)
                     if drain is not None:
                         await drain()
-                elif body.paced and entry.bytes_sent - full_at >= _UNPACE_AFTER:
+                elif (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
+                        >= _UNPACE_RATE * (time.monotonic() - began)):
                     body.pace(False)  # a listener that keeps up: big reads
                 entry.refreshes = body.refreshes
                 entry.retries = body.retry_count
@@ -236,9 +235,11 @@ LISTENER_SEND_BUFFER = int(__import__("os").environ.get("YTP_SNDBUF", 256 * 1024
 # whose socket is full, is paced again (RangeStream.pace): 50 times a
 # 160 kbit/s track, far below what a reader that does not pace itself takes.
 _PACED_BELOW = 1_000_000
-# A paced stream is unpaced once the listener has taken this much without its
-# socket filling up: MPD's first gulp (512 KiB plus socket buffers) stays paced.
-_UNPACE_AFTER = int(__import__("os").environ.get("YTP_UNPACE", 4 * 1_048_576))
+# A stream starts paced, and is unpaced once the listener has taken this much
+# at this average rate or faster: MPD's first gulp (512 KiB plus socket
+# buffers) stays paced, a download does not.
+_UNPACE_AFTER = 4 * 1_048_576
+_UNPACE_RATE = 4_000_000
 
 
 def _limit_send_buffer(transport: asyncio.Transport | None) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import fnmatch
 import logging
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -69,6 +70,18 @@ PACED_READ = int(__import__("os").environ.get("YTP_PR", 16 * 1024))
 # request's latency, and a slow listener keeps one upstream connection (and one
 # buffer) open most of the time, not two.
 PREFETCH_LEAD = 4.0
+# The kernel's receive buffer for a paced upstream connection, set once the
+# response has come (set before connecting, it would also cap TCP's window
+# scale, and with it every later, unpaced, read).  Linux would grow it to
+# megabytes (tcp_rmem) for a connection read fast once, and upstream fills it
+# with the rest of the range however slowly the listener takes it: with many
+# listeners that is gigabytes of kernel memory, and under TCP memory pressure
+# sends stall while epoll still says "writable".  64 KiB (the kernel doubles
+# it) still carries ~1 MB/s at 50 ms RTT, fifty times a 160 kbit/s track.
+PACED_RECEIVE_BUFFER = 64 * 1024
+# Otherwise: room for a fast listener (capped by net.core.rmem_max).
+RECEIVE_BUFFER = 1 << 20
+
 
 
 class UpstreamRefused(UpstreamFailed):
@@ -347,6 +360,7 @@ class RangeStream:
         self._head: bytes | None = None
         self._current: OpenRange | None = None
         self._paced = True
+        self._slow = False
         self._refreshed_since_success = False
         self._gate = True
         self.total: int | None = None
@@ -399,16 +413,19 @@ class RangeStream:
                             if self.total is None:
                                 self.total = current.total
                                 self.content_type = current.content_type
-                        # The next range is asked for during this one (PREFETCH_LEAD),
-                        # never before a quarter of it is read: the first byte waits
-                        # on no other request, and a listener who leaves at once
-                        # (MPD seeks by reconnecting) costs one upstream request.
+                        # Unpaced, the next range is asked for during this one
+                        # (PREFETCH_LEAD), never before a quarter of it is read: the
+                        # first byte waits on no other request, and a listener who
+                        # leaves at once (MPD seeks by reconnecting) costs one
+                        # upstream request.  Paced, it is asked for when needed: the
+                        # listener has seconds of audio in its buffers, and holds
+                        # one upstream connection, not two.
                         following = start + size
                         prefetch = following <= self._end
                         stop = min(end, current.end)
                         content = current.response.content
                         self._current = current
-                        _set_read_size(current, self._paced)
+                        _set_read_size(current, self._paced, self._slow)
                         # Time spent waiting on upstream for this range; time the
                         # listener spends paused (nobody pulls) does not count.
                         waited = 0.0
@@ -435,7 +452,7 @@ class RangeStream:
                                     self._fetcher.stats["resumes"] += 1
                                     gap.progress()
                                 self._refreshed_since_success = False
-                                if (pending is None and prefetch
+                                if (pending is None and prefetch and not self._paced
                                         and (taken := pos - first) >= size // 4
                                         and (stop - pos) * (clock() - began)
                                         <= PREFETCH_LEAD * taken):
@@ -548,19 +565,29 @@ class RangeStream:
         process's memory.  Bytes not read wait in the kernel, under TCP flow
         control.
         """
-        if paced != self._paced:
-            self._paced = paced
+        slow = paced  # told, not assumed: the relay found the listener's socket full
+        if paced != self._paced or slow != self._slow:
+            self._paced, self._slow = paced, slow
             if self._current is not None:
-                _set_read_size(self._current, paced)
+                _set_read_size(self._current, paced, slow)
 
     @property
     def retry_count(self) -> int:
         return sum(self.retries.values())
 
 
-def _set_read_size(opened: OpenRange, paced: bool) -> None:
+def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
     connection = opened.response.connection
     transport = connection.transport if connection is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        # Lowered only for a listener known to be slow (a connection's window
+        # does not come back to full speed when raised again); otherwise set
+        # large at once, since each range is a new connection and Linux's
+        # autotuning would start every one of them small.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                            PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
     # asyncio's selector transports read ``max_size`` bytes per recv() (a class
     # attribute, 256 KiB); other event loops have no such knob, and lose only
     # the memory saving.
