@@ -5,7 +5,8 @@ Run as its own process (so the daemon's CPU and memory are its own):
     python -m bench.listeners --port 6602 --path /proxy/ID --count 1000 \
         --rate 20000 --duration 30
 
-Each listener connects, sends MPD's request headers, and then reads the body at
+Each listener connects (with a fixed 256 KiB socket receive buffer, as a player
+holds a bounded buffer), sends MPD's request headers, and then reads the body at
 ``--rate`` bytes per second: every ``--tick`` seconds it reads what it is owed.
 A *stall* is one read that waited more than ``--stall`` seconds for bytes
 (the first byte included).  Prints one JSON object on stdout.
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import resource
+import socket
 import statistics
 import sys
 import time
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 __all__ = ["ListenerResult", "run"]
 
 MPD_HEADERS = {"User-Agent": "Music Player Daemon 0.23.12", "Icy-Metadata": "1"}
+# Each listener's kernel receive buffer (the kernel doubles it).
+RECEIVE_BUFFER = 256 * 1024
 
 
 @dataclass
@@ -47,6 +51,12 @@ async def _listener(
     try:
         began = loop.time()
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 16)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and RECEIVE_BUFFER:
+            # A player holds a bounded buffer (MPD: 512 KiB); left to autotuning,
+            # a loopback socket read in gulps grows to megabytes, and the daemon
+            # would be measured pushing ~100 KB/s into each "20 KB/s" listener.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in MPD_HEADERS.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -26,7 +26,8 @@ __all__ = ["Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port", "ma
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 _BLOCK = 1 << 20
-UPSTREAM_SNDBUF = int(__import__("os").environ.get("BENCH_UPSND", 128 * 1024))
+# The stand-in upstream's socket send buffer (see Upstream.start).
+UPSTREAM_SNDBUF = 128 * 1024
 
 
 def free_port() -> int:
@@ -109,12 +110,12 @@ class ProcStats:
         return (int(fields[11]) + int(fields[12])) / self._TICKS
 
     def memory(self) -> dict[str, float]:
-        """``rss`` and ``peak`` (VmHWM) in MiB."""
+        """``rss`` and ``peak`` (VmHWM) in MB (10^6 bytes, as the targets are put)."""
         values: dict[str, float] = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values["rss" if key == "VmRSS" else "peak"] = int(rest.split()[0]) / 1024
+            if key in ("VmRSS", "VmHWM"):  # in KiB
+                values["rss" if key == "VmRSS" else "peak"] = int(rest.split()[0]) * 1024 / 1e6
         return values
 
 
@@ -206,7 +207,7 @@ class Upstream:
             # stand-in's are, so they are capped (a slow listener's range waits in
             # them) rather than left to grow to megabytes per connection.
             self._nginx = Nginx(self.workdir, "upstream", f"        root {self.root};\n",
-                                listen_options=f" sndbuf={UPSTREAM_SNDBUF}" if UPSTREAM_SNDBUF else "")
+                                listen_options=f" sndbuf={UPSTREAM_SNDBUF}")
             self._nginx.start(self.port)
         else:
             self._proc = subprocess.Popen(
@@ -301,7 +302,7 @@ class Daemon:
         log = (self.workdir / f"daemon-{self.starts}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ytproxy", "--config", str(self._config()), "serve"],
-            cwd=REPO, env={**_env(), **({"YTP_UVLOOP": "1", "PYTHONPATH": "/tmp/uvsite:" + _env()["PYTHONPATH"]} if os.environ.get("BENCH_UV") else {})}, stdout=log, stderr=log, preexec_fn=raise_nofile,
+            cwd=REPO, env=_env(), stdout=log, stderr=log, preexec_fn=raise_nofile,
         )
         wait_port(self.port, self.proc, "the ytproxy daemon")
         self.stats = ProcStats(self.proc.pid)

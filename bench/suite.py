@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -81,7 +82,8 @@ class Bench:
         free = shutil.disk_usage(self.workdir).free
         need = 220 * MB + 10 * MB + 64 * MiB
         if free < need:
-            raise SystemExit(f"need {need / MB:.0f} MB free in {self.workdir}, have {free / MB:.0f}")
+            raise SystemExit(f"need {need / MB:.0f} MB free in {self.workdir}, "
+                             f"have {free / MB:.0f}")
         self.log(f"generating media in {self.root} (200 MB dense, 10 MB dense, 1 GB sparse)")
         self.media = make_media(self.root, {
             "200m.webm": (200 * MB, False),
@@ -240,44 +242,59 @@ class Bench:
     def scale(self) -> None:
         assert self.daemon is not None
         rate, duration = self.args.rate, self.args.duration
-        self.log(f"\n3. scale: listeners reading {rate / 1000:g} KB/s for {duration:g} s each "
-                 f"(a fresh daemon per level; stall = a read waiting > 1 s)")
+        self.log(f"\n3. scale: listeners reading {rate / 1000:g} KB/s for {duration:g} s each, "
+                 f"joining {self.args.join_rate:g} a second (a fresh daemon per level; "
+                 "stall = a read waiting > 1 s)")
         rows = []
         for count in self.args.listeners:
+            ramp = count / self.args.join_rate
             self.daemon.restart()
             self.get_daemon(f"/proxy/{BIG}", first_byte_only=True)  # warm the store
             stats = self.daemon.stats
             assert stats is not None
             before_mem = stats.memory()
-            cpu0, t0 = stats.cpu_seconds(), time.monotonic()
-            sampled: list[float] = []
+            samples: list[tuple[float, float, float]] = []  # (time, cpu seconds, rss MB)
             done = threading.Event()
 
-            def sample(stats: Any = stats, sampled: list[float] = sampled) -> None:
-                while not done.wait(0.5):
-                    sampled.append(stats.memory()["rss"])
+            def sample(stats: Any = stats, samples: list[tuple[float, float, float]] = samples,
+                       done: threading.Event = done) -> None:
+                while True:
+                    with contextlib.suppress(OSError):
+                        samples.append((time.monotonic(), stats.cpu_seconds(),
+                                        stats.memory()["rss"]))
+                    if done.wait(0.5):
+                        return
 
             sampler = threading.Thread(target=sample, daemon=True)
+            started = time.monotonic()
             sampler.start()
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.listeners", "--port", str(self.daemon.port),
                  "--path", f"/proxy/{BIG}", "--count", str(count), "--rate", str(rate),
-                 "--duration", str(duration), "--ramp", str(self.args.ramp)],
-                cwd=REPO, capture_output=True, text=True, timeout=duration + self.args.ramp
-                + 120, check=False,
+                 "--duration", str(duration), "--ramp", str(ramp)],
+                cwd=REPO, capture_output=True, text=True, timeout=duration + ramp + 120,
+                check=False,
             )
-            cpu1, t1 = stats.cpu_seconds(), time.monotonic()
             done.set()
             sampler.join()
             after = stats.memory()
             if proc.returncode != 0:
                 raise SystemExit(f"load generator failed: {proc.stderr[-2000:]}")
             report = json.loads(proc.stdout)
+            # All of them playing: from 5 s after the last one joined (each new
+            # listener first takes a gulp to fill its socket buffers) to a
+            # second before the first one leaves.
+            steady = [s for s in samples
+                      if started + ramp + 5 <= s[0] <= started + duration - 1] or samples
+            whole = samples[-1][1] - samples[0][1], samples[-1][0] - samples[0][0]
             row = {
                 **report,
-                "cpu_percent_of_one_core": (cpu1 - cpu0) / (t1 - t0) * 100,
+                "join_per_s": self.args.join_rate,
+                "cpu_percent_of_one_core": (steady[-1][1] - steady[0][1])
+                / max(1e-9, steady[-1][0] - steady[0][0]) * 100,
+                "cpu_percent_whole_run": whole[0] / max(1e-9, whole[1]) * 100,
                 "rss_before_mb": before_mem["rss"],
-                "peak_rss_mb": max([after["peak"], *sampled]),
+                "peak_rss_mb": max([after["peak"], *(s[2] for s in samples)]),
                 "rss_after_mb": after["rss"],
             }
             rows.append(row)
@@ -286,8 +303,10 @@ class Bench:
                      f"{row['short_listeners']}, first byte p50 "
                      f"{(row['first_byte_p50_s'] or 0) * 1000:.1f} ms max "
                      f"{(row['first_byte_max_s'] or 0) * 1000:.0f} ms, CPU "
-                     f"{row['cpu_percent_of_one_core']:.1f} % of a core, peak RSS "
-                     f"{row['peak_rss_mb']:.1f} MiB (idle {row['rss_before_mb']:.1f})")
+                     f"{row['cpu_percent_of_one_core']:.1f} % of a core while all play "
+                     f"({row['cpu_percent_whole_run']:.1f} % over the whole run, joining "
+                     f"included), peak RSS {row['peak_rss_mb']:.1f} MB "
+                     f"(idle {row['rss_before_mb']:.1f})")
             if report["first_errors"]:
                 self.log(f"         first errors: {report['first_errors']}")
         self.results["scale"] = rows
@@ -316,9 +335,9 @@ class Bench:
             rows[f"{label}_mb_s"] = media.size / got.elapsed / MB
         rows["difference_mb"] = rows["rss_after_1gb_mb"] - rows["rss_after_10mb_mb"]
         self.results["memory"] = rows
-        self.log(f"   RSS after 10 MB {rows['rss_after_10mb_mb']:.1f} MiB, after 1 GB "
-                 f"{rows['rss_after_1gb_mb']:.1f} MiB (difference "
-                 f"{rows['difference_mb']:+.1f} MiB; peak {rows['peak_after_1gb_mb']:.1f} MiB; "
+        self.log(f"   RSS after 10 MB {rows['rss_after_10mb_mb']:.1f} MB, after 1 GB "
+                 f"{rows['rss_after_1gb_mb']:.1f} MB (difference "
+                 f"{rows['difference_mb']:+.1f} MB; peak {rows['peak_after_1gb_mb']:.1f} MB; "
                  f"1 GB at {rows['1gb_mb_s']:.0f} MB/s)")
 
     # ---------------------------------------------------------------- 5. single flight
@@ -386,18 +405,21 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
             ok = (row["stalls"] == 0 and row["errors"] == 0
                   and row["cpu_percent_of_one_core"] <= 20 and row["peak_rss_mb"] <= 120)
             target = f"0 stalls, CPU <= 20 %, RSS <= 120 MB: {yes(ok)}"
-        rows.append((f"{n} listeners x {kb:g} KB/s for {row['duration_s']:g} s",
-                     f"{row['stalls']} stalls, CPU {row['cpu_percent_of_one_core']:.1f} %, "
-                     f"peak RSS {row['peak_rss_mb']:.0f} MiB",
-                     f"errors {row['errors']}, worst wait {row['worst_wait_s']:.2f} s",
-                     f"first byte p50 {(row['first_byte_p50_s'] or 0) * 1000:.0f} ms, "
+        rows.append((f"{n} listeners x {kb:g} KB/s for {row['duration_s']:g} s "
+                     f"(joining {row['join_per_s']:g}/s)",
+                     f"{row['stalls']} stalls, CPU {row['cpu_percent_of_one_core']:.1f} % "
+                     f"while all play ({row['cpu_percent_whole_run']:.0f} % with joining), "
+                     f"peak RSS {row['peak_rss_mb']:.0f} MB",
+                     f"idle RSS {row['rss_before_mb']:.0f} MB; errors {row['errors']}",
+                     f"worst wait {row['worst_wait_s']:.2f} s; first byte p50 "
+                     f"{(row['first_byte_p50_s'] or 0) * 1000:.0f} ms, "
                      f"max {(row['first_byte_max_s'] or 0) * 1000:.0f} ms", target))
     m = results.get("memory")
     if m:
         rows.append(("RSS after streaming 10 MB / 1 GB",
-                     f"{m['rss_after_10mb_mb']:.1f} / {m['rss_after_1gb_mb']:.1f} MiB",
-                     f"idle {m['idle_rss_mb']:.1f} MiB",
-                     f"{m['difference_mb']:+.1f} MiB",
+                     f"{m['rss_after_10mb_mb']:.1f} / {m['rss_after_1gb_mb']:.1f} MB",
+                     f"idle {m['idle_rss_mb']:.1f} MB",
+                     f"{m['difference_mb']:+.1f} MB",
                      f"within 10 MB: {yes(abs(m['difference_mb']) <= 10)}"))
     s = results.get("singleflight")
     if s:
@@ -494,8 +516,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds each listener reads (30)")
     parser.add_argument("--rate", type=float, default=20_000,
                         help="bytes per second per listener (20000 = 160 kbit/s)")
-    parser.add_argument("--ramp", type=float, default=0.0,
-                        help="spread the listeners' starts over this many seconds (0)")
+    parser.add_argument("--join-rate", type=float, default=100.0,
+                        help="listeners joining per second (100: 1,000 join over 10 s)")
     parser.add_argument("--log-level", default="info", help="the daemon's log level (info)")
     parser.add_argument("--json", default=str(REPO / "bench" / "results.json"),
                         help="where to write the figures (bench/results.json)")

@@ -94,6 +94,13 @@ async def test_unknown_valid_id_is_added_on_first_play(
     track = await proxy.app[STORE].get(VID)
     assert track is not None and track.title is not None
     assert track.title.startswith("First Play")
+    # Plays are counted in the background, a second's worth at a time.
+    for _ in range(60):
+        track = await proxy.app[STORE].get(VID)
+        assert track is not None
+        if track.play_count:
+            break
+        await asyncio.sleep(0.05)
     assert track.play_count == 1
     async with proxy.session.get(proxy.url("/tracks")) as listing:
         assert [t["id"] for t in (await listing.json())["tracks"]] == [VID]

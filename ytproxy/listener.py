@@ -59,6 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_BACKLOG = 4096
+
 # Bytes in the request target (the request line's URL); more → 414.  MPD's
 # URLs are ~30 bytes.  Kept different from MAX_HEADER_FIELD: aiohttp reports
 # both as LineTooLong, and the limit it names tells which one it was.
@@ -364,7 +366,9 @@ async def _serve(
     runner = Runner(app, access_log=access_log, shutdown_timeout=shutdown_timeout)
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        # aiohttp's default backlog of 128 drops connections past it when many
+        # players start at once (the kernel caps this at net.core.somaxconn).
+        await web.TCPSite(runner, host, port, backlog=_BACKLOG).start()
         on_ready()
         await stop.wait()
     finally:

@@ -311,10 +311,10 @@ class Store:
             "UPDATE tracks SET last_error = ? WHERE id = ?", (message, track_id)
         )
 
-    async def mark_played(self, track_id: str) -> None:
+    async def mark_played(self, track_id: str, times: int = 1) -> None:
         await self._write(
-            "UPDATE tracks SET play_count = play_count + 1, last_played_at = ? WHERE id = ?",
-            (time.time(), track_id),
+            "UPDATE tracks SET play_count = play_count + ?, last_played_at = ? WHERE id = ?",
+            (times, time.time(), track_id),
         )
 
     async def remove(self, track_id: str) -> bool:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = ["StreamHandler"]
 log = logging.getLogger(__name__)
 
 _FALLBACK_MIME = "application/octet-stream"
+# Seconds a play waits to be counted, with the others that come meanwhile.
+_PLAYS_FLUSH_DELAY = 1.0
 
 
 class StreamHandler:
@@ -47,6 +50,8 @@ class StreamHandler:
         self._registry = registry
         self._policy = config.retry
         self._background: set[asyncio.Task[None]] = set()
+        self._plays: Counter[str] = Counter()
+        self._plays_flush: asyncio.TimerHandle | None = None
         # Told the time from request to first byte (the metrics histogram).
         self.on_first_byte: Callable[[float], None] | None = None
 
@@ -72,8 +77,26 @@ class StreamHandler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _count_play(self, track_id: str) -> None:
+        """Count a play, written with the others of the next second in one go: a
+        store write per play would sit in the way of the next play's lookup
+        (MPD reconnects on every seek, and the store has one thread)."""
+        self._plays[track_id] += 1
+        if self._plays_flush is None:
+            self._plays_flush = asyncio.get_running_loop().call_later(
+                _PLAYS_FLUSH_DELAY, self._flush_plays)
+
+    def _flush_plays(self) -> None:
+        self._plays_flush = None
+        plays, self._plays = self._plays, Counter()
+        for track_id, times in plays.items():
+            self._in_background(self._tracks.mark_played(track_id, times))
+
     async def drain(self) -> None:
         """Let pending bookkeeping writes finish (called before the store closes)."""
+        if self._plays_flush is not None:
+            self._plays_flush.cancel()
+            self._flush_plays()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -150,7 +173,7 @@ class StreamHandler:
             if self.on_first_byte is not None:
                 self.on_first_byte(time.monotonic() - received)
             if start == 0:
-                self._in_background(self._tracks.mark_played(track_id))
+                self._count_play(track_id)
             framer = IcyFramer(self._config.icy.metaint, track.name) if icy else None
             await self._relay(request, response, body, track, framer=framer,
                               first_byte=start)
@@ -189,12 +212,12 @@ class StreamHandler:
                     # The listener's socket is full: wait until it has taken
                     # everything before reading more from upstream, so what it
                     # has not taken waits in upstream's socket, not here.
-                    if body.paced or (entry.bytes_sent
-                                      < _PACED_BELOW * (time.monotonic() - began)):
-                        body.pace()  # (again: now known to be a slow listener)
+                    if (not body.slow and entry.bytes_sent
+                            < _PACED_BELOW * (time.monotonic() - began)):
+                        body.pace()  # a slow listener, now known to be one
                     if drain is not None:
                         await drain()
-                elif (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
+                if (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
                         >= _UNPACE_RATE * (time.monotonic() - began)):
                     body.pace(False)  # a listener that keeps up: big reads
                 entry.refreshes = body.refreshes
@@ -230,10 +253,10 @@ async def _write_icy(
 # would have us fetch and push megabytes ahead: work and memory for nothing,
 # MPD buffers 512 KiB itself.  256 KiB (the kernel doubles it) still carries
 # ~100 MB/s at 5 ms RTT.
-LISTENER_SEND_BUFFER = int(__import__("os").environ.get("YTP_SNDBUF", 256 * 1024))
-# An unpaced listener taking less than this many bytes per second on average,
-# whose socket is full, is paced again (RangeStream.pace): 50 times a
-# 160 kbit/s track, far below what a reader that does not pace itself takes.
+LISTENER_SEND_BUFFER = 256 * 1024
+# A listener taking less than this many bytes per second on average, whose
+# socket is full, is a slow one (RangeStream.pace): 50 times a 160 kbit/s
+# track, far below what a reader that does not pace itself takes.
 _PACED_BELOW = 1_000_000
 # A stream starts paced, and is unpaced once the listener has taken this much
 # at this average rate or faster: MPD's first gulp (512 KiB plus socket

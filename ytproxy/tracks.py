@@ -203,8 +203,8 @@ class Tracks:
     async def remember_size(self, track_id: str, size: int) -> None:
         await self._best_effort("store the size", self.store.save_size(track_id, size))
 
-    async def mark_played(self, track_id: str) -> None:
-        await self._best_effort("count the play", self.store.mark_played(track_id))
+    async def mark_played(self, track_id: str, times: int = 1) -> None:
+        await self._best_effort("count the play", self.store.mark_played(track_id, times))
 
     async def import_playlist(
         self, url: str, name: str | None = None, *, progress: ImportProgress | None = None

@@ -60,11 +60,12 @@ _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 
 # Bytes of an upstream body aiohttp buffers per open response before it stops
 # reading the socket: twice this, plus what the last read brought in.
-READ_BUFSIZE = int(__import__("os").environ.get("YTP_RB", 16 * 1024))
+READ_BUFSIZE = 8 * 1024
 # What one read from an upstream socket may bring in while the stream is paced
 # (see RangeStream.pace); asyncio reads up to 256 KiB at a time, which is right
 # for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
-PACED_READ = int(__import__("os").environ.get("YTP_PR", 16 * 1024))
+# Smaller costs CPU (more reads per second of audio), larger costs memory.
+PACED_READ = 12 * 1024
 # Ask for the next range when the rest of this one would be relayed within this
 # many seconds at the pace the listener has taken it so far: in time to hide the
 # request's latency, and a slow listener keeps one upstream connection (and one
@@ -556,16 +557,21 @@ class RangeStream:
     def paced(self) -> bool:
         return self._paced
 
-    def pace(self, paced: bool = True) -> None:
-        """Read upstream in small bites (paced), or as much as the socket holds.
+    @property
+    def slow(self) -> bool:
+        return self._slow
 
-        A stream starts paced, and the relay lifts it for a listener that
-        proves fast.  A read unpaced takes up to 256 KiB, which a listener that
-        keeps up wants; one that takes 20 KB/s would leave it all in this
-        process's memory.  Bytes not read wait in the kernel, under TCP flow
-        control.
+    def pace(self, paced: bool = True) -> None:
+        """The relay's word on its listener: slow (paced), or fast (not paced).
+
+        A stream starts paced, reading upstream in small bites; a listener
+        that proves fast is unpaced, and each read then takes up to 256 KiB,
+        which it wants, where one that takes 20 KB/s would leave it all in this
+        process's memory.  A listener told slow also gets a small kernel
+        receive buffer upstream.  Bytes not read wait in the kernel, under TCP
+        flow control.
         """
-        slow = paced  # told, not assumed: the relay found the listener's socket full
+        slow = paced  # told, not assumed as at the start
         if paced != self._paced or slow != self._slow:
             self._paced, self._slow = paced, slow
             if self._current is not None:

@@ -1,0 +1,92 @@
+"""The relay paces a slow listener (small upstream reads, nothing held for it here)
+and unpaces a fast one, and the bytes are exact either way."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+
+import pytest
+
+from bench.httpclient import fetch
+from tests.fakes.googlevideo import FakeGooglevideo
+from tests.proxy_fixture import ProxyFactory, random_audio
+from ytproxy.upstream import RangeStream
+
+VID = "PaCeD_tRaCk"
+
+
+@pytest.fixture
+def pace_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    calls: list[bool] = []
+    original = RangeStream.pace
+
+    def record(self: RangeStream, paced: bool = True) -> None:
+        calls.append(paced)
+        original(self, paced)
+
+    monkeypatch.setattr(RangeStream, "pace", record)
+    return calls
+
+
+async def test_a_fast_listener_is_unpaced_and_gets_every_byte(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
+) -> None:
+    data = random_audio(6 * 1024 * 1024 + 7)
+    googlevideo.add_track(VID, data, title="Fast")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert pace_calls == [False]  # started paced, unpaced once it kept up
+
+
+async def test_a_slow_listener_is_paced_and_gets_every_byte(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
+) -> None:
+    data = random_audio(3 * 1024 * 1024 + 11)
+    googlevideo.add_track(VID, data, title="Slow")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    port = proxy.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    received = bytearray()
+    try:
+        # A player's pace: a little at a time, until the relay has found the
+        # socket full and the listener slow (bounded: a few seconds at most).
+        async with asyncio.timeout(20):
+            while not pace_calls:
+                received += await reader.read(16 * 1024)
+                await asyncio.sleep(0.05)
+            while len(received) < len(data):
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    assert pace_calls[0] is True and False not in pace_calls
+    assert bytes(received) == data
+
+
+async def test_the_benchmark_client_reads_a_whole_body(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    """bench.httpclient, which the throughput figures rest on, reads exact bodies."""
+    data = random_audio(300_000)
+    googlevideo.add_track(VID, data, title="Bench client")
+    url = googlevideo.sign(VID)
+    path = url.split(str(googlevideo.port), 1)[1]
+    digest = hashlib.sha256()
+    got = await asyncio.to_thread(fetch, "127.0.0.1", googlevideo.port, path,
+                                  headers={"Range": "bytes=0-299999"}, hasher=digest)
+    assert got.status == 206 and got.body_bytes == len(data)
+    assert got.digest == hashlib.sha256(data).digest()
