@@ -15,9 +15,12 @@ import pytest
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
+from ytproxy.upstream import FIRST_RANGE
 
 VID = "PrOxY_tEsT1"
-SIZE = 700_000  # three ranges at the fixture's 256 KiB chunk size
+SIZE = 700_000
+# A short first range, then the fixture's 256 KiB chunks.
+RANGES = 1 + -(-(SIZE - FIRST_RANGE) // 262_144)
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -72,7 +75,9 @@ async def test_upstream_proxy_carries_ranges_and_the_ytdlp_page_fetch(
     # yt-dlp read the watch page through the proxy, and every range went through it.
     assert "/watch" in forward_proxy.paths()
     assert ranges_through(forward_proxy) == [
-        "bytes=0-262143", "bytes=262144-524287", f"bytes=524288-{SIZE - 1}"]
+        f"bytes=0-{FIRST_RANGE - 1}", f"bytes={FIRST_RANGE}-{FIRST_RANGE + 262143}",
+        f"bytes={FIRST_RANGE + 262144}-{FIRST_RANGE + 524287}",
+        f"bytes={FIRST_RANGE + 524288}-{SIZE - 1}"]
     ok = [r for r in googlevideo.requests if r.kind == "ok"]
     assert len(ok) == len(ranges_through(forward_proxy))
 
@@ -88,7 +93,7 @@ async def test_http_proxy_from_the_environment_is_honoured(
 
     assert await play_whole(proxy) == data
     assert "/watch" in forward_proxy.paths()  # yt-dlp reads the environment itself
-    assert len(ranges_through(forward_proxy)) == 3
+    assert len(ranges_through(forward_proxy)) == RANGES
 
 
 async def test_no_proxy_bypasses_the_environment_proxy(
@@ -104,7 +109,7 @@ async def test_no_proxy_bypasses_the_environment_proxy(
 
     assert await play_whole(proxy) == data
     assert forward_proxy.records == []
-    assert sum(1 for r in googlevideo.requests if r.kind == "ok") == 3
+    assert sum(1 for r in googlevideo.requests if r.kind == "ok") == RANGES
 
 
 async def test_upstream_proxy_overrides_the_environment(
@@ -119,4 +124,4 @@ async def test_upstream_proxy_overrides_the_environment(
 
     assert await play_whole(proxy) == data
     assert "/watch" in forward_proxy.paths()
-    assert len(ranges_through(forward_proxy)) == 3
+    assert len(ranges_through(forward_proxy)) == RANGES

@@ -90,11 +90,23 @@ _COLUMNS = (
 
 
 class Store:
-    """Tracks in SQLite.  Create with ``await Store.open(path)``; ``await close()``."""
+    """Tracks in SQLite.  Create with ``await Store.open(path)``; ``await close()``.
+
+    ``get`` answers from memory for up to ``CACHE_SECONDS`` after it last read
+    a track: every play waits on it before its first byte, and a trip to the
+    database thread costs more than the rest of the lookup.  Any write through
+    this store empties the cache; a write by another process (``ytproxy add``
+    or ``remove`` while the daemon runs) is seen within ``CACHE_SECONDS``.
+    """
+
+    CACHE_SECONDS = 2.0
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._cache: dict[str, tuple[float, Track]] = {}
+        # Bumped by every write: a read that started before one must not cache.
+        self._generation = 0
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
@@ -179,6 +191,17 @@ class Store:
 
     async def _write_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> int:
         """Run statements in one transaction (all or none), retried like ``_write``."""
+        self._forget()
+        try:
+            return await self._write_steps(steps)
+        finally:
+            self._forget()  # and what was read while it ran
+
+    def _forget(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+
+    async def _write_steps(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> int:
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 changed = 0
@@ -219,12 +242,21 @@ class Store:
     # -- queries ---------------------------------------------------------
 
     async def get(self, track_id: str) -> Track | None:
-        # One trip to the connection's thread, not three (execute, fetch, close):
-        # every play waits on this before its first byte.
+        now = time.monotonic()
+        cached = self._cache.get(track_id)
+        if cached is not None and now - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
+        generation = self._generation
+        # One trip to the connection's thread, not three (execute, fetch, close).
         rows = list(await self._conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM tracks WHERE id = ?", (track_id,)
         ))
-        return _track(rows[0]) if rows else None
+        if not rows:
+            return None
+        track = _track(rows[0])
+        if generation == self._generation:
+            self._cache[track_id] = (now, track)
+        return track
 
     async def list_tracks(self) -> list[Track]:
         async with self._conn.execute(

@@ -15,7 +15,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -66,6 +66,10 @@ READ_BUFSIZE = 8 * 1024
 # for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
 # Smaller costs CPU (more reads per second of audio), larger costs memory.
 PACED_READ = 12 * 1024
+# A stream's first range is at most this long: it comes whole with the response
+# headers, so a listener who leaves at once (MPD seeks by reconnecting) leaves
+# a connection that can be reused rather than one that must be closed.
+FIRST_RANGE = 64 * 1024
 # Ask for the next range when the rest of this one would be relayed within this
 # many seconds at the pace the listener has taken it so far: in time to hide the
 # request's latency, and a slow listener keeps one upstream connection (and one
@@ -117,9 +121,26 @@ class OpenRange:
     total: int | None
     content_type: str | None
     host: str
+    # Its kernel receive buffer was lowered for a slow listener (_set_read_size):
+    # not a connection to hand to the next stream.
+    slowed: bool = False
 
     def close(self) -> None:
         self.response.close()
+
+    def finish(self) -> None:
+        """Done with it: the connection goes back to the pool when it can carry
+        another request (the whole body arrived, nothing went wrong), so the
+        next range or the next stream to this host skips the TCP and TLS
+        handshakes.  Otherwise it is closed."""
+        if self.slowed:
+            self.close()
+            return
+        transport = _transport(self)
+        default = getattr(type(transport), "max_size", None)
+        if transport is not None and isinstance(default, int):
+            transport.max_size = default  # type: ignore[attr-defined]
+        self.response.release()
 
 
 class UpstreamFetcher:
@@ -385,16 +406,26 @@ class RangeStream:
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
 
+    def _ranges(self) -> Iterator[tuple[int, int]]:
+        """The ranges to ask for, lazily (a 1 GB track is a thousand of them):
+        a short first one (FIRST_RANGE), then ``chunk_size`` each."""
+        start, size = self._start, min(self._fetcher.config.chunk_size, FIRST_RANGE)
+        while start <= self._end:
+            end = min(start + size - 1, self._end)
+            yield start, end
+            start, size = end + 1, self._fetcher.config.chunk_size
+
     async def _produce(self) -> AsyncGenerator[bytes, None]:
-        size = self._fetcher.config.chunk_size
-        # Lazily: a 1 GB track is a thousand ranges, and a list of them per
-        # listener is memory for nothing.
-        starts = range(self._start, self._end + 1, size)
-        pending: asyncio.Task[OpenRange] | None = self._spawn_open(
-            self._start, min(self._start + size - 1, self._end))
+        ranges = self._ranges()
+        following: tuple[int, int] | None = next(ranges)
+        assert following is not None
+        pending: asyncio.Task[OpenRange] | None = self._spawn_open(*following)
         try:
-            for start in starts:
-                end = min(start + size - 1, self._end)
+            while following is not None:
+                start, end = following
+                opening = start == self._start  # the stream's first range
+                following = next(ranges, None)
+                size = end - start + 1
                 opener, pending = pending, None
                 pos = start
                 gap = RetryGap(self._policy)
@@ -414,15 +445,19 @@ class RangeStream:
                             if self.total is None:
                                 self.total = current.total
                                 self.content_type = current.content_type
-                        # Unpaced, the next range is asked for during this one
-                        # (PREFETCH_LEAD), never before a quarter of it is read: the
-                        # first byte waits on no other request, and a listener who
-                        # leaves at once (MPD seeks by reconnecting) costs one
-                        # upstream request.  Paced, it is asked for when needed: the
-                        # listener has seconds of audio in its buffers, and holds
-                        # one upstream connection, not two.
-                        following = start + size
-                        prefetch = following <= self._end
+                        # The short first range (FIRST_RANGE) has come whole by now:
+                        # the next is asked for at once, so the rest follows without
+                        # a gap, and the first range's connection goes back to the
+                        # pool even if the listener leaves at once (MPD seeks by
+                        # reconnecting), for the next stream to use.  Later, unpaced,
+                        # the next range is asked for during this one
+                        # (PREFETCH_LEAD), never before a quarter of it is read.
+                        # Paced, it is asked for when needed: the listener has
+                        # seconds of audio in its buffers, and holds one upstream
+                        # connection, not two.
+                        if (opening and pending is None and following is not None
+                                and size < self._fetcher.config.chunk_size):
+                            pending = self._spawn_open(*following)
                         stop = min(end, current.end)
                         content = current.response.content
                         self._current = current
@@ -453,24 +488,25 @@ class RangeStream:
                                     self._fetcher.stats["resumes"] += 1
                                     gap.progress()
                                 self._refreshed_since_success = False
-                                if (pending is None and prefetch and not self._paced
+                                if (pending is None and following is not None
+                                        and not self._paced
                                         and (taken := pos - first) >= size // 4
                                         and (stop - pos) * (clock() - began)
                                         <= PREFETCH_LEAD * taken):
-                                    pending = self._spawn_open(
-                                        following, min(following + size - 1, self._end))
+                                    pending = self._spawn_open(*following)
                                 yield piece
                                 # Not pinned while the listener is paused or we wait
                                 # on upstream: the relay has written it.
                                 del piece
                         except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
                             self._fetcher.record_failure(current.host, exc)
+                            current.close()  # never reuse a connection that broke
                             raise _Broken(pos, exc) from exc
                     except _Broken as broken:
                         pos = broken.pos
                         await self._recover(broken.cause, gap, pos)
                     finally:
-                        current.close()  # never reuse a connection that broke
+                        current.finish()
         finally:
             if pending is not None:
                 pending.cancel()
@@ -582,15 +618,20 @@ class RangeStream:
         return sum(self.retries.values())
 
 
-def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
+def _transport(opened: OpenRange) -> asyncio.Transport | None:
     connection = opened.response.connection
-    transport = connection.transport if connection is not None else None
+    return connection.transport if connection is not None else None
+
+
+def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
+    transport = _transport(opened)
+    opened.slowed = opened.slowed or slow
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         # Lowered only for a listener known to be slow (a connection's window
-        # does not come back to full speed when raised again); otherwise set
-        # large at once, since each range is a new connection and Linux's
-        # autotuning would start every one of them small.
+        # does not come back to full speed when raised again, so such a
+        # connection is not reused); otherwise set large at once, since Linux's
+        # autotuning would start every new connection small.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
                             PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
