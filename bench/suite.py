@@ -296,6 +296,7 @@ class Bench:
                 "rss_before_mb": before_mem["rss"],
                 "peak_rss_mb": max([after["peak"], *(s[2] for s in samples)]),
                 "rss_after_mb": after["rss"],
+                "rss_samples_mb": [round(s[2], 1) for s in samples],
             }
             rows.append(row)
             self.log(f"   {count:5} listeners: stalls {row['stalls']} (worst wait "

@@ -20,9 +20,7 @@ from ytproxy.icy import IcyFramer, metadata_block, parse_icy_stream
 def test_framing_round_trips(data: bytes, metaint: int, cuts: list[int], title: str) -> None:
     framer = IcyFramer(metaint, title)
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
-    out = b"".join(
-        part for a, b in pairwise(bounds) for part in framer.feed(data[a:b])
-    )
+    out = b"".join(framer.frame(data[a:b]) for a, b in pairwise(bounds))
     audio, metas = parse_icy_stream(out, metaint)
     assert audio == data
     blocks = len(data) // metaint
@@ -33,10 +31,10 @@ def test_framing_round_trips(data: bytes, metaint: int, cuts: list[int], title: 
 
 def test_title_is_resent_only_when_it_changes() -> None:
     framer = IcyFramer(4, "A - B")
-    out = b"".join(framer.feed(b"1234"))
-    out += b"".join(framer.feed(b"5678"))
+    out = framer.frame(b"1234")
+    out += framer.frame(b"5678")
     framer.set_title("C - D")
-    out += b"".join(framer.feed(b"9abc"))
+    out += framer.frame(b"9abc")
     audio, metas = parse_icy_stream(out, 4)
     assert audio == b"123456789abc"
     assert metas == ["StreamTitle='A - B';", "StreamTitle='C - D';"]

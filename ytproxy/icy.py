@@ -8,8 +8,6 @@ inline metadata is opt-in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 __all__ = ["IcyFramer", "metadata_block", "parse_icy_stream", "wants_icy"]
 
 _MAX_BLOCK = 255 * 16
@@ -46,20 +44,28 @@ class IcyFramer:
     def set_title(self, title: str) -> None:
         self._title = title
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def frame(self, data: bytes) -> bytes:
+        """``data`` with the metadata blocks due inside it, as one buffer: the
+        relay writes each piece once (one send, one HTTP chunk), whatever the
+        number of metadata blocks it crosses."""
+        if len(data) < self._until_meta:
+            self._until_meta -= len(data)
+            return data
         view = memoryview(data)
-        while view:
-            take = min(self._until_meta, len(view))
-            yield bytes(view[:take])
-            view = view[take:]
-            self._until_meta -= take
-            if self._until_meta == 0:
-                self._until_meta = self.metaint
-                if self._title != self._sent_title:
-                    self._sent_title = self._title
-                    yield metadata_block(self._title)
-                else:
-                    yield b"\0"
+        parts: list[bytes | memoryview] = []
+        while len(view) >= self._until_meta:
+            parts.append(view[: self._until_meta])
+            view = view[self._until_meta:]
+            self._until_meta = self.metaint
+            if self._title != self._sent_title:
+                self._sent_title = self._title
+                parts.append(metadata_block(self._title))
+            else:
+                parts.append(b"\0")
+        if view:
+            parts.append(view)
+            self._until_meta -= len(view)
+        return b"".join(parts)
 
 
 def parse_icy_stream(data: bytes, metaint: int) -> tuple[bytes, list[str]]:

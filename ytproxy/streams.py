@@ -244,8 +244,7 @@ class StreamHandler:
 async def _write_icy(
     write: Callable[[bytes], Awaitable[None]], framer: IcyFramer, piece: bytes
 ) -> None:
-    for part in framer.feed(piece):
-        await write(part)
+    await write(framer.frame(piece))
 
 
 # The kernel's send buffer for a listener's connection.  Linux otherwise grows

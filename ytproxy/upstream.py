@@ -60,12 +60,12 @@ _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 
 # Bytes of an upstream body aiohttp buffers per open response before it stops
 # reading the socket: twice this, plus what the last read brought in.
-READ_BUFSIZE = 8 * 1024
+READ_BUFSIZE = 4 * 1024
 # What one read from an upstream socket may bring in while the stream is paced
 # (see RangeStream.pace); asyncio reads up to 256 KiB at a time, which is right
 # for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
 # Smaller costs CPU (more reads per second of audio), larger costs memory.
-PACED_READ = 12 * 1024
+PACED_READ = 8 * 1024
 # A stream's first range is at most this long: it comes whole with the response
 # headers, so a listener who leaves at once (MPD seeks by reconnecting) leaves
 # a connection that can be reused rather than one that must be closed.
