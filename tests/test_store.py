@@ -305,3 +305,50 @@ async def test_list_is_in_order_added(store: Store) -> None:
     assert [t.id for t in listed] == ids
     assert [t.added_at for t in listed] == sorted(t.added_at for t in listed)
     assert await store.count() == 3
+
+
+# -- the read cache ---------------------------------------------------------
+
+
+async def test_get_sees_its_own_writes_at_once(store: Store) -> None:
+    await store.upsert_track(VID, SRC)
+    await store.save_stream(VID, stream(url="https://rr1.googlevideo.com/videoplayback?v=1"))
+    first = await store.get(VID)
+    assert first is not None and first.stream_url is not None and first.stream_url.endswith("v=1")
+    await store.save_stream(VID, stream(url="https://rr1.googlevideo.com/videoplayback?v=2"))
+    second = await store.get(VID)
+    assert second is not None and second.stream_url is not None
+    assert second.stream_url.endswith("v=2")
+    await store.mark_played(VID, 3)
+    played = await store.get(VID)
+    assert played is not None and played.play_count == 3
+    assert await store.remove(VID)
+    assert await store.get(VID) is None
+
+
+async def test_get_sees_another_process_within_the_cache_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Store, "CACHE_SECONDS", 0.3)
+    path = tmp_path / "tracks.db"
+    daemon, cli = await Store.open(path), await Store.open(path)
+    try:
+        await daemon.upsert_track(VID, SRC)
+        assert await daemon.get(VID) is not None  # now cached
+        assert await cli.remove(VID)  # `ytproxy remove` while the daemon runs
+        assert await daemon.get(VID) is not None  # still the cached row...
+        await asyncio.sleep(0.35)
+        assert await daemon.get(VID) is None  # ...for at most CACHE_SECONDS
+    finally:
+        await daemon.close()
+        await cli.close()
+
+
+async def test_a_read_that_overlaps_a_write_is_not_cached(store: Store) -> None:
+    await store.upsert_track(VID, SRC)
+    reading = asyncio.ensure_future(store.get(VID))
+    await asyncio.sleep(0)  # the read is on its way to the database thread
+    await store.mark_played(VID)
+    await reading
+    track = await store.get(VID)
+    assert track is not None and track.play_count == 1

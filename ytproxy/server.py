@@ -112,11 +112,13 @@ async def _resolver_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     # HTTP(S)_PROXY/NO_PROXY apply to upstream (upstream.proxy overrides them): the
     # fetcher reads them once per host rather than the session (trust_env) per request.
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
+    session, starter = (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                              auto_decompress=False)
+        for _ in range(2))
+    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker, starter=starter)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY])
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
@@ -127,6 +129,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[HANDLER].drain()
     await session.close()
+    await starter.close()
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:

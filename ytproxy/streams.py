@@ -9,6 +9,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -159,7 +160,7 @@ class StreamHandler:
 
         async with RangeStream(
             self._fetcher, info, start, end, refresh=self._refresher(track_id),
-            policy=self._policy, label=track_id,
+            policy=self._policy, label=track_id, listening=partial(_listening, request),
         ) as body:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
@@ -262,6 +263,11 @@ _PACED_BELOW = 1_000_000
 # buffers) stays paced, a download does not.
 _UNPACE_AFTER = 4 * 1_048_576
 _UNPACE_RATE = 4_000_000
+
+
+def _listening(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def _limit_send_buffer(transport: asyncio.Transport | None) -> None:

@@ -69,7 +69,13 @@ PACED_READ = 8 * 1024
 # A stream's first range is at most this long: it comes whole with the response
 # headers, so a listener who leaves at once (MPD seeks by reconnecting) leaves
 # a connection that can be reused rather than one that must be closed.
-FIRST_RANGE = 64 * 1024
+FIRST_RANGE = 32 * 1024
+# After it, this pause (seconds) lets such a listener go before the next range
+# is asked for on its behalf; it is paid once per stream, and covered many
+# times over by the 64 KiB already sent.
+SECOND_RANGE_PAUSE = 0.005
+# Seconds a short range left early may take to come whole (UpstreamFetcher.finish).
+DRAIN_TIMEOUT = 2.0
 # Ask for the next range when the rest of this one would be relayed within this
 # many seconds at the pace the listener has taken it so far: in time to hide the
 # request's latency, and a slow listener keeps one upstream connection (and one
@@ -128,19 +134,6 @@ class OpenRange:
     def close(self) -> None:
         self.response.close()
 
-    def finish(self) -> None:
-        """Done with it: the connection goes back to the pool when it can carry
-        another request (the whole body arrived, nothing went wrong), so the
-        next range or the next stream to this host skips the TCP and TLS
-        handshakes.  Otherwise it is closed."""
-        if self.slowed:
-            self.close()
-            return
-        transport = _transport(self)
-        default = getattr(type(transport), "max_size", None)
-        if transport is not None and isinstance(default, int):
-            transport.max_size = default  # type: ignore[attr-defined]
-        self.response.release()
 
 
 class UpstreamFetcher:
@@ -151,9 +144,17 @@ class UpstreamFetcher:
         config: UpstreamConfig,
         session: aiohttp.ClientSession,
         breaker: BreakerConfig | None = None,
+        *,
+        starter: aiohttp.ClientSession | None = None,
     ) -> None:
         self.config = config
         self._session = session
+        # A stream's first range comes whole with its headers, and aiohttp puts
+        # its connection back in the pool at once; in a pool of their own such
+        # connections wait for the next stream's first range (a track start or
+        # a seek: the moment a listener waits), instead of being taken by the
+        # rest of the same stream.
+        self._starter = starter or session
         self._breaker_config = breaker or BreakerConfig()
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
@@ -164,6 +165,34 @@ class UpstreamFetcher:
         self.stats: Counter[str] = Counter()
         self.breakers: dict[str, CircuitBreaker] = {}
         self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+
+    def finish(self, opened: OpenRange) -> None:
+        """Done with a range: its connection goes back to the pool when it can
+        carry another request (the whole body came, nothing went wrong), so the
+        next range or stream to this host skips the TCP and TLS handshakes.
+
+        A short range (a stream's first, FIRST_RANGE) left before all of it
+        came is read to its end in the background first: a few KiB that are
+        mostly on their way already, for a connection kept.  Otherwise (a
+        connection lowered for a slow listener, a long range left midway) it
+        is closed.
+        """
+        response = opened.response
+        if opened.slowed:
+            response.close()
+            return
+        transport = _transport(opened)
+        default = getattr(type(transport), "max_size", None)
+        if transport is not None and isinstance(default, int):
+            transport.max_size = default  # type: ignore[attr-defined]
+        if (response.content.is_eof() or response.closed
+                or opened.end - opened.start >= FIRST_RANGE):
+            response.release()  # closes it unless the whole body came
+            return
+        task = asyncio.ensure_future(_drain(response))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def breaker_for(self, host: str) -> CircuitBreaker:
         breaker = self.breakers.get(host)
@@ -248,14 +277,17 @@ class UpstreamFetcher:
         return found
 
     async def open_range(
-        self, info: StreamInfo, start: int, end: int, *, gate: bool = True
+        self, info: StreamInfo, start: int, end: int, *, gate: bool = True,
+        first: bool = False,
     ) -> OpenRange:
         """GET bytes ``start..end`` (inclusive); ``end - start + 1`` must be <= chunk_size.
 
         With ``gate``, an open breaker for the host refuses at once (a new stream
         should not wait on a host that keeps failing); a stream already running
-        retries under its own budget and passes ``gate=False``.
+        retries under its own budget and passes ``gate=False``.  ``first`` (a
+        stream's first range) takes a connection from the starters' pool.
         """
+        session = self._starter if first else self._session
         assert 0 <= start <= end and end - start < self.config.chunk_size
         headers = {k: v for k, v in info.http_headers.items() if k.lower() not in _DROP_HEADERS}
         headers["Range"] = f"bytes={start}-{end}"
@@ -278,7 +310,7 @@ class UpstreamFetcher:
             try:
                 async with asyncio.timeout(self.config.range_timeout):
                     proxy, proxy_auth = self._proxy_for(url)
-                    response = await self._session.get(
+                    response = await session.get(
                         url, headers=headers, allow_redirects=False, timeout=self._timeout,
                         proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
                     )
@@ -370,8 +402,10 @@ class RangeStream:
         refresh: Refresh,
         policy: RetryConfig | None = None,
         label: str = "stream",
+        listening: Callable[[], bool] | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._listening = listening
         self._info = info
         self._start = start
         self._end = end
@@ -399,9 +433,8 @@ class RangeStream:
     def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
         # Only a stream's very first request asks the host's breaker.
         gate, self._gate = self._gate, False
-        task = asyncio.ensure_future(
-            self._fetcher.open_range(self._info, start, end, gate=gate)
-        )
+        task = asyncio.ensure_future(self._fetcher.open_range(
+            self._info, start, end, gate=gate, first=start == self._start))
         # A prefetch that is never awaited must not warn about its exception.
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
@@ -445,19 +478,11 @@ class RangeStream:
                             if self.total is None:
                                 self.total = current.total
                                 self.content_type = current.content_type
-                        # The short first range (FIRST_RANGE) has come whole by now:
-                        # the next is asked for at once, so the rest follows without
-                        # a gap, and the first range's connection goes back to the
-                        # pool even if the listener leaves at once (MPD seeks by
-                        # reconnecting), for the next stream to use.  Later, unpaced,
-                        # the next range is asked for during this one
+                        # Unpaced, the next range is asked for during this one
                         # (PREFETCH_LEAD), never before a quarter of it is read.
                         # Paced, it is asked for when needed: the listener has
                         # seconds of audio in its buffers, and holds one upstream
                         # connection, not two.
-                        if (opening and pending is None and following is not None
-                                and size < self._fetcher.config.chunk_size):
-                            pending = self._spawn_open(*following)
                         stop = min(end, current.end)
                         content = current.response.content
                         self._current = current
@@ -506,7 +531,14 @@ class RangeStream:
                         pos = broken.pos
                         await self._recover(broken.cause, gap, pos)
                     finally:
-                        current.finish()
+                        self._fetcher.finish(current)
+                if (opening and pending is None and following is not None
+                        and size < self._fetcher.config.chunk_size):
+                    # The short first range is relayed: a listener who left at
+                    # once (MPD seeks by reconnecting) needs no second one.
+                    await asyncio.sleep(SECOND_RANGE_PAUSE)
+                    if self._listening is not None and not self._listening():
+                        raise ConnectionResetError("the listener went away")
         finally:
             if pending is not None:
                 pending.cancel()
@@ -616,6 +648,21 @@ class RangeStream:
     @property
     def retry_count(self) -> int:
         return sum(self.retries.values())
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT):
+            while await response.content.readany():
+                pass
+    except asyncio.CancelledError:
+        response.close()
+        raise
+    except Exception as exc:  # best effort: the connection is only not kept
+        log.debug("upstream: not keeping a connection: %s", _describe(exc))
+        response.close()
+        return
+    response.release()
 
 
 def _transport(opened: OpenRange) -> asyncio.Transport | None:

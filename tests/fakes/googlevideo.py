@@ -111,6 +111,8 @@ class RequestRecord:
     status: int
     kind: str
     video_id: str | None
+    # The client's port: requests with the same one came over one connection.
+    client_port: int | None = None
 
 
 @dataclass
@@ -167,6 +169,11 @@ class _FaultPlan:
 
     cut: Fault | None = None
     revokes: list[Fault] = field(default_factory=list)
+
+
+def _peer_port(request: web.Request) -> int | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return peer[1] if peer else None
 
 
 def _unsent_bytes(transport: asyncio.BaseTransport) -> int:
@@ -482,6 +489,7 @@ class FakeGooglevideo:
                 status=status,
                 kind=kind,
                 video_id=video_id,
+                client_port=_peer_port(request),
             )
         )
         self.counts[kind] += 1
