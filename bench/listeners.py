@@ -8,6 +8,8 @@ Run as its own process (so the daemon's CPU and memory are its own):
 Each listener connects (with a fixed 256 KiB socket receive buffer, as a player
 holds a bounded buffer), sends MPD's request headers, and then reads the body at
 ``--rate`` bytes per second: every ``--tick`` seconds it reads what it is owed.
+The listeners join evenly over ``--ramp`` seconds and all stop ``--duration``
+seconds after the last one joined, so all of them play together that long.
 A *stall* is one read that waited more than ``--stall`` seconds for bytes
 (the first byte included).  Prints one JSON object on stdout.
 """
@@ -42,10 +44,11 @@ class ListenerResult:
 
 
 async def _listener(
-    host: str, port: int, path: str, rate: float, duration: float, tick: float,
+    host: str, port: int, path: str, rate: float, stop_after: float, tick: float,
     stall: float, start_delay: float, result: ListenerResult,
 ) -> None:
     loop = asyncio.get_running_loop()
+    until = loop.time() + stop_after
     await asyncio.sleep(start_delay)
     writer: asyncio.StreamWriter | None = None
     try:
@@ -75,7 +78,7 @@ async def _listener(
             return
         consumed = 1
         start = loop.time()
-        end = start + duration
+        end = until
         next_tick = start + tick
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
@@ -113,7 +116,9 @@ async def run(
     started = time.monotonic()
     async with asyncio.timeout(duration + ramp + 60):
         await asyncio.gather(*(
-            _listener(host, port, path, rate, duration, tick, stall,
+            # All stop together, ``duration`` after the last one joined: all of
+            # them play together for ``duration`` seconds.
+            _listener(host, port, path, rate, ramp + duration, tick, stall,
                       ramp * i / max(1, count), results[i])
             for i in range(count)
         ))
