@@ -35,6 +35,7 @@ from bench.servers import (
     Media,
     Nginx,
     Upstream,
+    free_port,
     make_media,
     peer_proxy,
     write_watch_page,
@@ -111,7 +112,7 @@ class Bench:
             "to use it; no nginx peer-proxy figures either)")
         self.log(f"upstream: {upstream} on {HOST}:{self.upstream.port}")
         if Nginx.available():
-            self.peer_port = _free()
+            self.peer_port = free_port()
             self.peer = peer_proxy(self.workdir, self.upstream.port)
             self.peer.start(self.peer_port)
             self.log(f"peer proxy: nginx proxy_pass (buffered, default buffers) on "
@@ -466,12 +467,6 @@ def machine_info(upstream_kind: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- odds and ends
-
-def _free() -> int:
-    from bench.servers import free_port
-
-    return free_port()
-
 
 def _nginx_version() -> str:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -72,7 +72,7 @@ PACED_READ = 8 * 1024
 FIRST_RANGE = 32 * 1024
 # After it, this pause (seconds) lets such a listener go before the next range
 # is asked for on its behalf; it is paid once per stream, and covered many
-# times over by the 64 KiB already sent.
+# times over by the first range already sent.
 SECOND_RANGE_PAUSE = 0.005
 # Seconds a short range left early may take to come whole (UpstreamFetcher.finish).
 DRAIN_TIMEOUT = 2.0
@@ -135,7 +135,6 @@ class OpenRange:
         self.response.close()
 
 
-
 class UpstreamFetcher:
     """Opens bounded ranges of a stream URL, checking hosts and redirects."""
 
@@ -182,10 +181,7 @@ class UpstreamFetcher:
         if opened.slowed:
             response.close()
             return
-        transport = _transport(opened)
-        default = getattr(type(transport), "max_size", None)
-        if transport is not None and isinstance(default, int):
-            transport.max_size = default  # type: ignore[attr-defined]
+        _set_read_limit(_transport(opened), None)  # the next user starts afresh
         if (response.content.is_eof() or response.closed
                 or opened.end - opened.start >= FIRST_RANGE):
             response.release()  # closes it unless the whole body came
@@ -682,12 +678,19 @@ def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
                             PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
-    # asyncio's selector transports read ``max_size`` bytes per recv() (a class
-    # attribute, 256 KiB); other event loops have no such knob, and lose only
-    # the memory saving.
+    _set_read_limit(transport, PACED_READ if paced else None)
+
+
+def _set_read_limit(transport: asyncio.Transport | None, size: int | None) -> None:
+    """Bytes per recv() for ``transport``: ``size``, or asyncio's default (None).
+
+    asyncio's selector transports read ``max_size`` bytes per recv() (a class
+    attribute, 256 KiB); other event loops have no such knob, and lose only
+    the memory saving.
+    """
     default = getattr(type(transport), "max_size", None)
     if transport is not None and isinstance(default, int):
-        transport.max_size = min(PACED_READ, default) if paced else default  # type: ignore[attr-defined]
+        transport.max_size = default if size is None else min(size, default)  # type: ignore[attr-defined]
 
 
 def _cause_name(exc: BaseException) -> str:
