@@ -12,6 +12,7 @@ import pytest
 from bench.httpclient import fetch
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
+from ytproxy import upstream
 from ytproxy.upstream import RangeStream
 
 VID = "PaCeD_tRaCk"
@@ -90,3 +91,80 @@ async def test_the_benchmark_client_reads_a_whole_body(
                                   headers={"Range": "bytes=0-299999"}, hasher=digest)
     assert got.status == 206 and got.body_bytes == len(data)
     assert got.digest == hashlib.sha256(data).digest()
+
+
+async def test_a_fast_listener_that_stops_taking_bytes_is_paced_again(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
+) -> None:
+    """Unpaced pieces are up to 256 KiB; the relay still sees the socket full
+    (aiohttp's own write would wait inside past 64 KiB, and hide it)."""
+    data = random_audio(10 * 1024 * 1024 + 3)
+    googlevideo.add_track(VID, data, title="Fast then slow")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    port = proxy.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    received = bytearray()
+    try:
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            while not pace_calls:  # as fast as loopback goes, until unpaced
+                chunk = await reader.read(1 << 20)
+                assert chunk, "the body ended before the listener was unpaced"
+                received += chunk
+            await asyncio.sleep(0.5)  # a player that stops taking bytes for a while
+            while len(received) < len(data):
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    assert pace_calls[:2] == [False, True]
+    assert bytes(received) == data
+
+
+async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits: list[int | None] = []
+    original = upstream._set_read_limit
+
+    def record(transport: asyncio.Transport | None, size: int | None) -> None:
+        limits.append(size)
+        original(transport, size)
+
+    monkeypatch.setattr(upstream, "_set_read_limit", record)
+    data = random_audio(3 * 1024 * 1024 + 5)
+    googlevideo.add_track(VID, data, title="Gulp")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    port = proxy.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    received = bytearray()
+    try:
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            while not pace_calls:  # a player's pace, until told slow
+                received += await reader.read(16 * 1024)
+                await asyncio.sleep(0.05)
+            while len(received) < len(data):
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    sizes = [size for size in limits if size is not None]
+    assert sizes[0] == upstream.START_READ > upstream.PACED_READ
+    small = sizes.index(upstream.PACED_READ)
+    assert upstream.START_READ not in sizes[small:]  # small from the first full socket on
+    assert bytes(received) == data

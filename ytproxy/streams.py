@@ -194,10 +194,9 @@ class StreamHandler:
         entry = self._registry.start(track.id, track.name, client, request.headers.get("Range"))
         transport = request.transport
         _limit_send_buffer(transport)
-        drain = _drainer(response)
+        write, drain = _writer(response)
         began = time.monotonic()
         ok = False
-        write = response.write
         try:
             # The hot path: one upstream read and one write per piece, and no
             # reference kept to a piece once it is written (a paused listener
@@ -212,12 +211,18 @@ class StreamHandler:
                 if transport is not None and transport.get_write_buffer_size():
                     # The listener's socket is full: wait until it has taken
                     # everything before reading more from upstream, so what it
-                    # has not taken waits in upstream's socket, not here.
-                    if (not body.slow and entry.bytes_sent
-                            < _PACED_BELOW * (time.monotonic() - began)):
-                        body.pace()  # a slow listener, now known to be one
-                    if drain is not None:
+                    # has not taken waits in upstream's socket, not here.  One
+                    # that takes long to, or takes little on average, is slow.
+                    body.filled()
+                    if body.slow:
                         await drain()
+                    else:
+                        waiting = time.monotonic()
+                        await drain()
+                        now = time.monotonic()
+                        if (now - waiting > _SLOW_DRAIN
+                                or entry.bytes_sent < _PACED_BELOW * (now - began)):
+                            body.pace()  # a slow listener, now known to be one
                 if (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
                         >= _UNPACE_RATE * (time.monotonic() - began)):
                     body.pace(False)  # a listener that keeps up: big reads
@@ -258,6 +263,10 @@ LISTENER_SEND_BUFFER = 256 * 1024
 # socket is full, is a slow one (RangeStream.pace): 50 times a 160 kbit/s
 # track, far below what a reader that does not pace itself takes.
 _PACED_BELOW = 1_000_000
+# Or one whose full socket took longer than this (seconds) to take everything
+# left over: a reader that keeps up drains a piece in milliseconds, MPD playing
+# takes seconds.  Told at the first full socket, before big reads pile up here.
+_SLOW_DRAIN = 0.1
 # A stream starts paced, and is unpaced once the listener has taken this much
 # at this average rate or faster: MPD's first gulp (512 KiB plus socket
 # buffers) stays paced, a download does not.
@@ -282,13 +291,30 @@ def _limit_send_buffer(transport: asyncio.Transport | None) -> None:
     transport.set_write_buffer_limits(high=0)
 
 
-def _drainer(response: web.StreamResponse) -> Callable[[], Awaitable[None]] | None:
-    """The response's wait-for-the-transport, which ``write`` calls only once 64 KiB
-    went out since the last wait (aiohttp keeps the writer private; ``drain`` is
-    its documented method, and what the deprecated ``StreamResponse.drain`` calls)."""
+def _writer(
+    response: web.StreamResponse,
+) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """The response's write, which leaves all waiting to the relay, and its
+    wait-for-the-transport.
+
+    ``StreamResponse.write`` waits for the transport itself once 64 KiB went
+    out since its last wait: then a full socket is over before the relay can
+    see it, and a listener never tells as slow (it always is, with pieces of
+    64 KiB or more).  The payload writer (private in aiohttp; ``write`` with
+    ``drain`` and ``drain`` are its documented methods, and what the public
+    ones call) lets the relay do every wait.  Without it, the public write
+    waits, and the relay's own waits find nothing left.
+    """
     writer = getattr(response, "_payload_writer", None)
     drain = getattr(writer, "drain", None)
-    return drain if callable(drain) else None
+    write = getattr(writer, "write", None)
+    if writer is None or not callable(drain) or not callable(write):
+        return response.write, _nothing
+    return partial(write, drain=False), drain
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _header_safe(text: str) -> str:

@@ -66,6 +66,11 @@ READ_BUFSIZE = 4 * 1024
 # for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
 # Smaller costs CPU (more reads per second of audio), larger costs memory.
 PACED_READ = 8 * 1024
+# The same before the listener's socket was first full (RangeStream.filled):
+# a player's first gulp (MPD: 512 KiB plus socket buffers) in reads this big,
+# not in a hundred small ones (a thousand players joining at once kept a core
+# busy with those); then the pieces left over here are PACED_READ.
+START_READ = 32 * 1024
 # A stream's first range is at most this long: it comes whole with the response
 # headers, so a listener who leaves at once (MPD seeks by reconnecting) leaves
 # a connection that can be reused rather than one that must be closed.
@@ -413,6 +418,7 @@ class RangeStream:
         self._current: OpenRange | None = None
         self._paced = True
         self._slow = False
+        self._filled = False
         self._refreshed_since_success = False
         self._gate = True
         self.total: int | None = None
@@ -482,7 +488,7 @@ class RangeStream:
                         stop = min(end, current.end)
                         content = current.response.content
                         self._current = current
-                        _set_read_size(current, self._paced, self._slow)
+                        _set_read_size(current, self._read_size, self._slow)
                         # Time spent waiting on upstream for this range; time the
                         # listener spends paused (nobody pulls) does not count.
                         waited = 0.0
@@ -639,7 +645,21 @@ class RangeStream:
         if paced != self._paced or slow != self._slow:
             self._paced, self._slow = paced, slow
             if self._current is not None:
-                _set_read_size(self._current, paced, slow)
+                _set_read_size(self._current, self._read_size, slow)
+
+    def filled(self) -> None:
+        """The relay's word that its listener's socket is full: the first gulp
+        is over, and paced reads are PACED_READ from now on, not START_READ."""
+        if not self._filled:
+            self._filled = True
+            if self._current is not None:
+                _set_read_size(self._current, self._read_size, self._slow)
+
+    @property
+    def _read_size(self) -> int | None:
+        if not self._paced:
+            return None
+        return PACED_READ if self._filled else START_READ
 
     @property
     def retry_count(self) -> int:
@@ -666,7 +686,7 @@ def _transport(opened: OpenRange) -> asyncio.Transport | None:
     return connection.transport if connection is not None else None
 
 
-def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
+def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None:
     transport = _transport(opened)
     opened.slowed = opened.slowed or slow
     sock = transport.get_extra_info("socket") if transport is not None else None
@@ -678,7 +698,7 @@ def _set_read_size(opened: OpenRange, paced: bool, slow: bool) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
                             PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
-    _set_read_limit(transport, PACED_READ if paced else None)
+    _set_read_limit(transport, read_size)
 
 
 def _set_read_limit(transport: asyncio.Transport | None, size: int | None) -> None:
