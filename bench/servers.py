@@ -109,6 +109,24 @@ class ProcStats:
         fields = raw[raw.rindex(")") + 2:].split()
         return (int(fields[11]) + int(fields[12])) / self._TICKS
 
+    def children_rss(self) -> float:
+        """RSS in MB of the process's descendants (ytproxy's yt-dlp workers)."""
+        total, todo, seen = 0.0, [self.pid], set()
+        while todo:
+            pid = todo.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    kids = [int(k) for k in (task / "children").read_text().split()]
+                except OSError:
+                    continue
+                for kid in kids:
+                    if kid not in seen:
+                        seen.add(kid)
+                        todo.append(kid)
+                        with contextlib.suppress(OSError, KeyError):
+                            total += ProcStats(kid).memory()["rss"]
+        return total
+
     def memory(self) -> dict[str, float]:
         """``rss`` and ``peak`` (VmHWM) in MB (10^6 bytes, as the targets are put)."""
         values: dict[str, float] = {}

@@ -56,6 +56,10 @@ def cold_id(i: int) -> str:
     return f"coldRun{i:04d}"
 
 
+def scale_id(i: int) -> str:
+    return f"scaleLvl{i:03d}"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -107,6 +111,8 @@ class Bench:
         page(BURST, self.media["10m.webm"])
         for i in range(self.args.cold + 1):
             page(cold_id(i), self.media["10m.webm"])
+        for i in range(len(self.args.listeners)):
+            page(scale_id(i), self.media["10m.webm"])
         upstream = "nginx " + _nginx_version() if self.upstream.kind == "nginx" else (
             "aiohttp static file server (nginx is not installed: `apt-get install nginx` "
             "to use it; no nginx peer-proxy figures either)")
@@ -205,8 +211,8 @@ class Bench:
                                   headers={**MPD_HEADERS, "Range": f"bytes={middle}-"})
             assert got.status == 206, got.status
             seek["ytproxy"].append(got.ttfb)
-        # Cold: ids never seen; each needs a yt-dlp call.  cold_id(0) warms the
-        # daemon's yt-dlp import first (paid once per process, not per track).
+        # Cold: ids never seen; each needs a yt-dlp call.  cold_id(0) starts the
+        # yt-dlp worker process first (paid once per idle spell, not per track).
         self.get_daemon(f"/proxy/{cold_id(0)}", first_byte_only=True)
         cold = []
         for i in range(1, self.args.cold + 1):
@@ -250,10 +256,15 @@ class Bench:
                  f"joining {self.args.join_rate:g} a second (a fresh daemon per level; "
                  "stall = a read waiting > 1 s)")
         rows = []
-        for count in self.args.listeners:
+        for level, count in enumerate(self.args.listeners):
             ramp = count / self.args.join_rate
             self.daemon.restart()
-            self.get_daemon(f"/proxy/{BIG}", first_byte_only=True)  # warm the store
+            # A daemon in use has made yt-dlp calls: one for a new id here (its
+            # worker process lives on for ytproxy's idle time, past this level).
+            got = self.get_daemon(f"/proxy/{scale_id(level)}", first_byte_only=True)
+            if got.status != 200:
+                raise SystemExit(f"ytproxy answered {got.status} for {scale_id(level)}")
+            self.get_daemon(f"/proxy/{BIG}", first_byte_only=True)
             stats = self.daemon.stats
             assert stats is not None
             before_mem = stats.memory()
@@ -282,6 +293,7 @@ class Bench:
             done.set()
             sampler.join()
             after = stats.memory()
+            helpers = stats.children_rss()
             if proc.returncode != 0:
                 raise SystemExit(f"load generator failed: {proc.stderr[-2000:]}")
             report = json.loads(proc.stdout)
@@ -302,6 +314,7 @@ class Bench:
                 "rss_before_mb": before_mem["rss"],
                 "peak_rss_mb": max([after["peak"], *(s[2] for s in samples)]),
                 "rss_after_mb": after["rss"],
+                "helpers_rss_mb": helpers,
                 "rss_samples_mb": [round(s[2], 1) for s in samples],
                 "cpu_seconds_samples": [round(s[1], 2) for s in samples],
             }
@@ -314,7 +327,8 @@ class Bench:
                      f"{row['cpu_percent_of_one_core']:.1f} % of a core while all play "
                      f"({row['cpu_percent_whole_run']:.1f} % over the whole run, joining "
                      f"included), peak RSS {row['peak_rss_mb']:.1f} MB "
-                     f"(idle {row['rss_before_mb']:.1f})")
+                     f"(idle {row['rss_before_mb']:.1f}; yt-dlp worker "
+                     f"{row['helpers_rss_mb']:.0f} MB, a separate process)")
             if report["first_errors"]:
                 self.log(f"         first errors: {report['first_errors']}")
         self.results["scale"] = rows
@@ -418,7 +432,8 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
                      f"{row['stalls']} stalls, CPU {row['cpu_percent_of_one_core']:.1f} % "
                      f"while all play ({row['cpu_percent_whole_run']:.0f} % with joining), "
                      f"peak RSS {row['peak_rss_mb']:.0f} MB",
-                     f"idle RSS {row['rss_before_mb']:.0f} MB; errors {row['errors']}",
+                     f"idle RSS {row['rss_before_mb']:.0f} MB (+ yt-dlp worker "
+                     f"{row.get('helpers_rss_mb', 0):.0f} MB); errors {row['errors']}",
                      f"worst wait {row['worst_wait_s']:.2f} s; first byte p50 "
                      f"{(row['first_byte_p50_s'] or 0) * 1000:.0f} ms, "
                      f"max {(row['first_byte_max_s'] or 0) * 1000:.0f} ms", target))

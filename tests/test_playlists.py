@@ -4,6 +4,7 @@ written for `mpc load`, and /playlist/{name}.m3u and /playlists over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ from tests.mpd_harness import MpdInstance
 from tests.proxy_fixture import ProxyFactory, random_audio
 from tests.test_cli import Result, cli_env, run_ytproxy
 from ytproxy import store as store_module
+from ytproxy import ytdlp_process
 from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import (
     InvalidPlaylistName,
@@ -325,6 +327,12 @@ async def test_list_playlist_reads_youtube_embeds_without_contacting_youtube(
     assert title == TITLE
     assert [e.url for e in entries] == [f"https://www.youtube.com/embed/{i}" for i in IDS]
     assert pages.hits["/list.html"] == 1
+    # yt-dlp runs in a worker process, out of this audit hook's sight: the same
+    # call, with the resolver's options, here.
+    options = resolver._options(extract_flat="in_playlist")
+    answer = await asyncio.to_thread(
+        ytdlp_process._answer, {"url": pages.url("/list.html"), "options": options})
+    assert answer["info"]["title"] == TITLE
     contacted = {c[0] if isinstance(c, tuple) else c for c in connects}
     assert contacted == {"127.0.0.1"}, connects
 

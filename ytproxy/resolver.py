@@ -1,7 +1,8 @@
-"""yt-dlp, run in a bounded thread pool, turned into a ``StreamInfo`` or a typed error.
+"""yt-dlp, run in helper processes, turned into a ``StreamInfo`` or a typed error.
 
 yt-dlp is blocking and not promised thread-safe: every call gets its own
-``YoutubeDL`` inside ``with``, on one of ``resolver.workers`` threads.
+``YoutubeDL`` inside ``with``, in one of ``resolver.workers`` worker processes
+(``ytdlp_process``), which exit when idle and take yt-dlp's memory with them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,6 +29,7 @@ from ytproxy.errors import (
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
+from ytproxy.ytdlp_process import ExtractFailed, WorkerLost, YtdlpProcesses
 
 __all__ = [
     "Resolver",
@@ -196,6 +197,9 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
     cause = getattr(exc, "exc_info", None)
     inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
     expected = bool(getattr(inner, "expected", False))
+    network = isinstance(inner, OSError | TimeoutError)
+    if isinstance(exc, ExtractFailed):  # as told by a worker process
+        expected, network = exc.expected, exc.network
     short = text.removeprefix("ERROR: ").strip()
     status_match = _HTTP_STATUS_RE.search(text)
     if status_match is not None:
@@ -212,7 +216,7 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
             f"the source asks for a sign-in: {short}. Upgrading yt-dlp often helps "
             "(pip install -U 'yt-dlp[default]')"
         )
-    if any(p in lower for p in _TRANSIENT_PHRASES) or isinstance(inner, OSError | TimeoutError):
+    if any(p in lower for p in _TRANSIENT_PHRASES) or network:
         return ResolverUnavailable(f"could not reach the source right now: {short}")
     if "unsupported url" in lower:
         return ResolverFailed(f"yt-dlp does not know how to read {source_url}")
@@ -222,22 +226,6 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
         f"yt-dlp failed: {short}. If this keeps happening, upgrade yt-dlp "
         "(pip install -U 'yt-dlp[default]')"
     )
-
-
-class _YtdlpLogger:
-    """Routes yt-dlp's chatter into our log; its errors become exceptions we classify."""
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def warning(self, msg: str) -> None:
-        log.debug("yt-dlp warning: %s", msg)
-
-    def error(self, msg: str) -> None:
-        log.debug("yt-dlp error: %s", msg)
 
 
 class Resolver:
@@ -256,9 +244,7 @@ class Resolver:
         self.rate_limit_waiting = 0
         # Told how long each real yt-dlp call took (the metrics histogram).
         self.on_duration: Callable[[float], None] | None = None
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.workers, thread_name_prefix="ytproxy-resolver"
-        )
+        self._workers = YtdlpProcesses.shared(config.workers)
         self._flights: SingleFlight[str, StreamInfo] = SingleFlight()
         self.failures: Counter[str] = Counter()
         self.last_duration: float | None = None
@@ -314,15 +300,18 @@ class Resolver:
     async def _call_ytdlp(
         self, url: str, options: dict[str, Any], limit: float, what: str
     ) -> dict[str, Any]:
-        """One yt-dlp call: breaker, rate limit, thread pool, deadline, classified errors."""
+        """One yt-dlp call: breaker, rate limit, worker process, deadline, classified errors."""
         await self._admit()
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
-                return await loop.run_in_executor(self._pool, self._extract, url, options)
+                info = await self._workers.extract(url, options)
+        except WorkerLost as exc:
+            self.failures["worker_lost"] += 1
+            self.breaker.record_failure(str(exc))
+            raise ResolverUnavailable(f"{exc}; the next call starts a new one") from None
         except TimeoutError:
-            # The worker thread cannot be interrupted; yt-dlp's own socket
+            # The call is left to end in its worker; yt-dlp's own socket
             # timeout ends it soon after.
             self.failures["timeout"] += 1
             self.breaker.record_failure("timeout")
@@ -334,6 +323,9 @@ class Resolver:
             self.last_duration = time.monotonic() - started
             if self.on_duration is not None:
                 self.on_duration(self.last_duration)
+        if info is None:
+            raise ResolverFailed(f"yt-dlp returned nothing for {url}")
+        return info
 
     def _settle(self, exc: Exception, url: str) -> YtproxyError:
         """Classify a failure, count it, and tell the breaker (only transient ones count)."""
@@ -351,7 +343,6 @@ class Resolver:
             "no_warnings": True,
             "noprogress": True,
             "socket_timeout": max(1.0, self._config.timeout / 2),
-            "logger": _YtdlpLogger(),
             "cachedir": False,
             **extra,
         }
@@ -408,14 +399,5 @@ class Resolver:
                  self.last_duration)
         return result
 
-    def _extract(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
-        import yt_dlp  # heavy import, paid once, in a worker thread
-
-        with yt_dlp.YoutubeDL(options) as ydl:
-            info = ydl.extract_info(url, download=False)
-        if not isinstance(info, dict):
-            raise ResolverFailed(f"yt-dlp returned nothing for {url}")
-        return dict(info)
-
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: the worker processes are shared, and exit when idle."""

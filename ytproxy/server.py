@@ -168,7 +168,7 @@ async def _graceful_shutdown(app: web.Application) -> None:
         log.info("shutdown: closed %d stream(s) and %d other request(s) still open after "
                  "the %g s grace period", streams, len(cut) - streams, grace)
     else:
-        log.info("shutdown: no streams left open; closing the store and yt-dlp's threads")
+        log.info("shutdown: no streams left open; closing the store and yt-dlp's workers")
 
 
 def create_app(config: Config) -> web.Application:

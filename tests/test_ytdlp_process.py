@@ -1,0 +1,98 @@
+"""yt-dlp runs in worker processes that exit when idle (the daemon stays small)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.googlevideo import FakeGooglevideo
+from tests.proxy_fixture import random_audio
+from ytproxy.config import ResolverConfig
+from ytproxy.errors import ResolverUnavailable
+from ytproxy.resolver import Resolver
+from ytproxy.ytdlp_process import ExtractFailed, YtdlpProcesses
+
+VID = "WoRkErPrOc1"
+OPTIONS = {"quiet": True, "no_warnings": True, "noprogress": True, "cachedir": False,
+           "socket_timeout": 5}
+
+
+def _workers_of_this_process() -> list[int]:
+    """Our child processes that are yt-dlp workers."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for pid in children:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"ytproxy.ytdlp_process" in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+async def _wait_for(condition: Callable[[], object], within: float = 10.0) -> None:
+    for _ in range(int(within / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not so within {within} s")
+
+
+async def test_a_call_runs_in_a_worker_that_exits_when_idle(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    googlevideo.add_track(VID, random_audio(1000), title="In a worker")
+    processes = YtdlpProcesses(1, idle_exit=0.5)
+    try:
+        info = await processes.extract(googlevideo.watch_url(VID), OPTIONS)
+        assert info is not None and info["title"].startswith("In a worker")
+        assert processes.running == 1 and processes.started == 1
+        await _wait_for(lambda: not processes.running)  # idle 0.5 s: it exited
+        again = await processes.extract(googlevideo.watch_url(VID), OPTIONS)
+        assert again is not None and again["url"]
+        assert processes.started == 2  # a new worker for the next call
+    finally:
+        processes.close()
+
+
+async def test_a_failure_comes_back_as_plain_data(googlevideo: FakeGooglevideo) -> None:
+    googlevideo.add_track(VID, random_audio(1000), title="Gone")
+    googlevideo.set_watch_status(VID, 404)
+    processes = YtdlpProcesses(1)
+    try:
+        with pytest.raises(ExtractFailed) as caught:
+            await processes.extract(googlevideo.watch_url(VID), OPTIONS)
+    finally:
+        processes.close()
+    assert "404" in str(caught.value)
+
+
+async def test_a_worker_killed_mid_call_is_a_503_and_the_next_call_works(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    googlevideo.add_track(VID, random_audio(1000), title="Survivor")
+    googlevideo.watch_delay = 3.0  # the call is in flight while its worker is killed
+    resolver = Resolver(ResolverConfig(source_url_template=googlevideo.watch_url_template,
+                                       timeout=20.0, workers=3))
+    source = resolver.source_url_for(VID)
+    others = set(_workers_of_this_process())  # other tests' shared workers: left alone
+    call = asyncio.create_task(resolver.resolve(source))
+    await _wait_for(lambda: googlevideo.watch_hits[VID] == 1)
+    mine = set(_workers_of_this_process()) - others
+    assert mine
+    for pid in mine:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ResolverUnavailable, match="worker process died"):
+        await call
+    assert resolver.failures["worker_lost"] == 1
+    googlevideo.watch_delay = 0.0
+    info = await resolver.resolve(source)
+    assert info.title is not None and info.title.startswith("Survivor")
+    await resolver.close()

@@ -1,0 +1,247 @@
+"""yt-dlp calls in worker processes that exit when idle.
+
+yt-dlp and the extractors one call loads cost ~50 MB, held for good once
+imported; the daemon needs them for a moment every few hours per track.  So
+each call runs in a worker process (``python -m ytproxy.ytdlp_process``), which
+exits after ``IDLE_EXIT`` seconds without a call, and the daemon itself stays
+the size of what it relays.
+
+A worker reads one JSON request per line on stdin (``{"url", "options", "env"}``,
+the last the daemon's proxy variables) and
+answers one JSON line on stdout: ``{"info": {...}}`` (yt-dlp's sanitized info
+dict, or null) or ``{"error": text, "expected": bool, "network": bool}``.
+This module is all a worker imports besides yt-dlp: it must stay light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["IDLE_EXIT", "ExtractFailed", "WorkerLost", "YtdlpProcesses"]
+
+# Seconds a worker waits for the next call before it exits.  Longer than a
+# track: a queue of tracks played for the first time resolves one per track,
+# and each new worker pays Python's start and yt-dlp's import (~0.5 s).
+IDLE_EXIT = 300.0
+# The environment a call reads as the daemon has it now, not as it was when
+# its worker started (yt-dlp honours these itself when no proxy is configured).
+_CALL_ENV = tuple(name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+                  for name in (base, base.upper()))
+# A worker idle this close to its exit (seconds, at most a tenth of it) is not
+# handed a call: it may be leaving.
+_IDLE_MARGIN = 5.0
+
+
+class ExtractFailed(Exception):
+    """A yt-dlp failure, told across the process boundary as plain data.
+
+    ``expected`` is yt-dlp's own word that the failure is the source's (not a
+    bug); ``network`` that the cause was an OS-level (socket) error.
+    """
+
+    def __init__(self, text: str, expected: bool = False, network: bool = False) -> None:
+        super().__init__(text)
+        self.expected = expected
+        self.network = network
+
+
+class WorkerLost(Exception):
+    """The worker process died during a call (killed, out of memory)."""
+
+
+# ------------------------------------------------------------------ the worker side
+
+
+class _Quiet:
+    """yt-dlp's chatter, dropped: its errors come back as exceptions."""
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    info = warning = error = debug
+
+
+def _answer(request: dict[str, Any]) -> dict[str, Any]:
+    import yt_dlp  # heavy; imported once per worker process
+
+    env = request.get("env")
+    if isinstance(env, dict):
+        for name in _CALL_ENV:
+            if isinstance(env.get(name), str):
+                os.environ[name] = env[name]
+            else:
+                os.environ.pop(name, None)
+
+    try:
+        with yt_dlp.YoutubeDL({**request["options"], "logger": _Quiet()}) as ydl:
+            info = ydl.extract_info(request["url"], download=False)
+            clean = ydl.sanitize_info(info) if isinstance(info, dict) else None
+    except Exception as exc:
+        cause = getattr(exc, "exc_info", None)
+        inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
+        return {"error": str(exc) or type(exc).__name__,
+                "expected": bool(getattr(inner, "expected", False)),
+                "network": isinstance(inner, OSError | TimeoutError)}
+    return {"info": clean if isinstance(clean, dict) else None}
+
+
+def serve(idle_exit: float) -> None:
+    """The worker's loop: answer requests on stdin until EOF or ``idle_exit`` s idle."""
+    stdin = sys.stdin.buffer
+    # Answers go to the real stdout; anything yt-dlp prints goes to stderr.
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    while True:
+        ready, _, _ = select.select([stdin], [], [], idle_exit)
+        if not ready:
+            return
+        line = stdin.readline()
+        if not line:
+            return
+        try:
+            reply = _answer(json.loads(line))
+        except Exception as exc:  # a bad request: say so, keep serving
+            reply = {"error": f"bad request to the yt-dlp worker: {exc}"}
+        stdout.write(json.dumps(reply, default=str) + "\n")
+        stdout.flush()
+
+
+# ------------------------------------------------------------------ the daemon side
+
+
+class _Worker:
+    def __init__(self, idle_exit: float) -> None:
+        env = dict(os.environ)
+        # The package's own directory first, however ytproxy was installed or run.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ytproxy.ytdlp_process", str(idle_exit)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+        self.idle_since = time.monotonic()
+
+    def alive(self, idle_exit: float) -> bool:
+        margin = min(_IDLE_MARGIN, idle_exit / 10)
+        fresh = time.monotonic() - self.idle_since < idle_exit - margin
+        return self.proc.poll() is None and fresh
+
+    def call(self, request: bytes) -> dict[str, Any]:
+        """Blocking: one request, one answer (run in a thread)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(request)
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerLost(f"the yt-dlp worker process died ({exc})") from None
+        if not line:
+            self.proc.wait()
+            raise WorkerLost(f"the yt-dlp worker process died (exit status "
+                             f"{self.proc.returncode})")
+        self.idle_since = time.monotonic()
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: the worker leaves when its call is done
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class YtdlpProcesses:
+    """Up to ``workers`` worker processes, started when a call needs one, each
+    gone ``idle_exit`` seconds after its last call.
+
+    One per worker count per process (``shared``): resolvers come and go (the
+    CLI, tests), the workers need not.  Calls run in threads (blocking pipes),
+    so a worker serves whichever event loop asks.
+    """
+
+    @classmethod
+    def shared(cls, workers: int) -> YtdlpProcesses:
+        with _SHARED_LOCK:
+            if workers not in _SHARED:
+                _SHARED[workers] = cls(workers)
+            return _SHARED[workers]
+
+    def __init__(self, workers: int, *, idle_exit: float = IDLE_EXIT) -> None:
+        self._idle_exit = idle_exit
+        # One thread per worker process, each waiting on its pipe.
+        self._threads = ThreadPoolExecutor(max_workers=workers,
+                                           thread_name_prefix="ytproxy-ytdlp")
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.started = 0  # worker processes started so far
+
+    @property
+    def running(self) -> int:
+        """Worker processes alive and waiting for a call."""
+        with self._lock:
+            return sum(1 for w in self._idle if w.proc.poll() is None)
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive(self._idle_exit):
+                    return worker
+                worker.stop()
+            self.started += 1
+        return _Worker(self._idle_exit)
+
+    def _give_back(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.append(worker)
+
+    def _call(self, request: bytes) -> dict[str, Any]:
+        worker = self._take()
+        try:
+            answer = worker.call(request)
+        except WorkerLost:
+            worker.stop()
+            raise
+        self._give_back(worker)
+        return answer
+
+    async def extract(self, url: str, options: dict[str, Any]) -> dict[str, Any] | None:
+        """yt-dlp's info dict for ``url`` (None if it gave none); raises
+        ExtractFailed (yt-dlp's error) or WorkerLost.  A caller that stops
+        waiting leaves the call to end in its worker."""
+        env = {name: os.environ[name] for name in _CALL_ENV if name in os.environ}
+        request = (json.dumps({"url": url, "options": options, "env": env}) + "\n").encode()
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self._threads, self._call, request)
+        if "error" in answer:
+            raise ExtractFailed(str(answer["error"]), bool(answer.get("expected")),
+                                bool(answer.get("network")))
+        info = answer.get("info")
+        return info if isinstance(info, dict) else None
+
+    def close(self) -> None:
+        """Let the idle workers go now (a call in flight ends in its own time)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
+
+
+_SHARED: dict[int, YtdlpProcesses] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+if __name__ == "__main__":
+    serve(float(sys.argv[1]) if len(sys.argv) > 1 else IDLE_EXIT)
