@@ -98,12 +98,19 @@ async def test_a_fast_listener_that_stops_taking_bytes_is_paced_again(
 ) -> None:
     """Unpaced pieces are up to 256 KiB; the relay still sees the socket full
     (aiohttp's own write would wait inside past 64 KiB, and hide it)."""
-    data = random_audio(10 * 1024 * 1024 + 3)
+    data = random_audio(12 * 1024 * 1024 + 3)
     googlevideo.add_track(VID, data, title="Fast then slow")
     proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
     port = proxy.server.port
     assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    # A player's bounded buffer: the rest of the track must not fit in the
+    # kernel's buffers while the listener pauses (left alone, loopback grows
+    # them to megabytes).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
     writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  "Connection: close\r\n\r\n".encode())
     received = bytearray()

@@ -19,6 +19,7 @@ from ytproxy.config import Config, ConfigError, load_config, render_config
 from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
 from ytproxy.listener import serve
+from ytproxy.malloc import tune_malloc
 from ytproxy.models import Track
 from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u, write_m3u_file
 from ytproxy.redact import RedactingFilter
@@ -181,6 +182,7 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     warning = bind_warning(config.server)
     if warning is not None:
         log.warning("%s", warning)
+    tune_malloc()
     app = create_app(config)
     base = proxy_base_url(config.server.host, config.server.port)
 
