@@ -409,16 +409,16 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
         rows.append((f"TTFB warm, p50 / p99 ({w['requests']} requests)",
                      f"{w['warm_p50_ms']:.2f} / {w['warm_p99_ms']:.2f} ms",
                      f"direct {w['direct_p50_ms']:.2f} / {w['direct_p99_ms']:.2f} ms",
-                     f"p50 +{w['warm_p50_over_direct_ms']:.2f} ms",
+                     f"p50 {w['warm_p50_over_direct_ms']:+.2f} ms",
                      f"<= direct + 1 ms: {yes(w['warm_p50_over_direct_ms'] <= 1.0)}"))
         rows.append(("TTFB seek (Range to the middle), p50 / p99",
                      f"{w['seek_p50_ms']:.2f} / {w['seek_p99_ms']:.2f} ms",
                      f"direct {w['seek_direct_p50_ms']:.2f} / {w['seek_direct_p99_ms']:.2f} ms",
-                     f"p50 +{w['seek_p50_ms'] - w['seek_direct_p50_ms']:.2f} ms", "—"))
+                     f"p50 {w['seek_p50_ms'] - w['seek_direct_p50_ms']:+.2f} ms", "—"))
         rows.append((f"TTFB cold (new id, {w['cold_runs']} runs), p50",
                      f"{w['cold_p50_ms']:.0f} ms",
                      f"yt-dlp call alone {w['ytdlp_alone_p50_ms']:.0f} ms",
-                     f"+{w['cold_p50_ms'] - w['ytdlp_alone_p50_ms']:.0f} ms", "—"))
+                     f"{w['cold_p50_ms'] - w['ytdlp_alone_p50_ms']:+.0f} ms", "—"))
     for row in results.get("scale", []):
         n = row["listeners"]
         kb = row["rate_bytes_per_s"] / 1000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -96,3 +97,20 @@ async def test_a_worker_killed_mid_call_is_a_503_and_the_next_call_works(
     info = await resolver.resolve(source)
     assert info.title is not None and info.title.startswith("Survivor")
     await resolver.close()
+
+
+async def test_yt_dlp_messages_reach_the_daemon_log_at_debug(
+    googlevideo: FakeGooglevideo, caplog: pytest.LogCaptureFixture,
+) -> None:
+    googlevideo.add_track(VID, random_audio(1000), title="Chatty")
+    processes = YtdlpProcesses(1)
+    try:
+        with caplog.at_level(logging.INFO, logger="ytproxy.ytdlp_process"):
+            await processes.extract(googlevideo.watch_url(VID), OPTIONS)
+        assert not [r for r in caplog.records if r.getMessage().startswith("yt-dlp: ")]
+        with caplog.at_level(logging.DEBUG, logger="ytproxy.ytdlp_process"):
+            await processes.extract(googlevideo.watch_url(VID), OPTIONS)
+    finally:
+        processes.close()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("yt-dlp: ")]
+    assert any(VID in line for line in said), said

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import select
 import subprocess
@@ -30,6 +31,8 @@ from typing import Any
 
 __all__ = ["IDLE_EXIT", "ExtractFailed", "WorkerLost", "YtdlpProcesses"]
 
+log = logging.getLogger(__name__)
+
 # Seconds a worker waits for the next call before it exits.  Longer than a
 # track: a queue of tracks played for the first time resolves one per track,
 # and each new worker pays Python's start and yt-dlp's import (~0.5 s).
@@ -38,6 +41,8 @@ IDLE_EXIT = 300.0
 # its worker started (yt-dlp honours these itself when no proxy is configured).
 _CALL_ENV = tuple(name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
                   for name in (base, base.upper()))
+# yt-dlp messages a reply carries at most.
+_MAX_CHATTER = 500
 # A worker idle this close to its exit (seconds, at most a tenth of it) is not
 # handed a call: it may be leaving.
 _IDLE_MARGIN = 5.0
@@ -63,11 +68,16 @@ class WorkerLost(Exception):
 # ------------------------------------------------------------------ the worker side
 
 
-class _Quiet:
-    """yt-dlp's chatter, dropped: its errors come back as exceptions."""
+class _Chatter:
+    """yt-dlp's messages, kept for the reply when the daemon logs at DEBUG (its
+    errors come back as exceptions either way)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.lines: list[str] | None = [] if keep else None
 
     def debug(self, msg: str) -> None:
-        pass
+        if self.lines is not None and len(self.lines) < _MAX_CHATTER:
+            self.lines.append(msg)
 
     info = warning = error = debug
 
@@ -83,8 +93,9 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
             else:
                 os.environ.pop(name, None)
 
+    chatter = _Chatter(bool(request.get("debug")))
     try:
-        with yt_dlp.YoutubeDL({**request["options"], "logger": _Quiet()}) as ydl:
+        with yt_dlp.YoutubeDL({**request["options"], "logger": chatter}) as ydl:
             info = ydl.extract_info(request["url"], download=False)
             clean = ydl.sanitize_info(info) if isinstance(info, dict) else None
     except Exception as exc:
@@ -92,8 +103,9 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
         inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
         return {"error": str(exc) or type(exc).__name__,
                 "expected": bool(getattr(inner, "expected", False)),
-                "network": isinstance(inner, OSError | TimeoutError)}
-    return {"info": clean if isinstance(clean, dict) else None}
+                "network": isinstance(inner, OSError | TimeoutError),
+                "chatter": chatter.lines}
+    return {"info": clean if isinstance(clean, dict) else None, "chatter": chatter.lines}
 
 
 def serve(idle_exit: float) -> None:
@@ -222,9 +234,14 @@ class YtdlpProcesses:
         ExtractFailed (yt-dlp's error) or WorkerLost.  A caller that stops
         waiting leaves the call to end in its worker."""
         env = {name: os.environ[name] for name in _CALL_ENV if name in os.environ}
-        request = (json.dumps({"url": url, "options": options, "env": env}) + "\n").encode()
+        debug = log.isEnabledFor(logging.DEBUG)
+        request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug})
+                   + "\n").encode()
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._threads, self._call, request)
+        for line in answer.get("chatter") or ():
+            # Through the daemon's log, so its redaction of URL queries applies.
+            log.debug("yt-dlp: %s", line)
         if "error" in answer:
             raise ExtractFailed(str(answer["error"]), bool(answer.get("expected")),
                                 bool(answer.get("network")))
