@@ -31,6 +31,46 @@ def pace_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
+async def _listen(port: int, length: int, pace_calls: list[bool], *, receive_buffer: int,
+                  fast_first: bool = False) -> bytes:
+    """GET the track on a raw socket whose receive buffer is bounded like a player's.
+
+    Until the relay first calls ``pace``: a player's pace (16 KiB every 50 ms),
+    or with ``fast_first`` as fast as loopback goes and then no bytes taken for
+    0.5 s.  Then the rest as it comes (bounded: 20 s in all).
+    """
+    # A slow reader buffers little in this process too, or its socket fills late.
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, limit=1 << 20 if fast_first else 1 << 16)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                               receive_buffer)
+    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    received = bytearray()
+    try:
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            while not pace_calls:
+                if fast_first:
+                    chunk = await reader.read(1 << 20)
+                    assert chunk, "the body ended before the relay paced or unpaced"
+                    received += chunk
+                else:
+                    received += await reader.read(16 * 1024)
+                    await asyncio.sleep(0.05)
+            if fast_first:
+                await asyncio.sleep(0.5)  # a player that stops taking bytes for a while
+            while len(received) < length:
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    return bytes(received)
+
+
 async def test_a_fast_listener_is_unpaced_and_gets_every_byte(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
 ) -> None:
@@ -52,30 +92,9 @@ async def test_a_slow_listener_is_paced_and_gets_every_byte(
     proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
     port = proxy.server.port
     assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 "Connection: close\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    received = bytearray()
-    try:
-        # A player's pace: a little at a time, until the relay has found the
-        # socket full and the listener slow (bounded: a few seconds at most).
-        async with asyncio.timeout(20):
-            while not pace_calls:
-                received += await reader.read(16 * 1024)
-                await asyncio.sleep(0.05)
-            while len(received) < len(data):
-                chunk = await reader.read(1 << 20)
-                if not chunk:
-                    break
-                received += chunk
-    finally:
-        writer.close()
+    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
     assert pace_calls[0] is True and False not in pace_calls
-    assert bytes(received) == data
+    assert received == data
 
 
 async def test_the_benchmark_client_reads_a_whole_body(
@@ -106,32 +125,10 @@ async def test_a_fast_listener_that_stops_taking_bytes_is_paced_again(
     # A player's bounded buffer: the rest of the track must not fit in the
     # kernel's buffers while the listener pauses (left alone, loopback grows
     # them to megabytes).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
-    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 "Connection: close\r\n\r\n".encode())
-    received = bytearray()
-    try:
-        async with asyncio.timeout(20):
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200")
-            while not pace_calls:  # as fast as loopback goes, until unpaced
-                chunk = await reader.read(1 << 20)
-                assert chunk, "the body ended before the listener was unpaced"
-                received += chunk
-            await asyncio.sleep(0.5)  # a player that stops taking bytes for a while
-            while len(received) < len(data):
-                chunk = await reader.read(1 << 20)
-                if not chunk:
-                    break
-                received += chunk
-    finally:
-        writer.close()
+    received = await _listen(port, len(data), pace_calls, receive_buffer=256 * 1024,
+                             fast_first=True)
     assert pace_calls[:2] == [False, True]
-    assert bytes(received) == data
+    assert received == data
 
 
 async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
@@ -151,27 +148,9 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
     proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
     port = proxy.server.port
     assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-    writer.write(f"GET /proxy/{VID} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 "Connection: close\r\n\r\n".encode())
-    received = bytearray()
-    try:
-        async with asyncio.timeout(20):
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200")
-            while not pace_calls:  # a player's pace, until told slow
-                received += await reader.read(16 * 1024)
-                await asyncio.sleep(0.05)
-            while len(received) < len(data):
-                chunk = await reader.read(1 << 20)
-                if not chunk:
-                    break
-                received += chunk
-    finally:
-        writer.close()
+    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
     sizes = [size for size in limits if size is not None]
     assert sizes[0] == upstream.START_READ > upstream.PACED_READ
     small = sizes.index(upstream.PACED_READ)
     assert upstream.START_READ not in sizes[small:]  # small from the first full socket on
-    assert bytes(received) == data
+    assert received == data
