@@ -202,10 +202,7 @@ class StreamHandler:
             # reference kept to a piece once it is written (a paused listener
             # must not pin it).
             while (piece := await body.next_piece()) is not None:
-                if framer is None:
-                    await write(piece)
-                else:
-                    await _write_icy(write, framer, piece)
+                await write(piece if framer is None else framer.frame(piece))
                 entry.bytes_sent += len(piece)
                 del piece
                 if transport is not None and transport.get_write_buffer_size():
@@ -214,15 +211,12 @@ class StreamHandler:
                     # has not taken waits in upstream's socket, not here.  One
                     # that takes long to, or takes little on average, is slow.
                     body.filled()
-                    if body.slow:
-                        await drain()
-                    else:
-                        waiting = time.monotonic()
-                        await drain()
-                        now = time.monotonic()
-                        if (now - waiting > _SLOW_DRAIN
-                                or entry.bytes_sent < _PACED_BELOW * (now - began)):
-                            body.pace()  # a slow listener, now known to be one
+                    waiting = time.monotonic()
+                    await drain()
+                    now = time.monotonic()
+                    if not body.slow and (now - waiting > _SLOW_DRAIN
+                                          or entry.bytes_sent < _PACED_BELOW * (now - began)):
+                        body.pace()  # a slow listener, now known to be one
                 if (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
                         >= _UNPACE_RATE * (time.monotonic() - began)):
                     body.pace(False)  # a listener that keeps up: big reads
@@ -245,12 +239,6 @@ class StreamHandler:
                 request.transport.close()
         finally:
             self._registry.finish(entry, ok=ok)
-
-
-async def _write_icy(
-    write: Callable[[bytes], Awaitable[None]], framer: IcyFramer, piece: bytes
-) -> None:
-    await write(framer.frame(piece))
 
 
 # The kernel's send buffer for a listener's connection.  Linux otherwise grows

@@ -653,7 +653,7 @@ class RangeStream:
         if not self._filled:
             self._filled = True
             if self._current is not None:
-                _set_read_size(self._current, self._read_size, self._slow)
+                _set_read_limit(_transport(self._current), self._read_size)
 
     @property
     def _read_size(self) -> int | None:
