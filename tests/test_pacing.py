@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import sys
+import time
 
+import aiohttp
 import pytest
 
 from bench.httpclient import fetch
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
-from ytproxy import upstream
-from ytproxy.upstream import RangeStream
+from ytproxy import streams, upstream
+from ytproxy.config import UpstreamConfig
+from ytproxy.models import StreamInfo
+from ytproxy.upstream import RangeStream, UpstreamFetcher
 
 VID = "PaCeD_tRaCk"
 
@@ -29,6 +34,33 @@ def pace_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(RangeStream, "pace", record)
     return calls
+
+
+def _record_read_limits(monkeypatch: pytest.MonkeyPatch, *, with_room: bool) -> list[int | None]:
+    """The read sizes set on upstream transports, in order; ``with_room=False``
+    leaves out those set by RangeStream.room."""
+    limits: list[int | None] = []
+    original = upstream._set_read_limit
+    in_room = False
+
+    def record(transport: asyncio.Transport | None, size: int | None) -> None:
+        if with_room or not in_room:
+            limits.append(size)
+        original(transport, size)
+
+    original_room = RangeStream.room
+
+    def room(self: RangeStream, nbytes: int) -> None:
+        nonlocal in_room
+        in_room = True
+        try:
+            original_room(self, nbytes)
+        finally:
+            in_room = False
+
+    monkeypatch.setattr(upstream, "_set_read_limit", record)
+    monkeypatch.setattr(RangeStream, "room", room)
+    return limits
 
 
 async def _listen(port: int, length: int, pace_calls: list[bool], *, receive_buffer: int,
@@ -135,14 +167,7 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limits: list[int | None] = []
-    original = upstream._set_read_limit
-
-    def record(transport: asyncio.Transport | None, size: int | None) -> None:
-        limits.append(size)
-        original(transport, size)
-
-    monkeypatch.setattr(upstream, "_set_read_limit", record)
+    limits = _record_read_limits(monkeypatch, with_room=False)
     data = random_audio(3 * 1024 * 1024 + 5)
     googlevideo.add_track(VID, data, title="Gulp")
     proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
@@ -154,3 +179,118 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
     small = sizes.index(upstream.PACED_READ)
     assert upstream.START_READ not in sizes[small:]  # small from the first full socket on
     assert received == data
+
+
+async def test_a_slow_listener_gets_pieces_as_big_as_its_socket_has_room_for(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once slow, reads follow the room in the listener's socket (more than
+    PACED_READ when there is room, never more than ROOM_READ), and upstream is
+    not read while that socket drains."""
+    limits = _record_read_limits(monkeypatch, with_room=True)
+    holds = 0
+    original_hold = upstream._hold
+
+    def hold(opened: upstream.OpenRange) -> None:
+        nonlocal holds
+        holds += 1
+        original_hold(opened)
+
+    monkeypatch.setattr(upstream, "_hold", hold)
+    data = random_audio(3 * 1024 * 1024 + 9)
+    googlevideo.add_track(VID, data, title="Room")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    port = proxy.server.port
+    assert port is not None
+    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
+    assert received == data
+    assert pace_calls[0] is True
+    after = [size for size in limits[limits.index(upstream.PACED_READ):] if size is not None]
+    assert max(after) > upstream.PACED_READ  # room-sized pieces
+    assert all(upstream.PACED_READ <= size <= upstream.ROOM_READ for size in after)
+    assert holds >= 1
+
+
+async def test_a_held_stream_outlasts_the_read_timeout_without_a_retry(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    """A slow listener's stream holds its upstream socket while the listener's
+    drains; a pause longer than read_timeout (MPD paused) is not a stall."""
+    data = random_audio(2 * 1024 * 1024 + 1)
+    googlevideo.add_track(VID, data, title="Held")
+    config = UpstreamConfig(chunk_size=1_048_576, allowed_hosts=("127.0.0.1",),
+                            read_timeout=0.3)
+    info = StreamInfo(url=googlevideo.sign(VID), expires_at=time.time() + 3600)
+
+    async def no_refresh() -> StreamInfo:
+        raise AssertionError("the URL is good")
+
+    async with aiohttp.ClientSession() as session:
+        fetcher = UpstreamFetcher(config, session)
+        async with RangeStream(fetcher, info, 0, len(data) - 1, refresh=no_refresh) as body:
+            got = bytearray()
+            while len(got) < 200_000:
+                piece = await body.next_piece()
+                assert piece is not None
+                got += piece
+            body.pace()  # told slow
+            body.hold()
+            await asyncio.sleep(1.0)  # over three read timeouts
+            while (piece := await body.next_piece()) is not None:
+                got += piece
+        assert bytes(got) == data
+        assert body.retry_count == 0 and body.resumes == 0
+
+
+async def test_no_piece_is_kept_by_the_stream_once_handed_over(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    """While the relay waits for its listener, the stream keeps no reference
+    to the piece it handed over (a thousand paused listeners would pin a
+    thousand pieces)."""
+    data = random_audio(300_000)
+    googlevideo.add_track(VID, data, title="Handed")
+    config = UpstreamConfig(chunk_size=1_048_576, allowed_hosts=("127.0.0.1",))
+    info = StreamInfo(url=googlevideo.sign(VID), expires_at=time.time() + 3600)
+
+    async def no_refresh() -> StreamInfo:
+        raise AssertionError("the URL is good")
+
+    async with aiohttp.ClientSession() as session:
+        fetcher = UpstreamFetcher(config, session)
+        async with RangeStream(fetcher, info, 0, len(data) - 1, refresh=no_refresh) as body:
+            await body.next_piece()  # the short first range
+            piece = await body.next_piece()
+            assert piece
+            # Only this name and getrefcount's own argument.
+            assert sys.getrefcount(piece) == 2
+
+
+async def test_the_send_queue_is_read_from_the_kernel() -> None:
+    """What the room is reckoned from: bytes a peer has not taken yet."""
+    taken = asyncio.Event()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await taken.wait()
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        queued = streams._send_queue(writer.transport)  # type: ignore[arg-type]
+        if queued is None:
+            pytest.skip("this platform cannot tell a socket's send queue")
+        assert queued() == 0
+        sock = writer.get_extra_info("socket")
+        # Bigger than the peer's receive buffer: some must wait in ours.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        writer.write(bytes(4 * 1024 * 1024))
+        await asyncio.sleep(0.1)
+        in_kernel = queued()
+        assert 0 < in_kernel <= 4 * 1024 * 1024
+    finally:
+        taken.set()
+        writer.close()
+        server.close()

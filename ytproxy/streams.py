@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
+import sys
+import termios
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -195,6 +198,8 @@ class StreamHandler:
         transport = request.transport
         _limit_send_buffer(transport)
         write, drain = _writer(response)
+        queued = _send_queue(transport)
+        capacity = 0  # bytes the listener's socket held when last full
         began = time.monotonic()
         ok = False
         try:
@@ -208,9 +213,13 @@ class StreamHandler:
                 if transport is not None and transport.get_write_buffer_size():
                     # The listener's socket is full: wait until it has taken
                     # everything before reading more from upstream, so what it
-                    # has not taken waits in upstream's socket, not here.  One
-                    # that takes long to, or takes little on average, is slow.
+                    # has not taken waits in upstream's socket, not here (a
+                    # slow one's stream holds its upstream socket meanwhile).
+                    # One that takes long to, or takes little on average, is slow.
                     body.filled()
+                    if queued is not None:
+                        capacity = queued()  # what its kernel buffer holds, full
+                    body.hold()
                     waiting = time.monotonic()
                     await drain()
                     now = time.monotonic()
@@ -220,6 +229,10 @@ class StreamHandler:
                 if (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
                         >= _UNPACE_RATE * (time.monotonic() - began)):
                     body.pace(False)  # a listener that keeps up: big reads
+                elif body.slow and capacity and queued is not None:
+                    # The next piece as big as the socket can take whole: few
+                    # reads per second of audio, and none left over here.
+                    body.room(capacity - queued())
                 entry.refreshes = body.refreshes
                 entry.retries = body.retry_count
                 entry.resumes = body.resumes
@@ -277,6 +290,28 @@ def _limit_send_buffer(transport: asyncio.Transport | None) -> None:
     # has all gone to the kernel: the relay's drain waits for exactly that.
     assert transport is not None
     transport.set_write_buffer_limits(high=0)
+
+
+def _send_queue(transport: asyncio.Transport | None) -> Callable[[], int] | None:
+    """A function telling the bytes in the listener's kernel send queue (Linux's
+    SIOCOUTQ), or None where that cannot be asked."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return None
+    fd = sock.fileno()
+    request = termios.TIOCOUTQ
+    empty = bytes(4)
+
+    def queued() -> int:
+        try:
+            return int.from_bytes(fcntl.ioctl(fd, request, empty), sys.byteorder, signed=True)
+        except OSError:
+            return 1 << 30  # no room known: the smallest reads
+    try:
+        queued()
+    except (OSError, ValueError):
+        return None
+    return queued
 
 
 def _writer(

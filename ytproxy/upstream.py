@@ -61,6 +61,11 @@ _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 # Bytes of an upstream body aiohttp buffers per open response before it stops
 # reading the socket: twice this, plus what the last read brought in.
 READ_BUFSIZE = 4 * 1024
+# A slow listener's stream reads as much as the listener's socket has room for
+# (RangeStream.room), from PACED_READ up to this, and nothing while that socket
+# drains (RangeStream.hold): each piece goes straight into the kernel, so few
+# big pieces (less CPU than many small ones) leave nothing waiting here.
+ROOM_READ = 128 * 1024
 # What one read from an upstream socket may bring in while the stream is paced
 # (see RangeStream.pace); asyncio reads up to 256 KiB at a time, which is right
 # for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
@@ -92,9 +97,10 @@ PREFETCH_LEAD = 4.0
 # megabytes (tcp_rmem) for a connection read fast once, and upstream fills it
 # with the rest of the range however slowly the listener takes it: with many
 # listeners that is gigabytes of kernel memory, and under TCP memory pressure
-# sends stall while epoll still says "writable".  64 KiB (the kernel doubles
-# it) still carries ~1 MB/s at 50 ms RTT, fifty times a 160 kbit/s track.
-PACED_RECEIVE_BUFFER = 64 * 1024
+# sends stall while epoll still says "writable".  128 KiB (the kernel doubles
+# it) holds a whole ROOM_READ piece, and carries ~2 MB/s at 50 ms RTT, a
+# hundred times a 160 kbit/s track.
+PACED_RECEIVE_BUFFER = 128 * 1024
 # Otherwise: room for a fast listener (capped by net.core.rmem_max).
 RECEIVE_BUFFER = 1 << 20
 
@@ -135,6 +141,8 @@ class OpenRange:
     # Its kernel receive buffer was lowered for a slow listener (_set_read_size):
     # not a connection to hand to the next stream.
     slowed: bool = False
+    # Its socket is not being read until the next _read (a slow listener's).
+    held: bool = False
 
     def close(self) -> None:
         self.response.close()
@@ -163,6 +171,8 @@ class UpstreamFetcher:
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
             sock_connect=config.connect_timeout,
+            # Waiting for the response headers; a body's reads are timed by
+            # RangeStream, only while the relay waits for them (_hand_over).
             sock_read=config.read_timeout,
         )
         self.requests = 0
@@ -339,6 +349,7 @@ class UpstreamFetcher:
                 breaker.record_failure(str(exc))
                 raise
             breaker.record_success()
+            _untimed(response)
             return opened
         raise UpstreamFailed(f"upstream redirected more than {_MAX_REDIRECTS} times")
 
@@ -419,6 +430,7 @@ class RangeStream:
         self._paced = True
         self._slow = False
         self._filled = False
+        self._room = PACED_READ
         self._refreshed_since_success = False
         self._gate = True
         self.total: int | None = None
@@ -493,12 +505,13 @@ class RangeStream:
                         # listener spends paused (nobody pulls) does not count.
                         waited = 0.0
                         limit = self._fetcher.config.range_timeout
+                        read_timeout = self._fetcher.config.read_timeout
                         clock = time.monotonic
                         began, first = clock(), pos
                         try:
                             while pos <= stop:
                                 before = clock()
-                                piece = await content.readany()
+                                piece = await _read(current, content, read_timeout)
                                 waited += clock() - before
                                 if not piece:
                                     raise UpstreamFailed(
@@ -521,10 +534,12 @@ class RangeStream:
                                         and (stop - pos) * (clock() - began)
                                         <= PREFETCH_LEAD * taken):
                                     pending = self._spawn_open(*following)
-                                yield piece
-                                # Not pinned while the listener is paused or we wait
-                                # on upstream: the relay has written it.
+                                # Handed over, not kept: this frame waits here
+                                # while the relay waits for its listener, and a
+                                # piece pinned by it would stay in memory as long.
+                                handed = [piece]
                                 del piece
+                                yield handed.pop()
                         except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
                             self._fetcher.record_failure(current.host, exc)
                             current.close()  # never reuse a connection that broke
@@ -647,6 +662,23 @@ class RangeStream:
             if self._current is not None:
                 _set_read_size(self._current, self._read_size, slow)
 
+    def hold(self) -> None:
+        """The relay's word that it waits for its listener's socket to drain:
+        a slow listener's stream reads nothing from upstream meanwhile, so no
+        bytes wait here, only in the sockets (next_piece reads again)."""
+        if self._slow and self._current is not None:
+            _hold(self._current)
+
+    def room(self, nbytes: int) -> None:
+        """The relay's word that its listener's socket has room for about
+        ``nbytes``: a slow listener's next read takes that much (PACED_READ to
+        ROOM_READ), which goes straight into the socket."""
+        size = max(PACED_READ, min(nbytes, ROOM_READ))
+        if size != self._room:
+            self._room = size
+            if self._slow and self._current is not None:
+                _set_read_limit(_transport(self._current), size)
+
     def filled(self) -> None:
         """The relay's word that its listener's socket is full: the first gulp
         is over, and paced reads are PACED_READ from now on, not START_READ."""
@@ -659,6 +691,8 @@ class RangeStream:
     def _read_size(self) -> int | None:
         if not self._paced:
             return None
+        if self._slow:
+            return self._room
         return PACED_READ if self._filled else START_READ
 
     @property
@@ -698,7 +732,52 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
                             PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
+    if slow:
+        # aiohttp hands a connection back to its pool as soon as the whole body
+        # came, before finish() could close it: tell it to close it instead.
+        protocol = opened.response.connection.protocol if opened.response.connection else None
+        if protocol is not None:
+            protocol.force_close()
+        # Its socket is held while the listener's drains (RangeStream.hold),
+        # and reads may be ROOM_READ: aiohttp's own pauses would only add to each.
+        opened.response.content.set_read_chunk_size(ROOM_READ)
     _set_read_limit(transport, read_size)
+
+
+def _untimed(response: aiohttp.ClientResponse) -> None:
+    """Stop aiohttp's read timer for ``response``'s body: it runs whenever no
+    bytes come, also while nobody reads (a paused listener, a held socket),
+    and would fail a healthy connection; ``_read`` times the reads instead."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is not None:
+        protocol.read_timeout = None
+        protocol.start_timeout()  # drops the timer set while the headers came
+
+
+async def _read(opened: OpenRange, content: aiohttp.StreamReader, patience: float) -> bytes:
+    """The next bytes of ``opened``'s body, failing with TimeoutError when none
+    come within ``patience`` seconds of asking; a held socket is read again."""
+    if opened.held:
+        opened.held = False
+        transport = _transport(opened)
+        if transport is not None:
+            transport.resume_reading()
+    piece = content.read_nowait()
+    if not piece and not content.is_eof():
+        async with asyncio.timeout(patience):
+            piece = await content.readany()
+    return piece
+
+
+def _hold(opened: OpenRange) -> None:
+    """Stop reading ``opened``'s socket until the next ``_read``."""
+    transport = _transport(opened)
+    # Not once the whole body came: aiohttp has already handed the connection
+    # back (response.connection is None), and it must not go on held.
+    if not opened.held and transport is not None and transport.is_reading():
+        opened.held = True
+        transport.pause_reading()
 
 
 def _set_read_limit(transport: asyncio.Transport | None, size: int | None) -> None:
