@@ -172,7 +172,7 @@ class UpstreamFetcher:
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
             sock_connect=config.connect_timeout,
             # Waiting for the response headers; a body's reads are timed by
-            # RangeStream, only while the relay waits for them (_hand_over).
+            # RangeStream, only while the relay waits for them (_read).
             sock_read=config.read_timeout,
         )
         self.requests = 0
