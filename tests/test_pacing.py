@@ -4,10 +4,12 @@ and unpaces a fast one, and the bytes are exact either way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -212,35 +214,43 @@ async def test_a_slow_listener_gets_pieces_as_big_as_its_socket_has_room_for(
     assert holds >= 1
 
 
-async def test_a_held_stream_outlasts_the_read_timeout_without_a_retry(
-    googlevideo: FakeGooglevideo,
-) -> None:
-    """A slow listener's stream holds its upstream socket while the listener's
-    drains; a pause longer than read_timeout (MPD paused) is not a stall."""
-    data = random_audio(2 * 1024 * 1024 + 1)
-    googlevideo.add_track(VID, data, title="Held")
-    config = UpstreamConfig(chunk_size=1_048_576, allowed_hosts=("127.0.0.1",),
-                            read_timeout=0.3)
+@contextlib.asynccontextmanager
+async def _stream(googlevideo: FakeGooglevideo, data: bytes, title: str,
+                  **config: float) -> AsyncIterator[RangeStream]:
+    """A RangeStream over the whole of ``data``, straight from the fake upstream."""
+    googlevideo.add_track(VID, data, title=title)
+    upstream_config = UpstreamConfig(chunk_size=1_048_576, allowed_hosts=("127.0.0.1",),
+                                     **config)
     info = StreamInfo(url=googlevideo.sign(VID), expires_at=time.time() + 3600)
 
     async def no_refresh() -> StreamInfo:
         raise AssertionError("the URL is good")
 
     async with aiohttp.ClientSession() as session:
-        fetcher = UpstreamFetcher(config, session)
+        fetcher = UpstreamFetcher(upstream_config, session)
         async with RangeStream(fetcher, info, 0, len(data) - 1, refresh=no_refresh) as body:
-            got = bytearray()
-            while len(got) < 200_000:
-                piece = await body.next_piece()
-                assert piece is not None
-                got += piece
-            body.pace()  # told slow
-            body.hold()
-            await asyncio.sleep(1.0)  # over three read timeouts
-            while (piece := await body.next_piece()) is not None:
-                got += piece
-        assert bytes(got) == data
-        assert body.retry_count == 0 and body.resumes == 0
+            yield body
+
+
+async def test_a_held_stream_outlasts_the_read_timeout_without_a_retry(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    """A slow listener's stream holds its upstream socket while the listener's
+    drains; a pause longer than read_timeout (MPD paused) is not a stall."""
+    data = random_audio(2 * 1024 * 1024 + 1)
+    async with _stream(googlevideo, data, "Held", read_timeout=0.3) as body:
+        got = bytearray()
+        while len(got) < 200_000:
+            piece = await body.next_piece()
+            assert piece is not None
+            got += piece
+        body.pace()  # told slow
+        body.hold()
+        await asyncio.sleep(1.0)  # over three read timeouts
+        while (piece := await body.next_piece()) is not None:
+            got += piece
+    assert bytes(got) == data
+    assert body.retry_count == 0 and body.resumes == 0
 
 
 async def test_no_piece_is_kept_by_the_stream_once_handed_over(
@@ -249,22 +259,12 @@ async def test_no_piece_is_kept_by_the_stream_once_handed_over(
     """While the relay waits for its listener, the stream keeps no reference
     to the piece it handed over (a thousand paused listeners would pin a
     thousand pieces)."""
-    data = random_audio(300_000)
-    googlevideo.add_track(VID, data, title="Handed")
-    config = UpstreamConfig(chunk_size=1_048_576, allowed_hosts=("127.0.0.1",))
-    info = StreamInfo(url=googlevideo.sign(VID), expires_at=time.time() + 3600)
-
-    async def no_refresh() -> StreamInfo:
-        raise AssertionError("the URL is good")
-
-    async with aiohttp.ClientSession() as session:
-        fetcher = UpstreamFetcher(config, session)
-        async with RangeStream(fetcher, info, 0, len(data) - 1, refresh=no_refresh) as body:
-            await body.next_piece()  # the short first range
-            piece = await body.next_piece()
-            assert piece
-            # Only this name and getrefcount's own argument.
-            assert sys.getrefcount(piece) == 2
+    async with _stream(googlevideo, random_audio(300_000), "Handed") as body:
+        await body.next_piece()  # the short first range
+        piece = await body.next_piece()
+        assert piece
+        # Only this name and getrefcount's own argument.
+        assert sys.getrefcount(piece) == 2
 
 
 async def test_the_send_queue_is_read_from_the_kernel() -> None:

@@ -29,7 +29,7 @@ from ytproxy.errors import (
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
-from ytproxy.ytdlp_process import ExtractFailed, WorkerLost, YtdlpProcesses
+from ytproxy.ytdlp_process import ExtractFailed, WorkerLost, YtdlpProcesses, failure_cause
 
 __all__ = [
     "Resolver",
@@ -194,12 +194,10 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
         return exc
     text = str(exc)
     lower = text.lower()
-    cause = getattr(exc, "exc_info", None)
-    inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
-    expected = bool(getattr(inner, "expected", False))
-    network = isinstance(inner, OSError | TimeoutError)
     if isinstance(exc, ExtractFailed):  # as told by a worker process
         expected, network = exc.expected, exc.network
+    else:
+        expected, network = failure_cause(exc)
     short = text.removeprefix("ERROR: ").strip()
     status_match = _HTTP_STATUS_RE.search(text)
     if status_match is not None:

@@ -299,6 +299,8 @@ def _send_queue(transport: asyncio.Transport | None) -> Callable[[], int] | None
     if sock is None or not hasattr(termios, "TIOCOUTQ"):
         return None
     fd = sock.fileno()
+    if fd < 0:
+        return None
     request = termios.TIOCOUTQ
     empty = bytes(4)
 
@@ -307,10 +309,6 @@ def _send_queue(transport: asyncio.Transport | None) -> Callable[[], int] | None
             return int.from_bytes(fcntl.ioctl(fd, request, empty), sys.byteorder, signed=True)
         except OSError:
             return 1 << 30  # no room known: the smallest reads
-    try:
-        queued()
-    except (OSError, ValueError):
-        return None
     return queued
 
 

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IDLE_EXIT", "ExtractFailed", "WorkerLost", "YtdlpProcesses"]
+__all__ = ["IDLE_EXIT", "ExtractFailed", "WorkerLost", "YtdlpProcesses", "failure_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,15 @@ class _Chatter:
     info = warning = error = debug
 
 
+def failure_cause(exc: BaseException) -> tuple[bool, bool]:
+    """(expected, network) for a yt-dlp exception, from the error it wraps:
+    yt-dlp's own word that the failure is the source's, and whether an
+    OS-level (socket) error caused it."""
+    cause = getattr(exc, "exc_info", None)
+    inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
+    return bool(getattr(inner, "expected", False)), isinstance(inner, OSError | TimeoutError)
+
+
 def _answer(request: dict[str, Any]) -> dict[str, Any]:
     import yt_dlp  # heavy; imported once per worker process
 
@@ -99,12 +108,9 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
             info = ydl.extract_info(request["url"], download=False)
             clean = ydl.sanitize_info(info) if isinstance(info, dict) else None
     except Exception as exc:
-        cause = getattr(exc, "exc_info", None)
-        inner = cause[1] if isinstance(cause, tuple) and len(cause) > 1 else None
-        return {"error": str(exc) or type(exc).__name__,
-                "expected": bool(getattr(inner, "expected", False)),
-                "network": isinstance(inner, OSError | TimeoutError),
-                "chatter": chatter.lines}
+        expected, network = failure_cause(exc)
+        return {"error": str(exc) or type(exc).__name__, "expected": expected,
+                "network": network, "chatter": chatter.lines}
     return {"info": clean if isinstance(clean, dict) else None, "chatter": chatter.lines}
 
 
