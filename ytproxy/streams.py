@@ -172,7 +172,7 @@ class StreamHandler:
             except UpstreamFailed as exc:
                 log.error("stream: %s: giving up before the first byte: %s", track_id, exc)
                 raise
-            response = web.StreamResponse(status=status, headers=headers)
+            response = _Answer(status=status, headers=headers)
             await response.prepare(request)
             if self.on_first_byte is not None:
                 self.on_first_byte(time.monotonic() - received)
@@ -252,6 +252,15 @@ class StreamHandler:
                 request.transport.close()
         finally:
             self._registry.finish(entry, ok=ok)
+
+
+class _Answer(web.StreamResponse):
+    """A stream's answer, whose head goes out with the first piece of its body
+    in one send (as ``web.Response`` does): the listener's first bytes come in
+    one packet and one wake-up, not two.  The first piece is already here when
+    the answer is prepared (``RangeStream.ready``), so nothing waits for it."""
+
+    _send_headers_immediately = False
 
 
 # The kernel's send buffer for a listener's connection.  Linux otherwise grows

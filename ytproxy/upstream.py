@@ -31,6 +31,7 @@ from ytproxy.errors import (
     UpstreamHostNotAllowed,
     UpstreamUnavailable,
 )
+from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, Unsupported, WholeResponse
 from ytproxy.models import StreamInfo
 from ytproxy.resilience import (
     BreakerOpen,
@@ -128,11 +129,15 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+# An upstream response: aiohttp's, or a short one read whole (ytproxy.http1).
+_Response = aiohttp.ClientResponse | WholeResponse
+
+
 @dataclass
 class OpenRange:
     """An upstream response whose body holds bytes ``start..end`` of a ``total``-byte stream."""
 
-    response: aiohttp.ClientResponse
+    response: _Response
     start: int
     end: int
     total: int | None
@@ -161,12 +166,16 @@ class UpstreamFetcher:
     ) -> None:
         self.config = config
         self._session = session
-        # A stream's first range comes whole with its headers, and aiohttp puts
-        # its connection back in the pool at once; in a pool of their own such
-        # connections wait for the next stream's first range (a track start or
-        # a seek: the moment a listener waits), instead of being taken by the
-        # rest of the same stream.
+        # A stream's first range (a track start or a seek: the moment a
+        # listener waits) is read whole by a lean client of its own over kept
+        # connections (ytproxy.http1), at half aiohttp's cost.  Through a proxy,
+        # or what that client cannot carry, aiohttp reads it: it comes whole
+        # with its headers, and aiohttp puts its connection back in the pool at
+        # once; in a pool of their own such connections wait for the next
+        # stream's first range, instead of being taken by the rest of the
+        # same stream.
         self._starter = starter or session
+        self._first_ranges = FirstRanges()
         self._breaker_config = breaker or BreakerConfig()
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
@@ -181,12 +190,30 @@ class UpstreamFetcher:
         self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
+    def close(self) -> None:
+        """Close the connections kept for first ranges (the sessions are the caller's)."""
+        self._first_ranges.close()
+
+    async def _first_range(self, url: str, headers: dict[str, str],
+                           start: int, end: int) -> _Response | None:
+        """A stream's first range, read whole by the lean client (ytproxy.http1);
+        None when that client cannot carry this request, and aiohttp must."""
+        try:
+            return await self._first_ranges.get(
+                url, headers, start, end, connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout)
+        except Unsupported as exc:
+            log.debug("upstream: asking aiohttp for a first range: %s", exc)
+            return None
+
     def finish(self, opened: OpenRange) -> None:
         """Done with a range: its connection goes back to the pool when it can
         carry another request (the whole body came, nothing went wrong), so the
         next range or stream to this host skips the TCP and TLS handshakes.
 
-        A short range (a stream's first, FIRST_RANGE) left before all of it
+        A first range read whole by the lean client (ytproxy.http1) goes back
+        to that client's kept connections.  A short range through aiohttp (a
+        stream's first, FIRST_RANGE, through a proxy) left before all of it
         came is read to its end in the background first: a few KiB that are
         mostly on their way already, for a connection kept.  Otherwise (a
         connection lowered for a slow listener, a long range left midway) it
@@ -195,6 +222,9 @@ class UpstreamFetcher:
         response = opened.response
         if opened.slowed:
             response.close()
+            return
+        if isinstance(response, WholeResponse):
+            response.release()  # read whole already: kept unless something went wrong
             return
         _set_read_limit(_transport(opened), None)  # the next user starts afresh
         if (response.content.is_eof() or response.closed
@@ -301,7 +331,6 @@ class UpstreamFetcher:
         session = self._starter if first else self._session
         assert 0 <= start <= end and end - start < self.config.chunk_size
         headers = {k: v for k, v in info.http_headers.items() if k.lower() not in _DROP_HEADERS}
-        headers["Range"] = f"bytes={start}-{end}"
         headers["Accept-Encoding"] = "identity"
         url = info.url
         for _ in range(_MAX_REDIRECTS + 1):
@@ -321,11 +350,16 @@ class UpstreamFetcher:
             try:
                 async with asyncio.timeout(self.config.range_timeout):
                     proxy, proxy_auth = self._proxy_for(url)
-                    response = await session.get(
-                        url, headers=headers, allow_redirects=False, timeout=self._timeout,
-                        proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
-                    )
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    response = None
+                    if first and proxy is None:
+                        response = await self._first_range(url, headers, start, end)
+                    if response is None:
+                        response = await session.get(
+                            url, headers={**headers, "Range": f"bytes={start}-{end}"},
+                            allow_redirects=False, timeout=self._timeout,
+                            proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
+                        )
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 breaker.record_failure(_describe(exc))
                 raise UpstreamFailed(f"cannot reach upstream {host}: {_describe(exc)}") from exc
             except asyncio.CancelledError:
@@ -354,7 +388,7 @@ class UpstreamFetcher:
         raise UpstreamFailed(f"upstream redirected more than {_MAX_REDIRECTS} times")
 
     def _accept(
-        self, response: aiohttp.ClientResponse, host: str, start: int, end: int
+        self, response: _Response, host: str, start: int, end: int
     ) -> OpenRange:
         content_type = response.headers.get("Content-Type")
         if response.status == 206:
@@ -444,11 +478,15 @@ class RangeStream:
     def info(self) -> StreamInfo:
         return self._info
 
-    def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
+    def _open(self, start: int, end: int) -> Awaitable[OpenRange]:
         # Only a stream's very first request asks the host's breaker.
         gate, self._gate = self._gate, False
-        task = asyncio.ensure_future(self._fetcher.open_range(
-            self._info, start, end, gate=gate, first=start == self._start))
+        return self._fetcher.open_range(self._info, start, end, gate=gate,
+                                        first=start == self._start)
+
+    def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
+        """A range asked for ahead, while the current one is relayed."""
+        task = asyncio.ensure_future(self._open(start, end))
         # A prefetch that is never awaited must not warn about its exception.
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return task
@@ -466,7 +504,7 @@ class RangeStream:
         ranges = self._ranges()
         following: tuple[int, int] | None = next(ranges)
         assert following is not None
-        pending: asyncio.Task[OpenRange] | None = self._spawn_open(*following)
+        pending: asyncio.Task[OpenRange] | None = None
         try:
             while following is not None:
                 start, end = following
@@ -478,9 +516,11 @@ class RangeStream:
                 gap = RetryGap(self._policy)
                 while pos <= end:
                     try:
-                        if opener is None:
-                            opener = self._spawn_open(pos, end)
-                        current = await opener
+                        # Awaited here, not in a task of its own, when nothing
+                        # was asked for ahead (a stream's start, a retry): the
+                        # listener waits for it, and a task costs two turns of
+                        # the event loop.
+                        current = await (self._open(pos, end) if opener is None else opener)
                     except (UpstreamFailed, aiohttp.ClientError, TimeoutError) as exc:
                         await self._recover(exc, gap, pos)
                         continue
@@ -498,7 +538,6 @@ class RangeStream:
                         # seconds of audio in its buffers, and holds one upstream
                         # connection, not two.
                         stop = min(end, current.end)
-                        content = current.response.content
                         self._current = current
                         _set_read_size(current, self._read_size, self._slow)
                         # Time spent waiting on upstream for this range; time the
@@ -511,7 +550,7 @@ class RangeStream:
                         try:
                             while pos <= stop:
                                 before = clock()
-                                piece = await _read(current, content, read_timeout)
+                                piece = await _read(current, read_timeout)
                                 waited += clock() - before
                                 if not piece:
                                     raise UpstreamFailed(
@@ -700,7 +739,7 @@ class RangeStream:
         return sum(self.retries.values())
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(response: _Response) -> None:
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT):
             while await response.content.readany():
@@ -722,7 +761,8 @@ def _transport(opened: OpenRange) -> asyncio.Transport | None:
 
 def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None:
     transport = _transport(opened)
-    opened.slowed = opened.slowed or slow
+    # (A range read whole has no socket left to lower.)
+    opened.slowed = opened.slowed or (slow and transport is not None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         # Lowered only for a listener known to be slow (a connection's window
@@ -744,7 +784,7 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
     _set_read_limit(transport, read_size)
 
 
-def _untimed(response: aiohttp.ClientResponse) -> None:
+def _untimed(response: _Response) -> None:
     """Stop aiohttp's read timer for ``response``'s body: it runs whenever no
     bytes come, also while nobody reads (a paused listener, a held socket),
     and would fail a healthy connection; ``_read`` times the reads instead."""
@@ -755,7 +795,7 @@ def _untimed(response: aiohttp.ClientResponse) -> None:
         protocol.start_timeout()  # drops the timer set while the headers came
 
 
-async def _read(opened: OpenRange, content: aiohttp.StreamReader, patience: float) -> bytes:
+async def _read(opened: OpenRange, patience: float) -> bytes:
     """The next bytes of ``opened``'s body, failing with TimeoutError when none
     come within ``patience`` seconds of asking; a held socket is read again."""
     if opened.held:
@@ -763,6 +803,7 @@ async def _read(opened: OpenRange, content: aiohttp.StreamReader, patience: floa
         transport = _transport(opened)
         if transport is not None:
             transport.resume_reading()
+    content = opened.response.content
     piece = content.read_nowait()
     if not piece and not content.is_eof():
         async with asyncio.timeout(patience):
@@ -796,9 +837,10 @@ def _cause_name(exc: BaseException) -> str:
     root = exc.__cause__ if isinstance(exc, UpstreamFailed) and exc.__cause__ else exc
     if isinstance(root, TimeoutError):
         return "timeout"
-    if isinstance(root, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+    if isinstance(root, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError
+                  | Disconnected):
         return "reset"
-    if isinstance(root, aiohttp.ClientConnectorError):
+    if isinstance(root, aiohttp.ClientConnectorError | ConnectFailed):
         return "connect"
     if isinstance(exc, UpstreamFailed) and "ended early" in str(exc):
         return "truncated"
