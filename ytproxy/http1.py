@@ -13,7 +13,7 @@ It does only what a first range needs: plain HTTP or TLS, no proxy (those go
 through aiohttp), a body delimited by Content-Length (anything else is
 ``Unsupported``, and the caller asks aiohttp instead), at most ``max_body``
 bytes of it.  Redirects are the caller's.  Connections are kept per scheme,
-host and port for ``IDLE_TIMEOUT`` seconds, at most ``IDLE_PER_HOST`` each.
+host and port for ``IDLE_TIMEOUT`` seconds or so, at most ``IDLE_PER_HOST`` each.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 # Seconds a kept connection waits for its next request (aiohttp keeps its own
-# for 15 s), and how many wait per host.
+# for 15 s; here it is closed after one to two times this), and how many wait
+# per host.
 IDLE_TIMEOUT = 15.0
 IDLE_PER_HOST = 4
 # Bytes of a response head before it is refused as not HTTP.
@@ -131,7 +132,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.lost: BaseException | None = None
         self.keepable = True
-        self.expiry: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time it was last kept
         self._waiter: asyncio.Future[None] | None = None
         self._want = 0  # buffered bytes that wake the waiter; 0: a whole head
 
@@ -156,8 +157,6 @@ class _Connection(asyncio.Protocol):
         self.keepable = False
         if self.lost is None:
             self.lost = exc
-        if self.expiry is not None:
-            self.expiry.cancel()
         self._wake(exc)
 
     def _enough(self) -> bool:
@@ -173,23 +172,26 @@ class _Connection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
-    async def fill(self, want: int) -> None:
-        """Wait until ``want`` bytes are buffered (0: until a whole head is)."""
+    async def fill(self, want: int, deadline: float) -> None:
+        """Wait until ``want`` bytes are buffered (0: until a whole head is),
+        failing with TimeoutError at ``deadline`` (loop time)."""
         self._want = want
         if self._enough():
             return
         if self.lost is not None:
             raise self.lost
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._wake,
+                             TimeoutError("upstream sent nothing more in time"))
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            timer.cancel()
 
     def close(self) -> None:
         self.keepable = False
-        if self.expiry is not None:
-            self.expiry.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -201,9 +203,13 @@ class FirstRanges:
         self._ssl = ssl_context
         self._idle: dict[_Key, list[_Connection]] = {}
         self._requests: dict[tuple[object, ...], tuple[_Key, bytes]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """Close every kept connection."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
@@ -226,8 +232,6 @@ class FirstRanges:
         conns = self._idle.get(key)
         while conns:
             conn = conns.pop()
-            if conn.expiry is not None:
-                conn.expiry.cancel()
             if conn.lost is not None or conn.buffer:
                 conn.close()  # closed upstream, or it sent what nobody asked for
                 continue
@@ -274,12 +278,12 @@ class FirstRanges:
         try:
             conn.buffer.clear()
             conn.transport.write(request)
-            async with asyncio.timeout(within):
-                await conn.fill(0)
-                status, fields, split = _head(conn.buffer)
-                length = _body_length(status, fields)
-                take = min(length, max_body)
-                await conn.fill(split + take)
+            deadline = asyncio.get_running_loop().time() + within
+            await conn.fill(0, deadline)
+            status, fields, split = _head(conn.buffer)
+            length = _body_length(status, fields)
+            take = min(length, max_body)
+            await conn.fill(split + take, deadline)
             body = bytes(conn.buffer[split:split + take])
             del conn.buffer[:split + take]
             if take < length or conn.buffer or _closes(fields):
@@ -295,17 +299,26 @@ class FirstRanges:
         if not conn.keepable or conn.lost is not None or len(conns) >= IDLE_PER_HOST:
             conn.close()
             return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
         conns.append(conn)
-        conn.expiry = asyncio.get_running_loop().call_later(
-            IDLE_TIMEOUT, self._expire, key, conn)
+        if self._sweep is None:
+            self._sweep = loop.call_later(IDLE_TIMEOUT, self._expire)
 
-    def _expire(self, key: _Key, conn: _Connection) -> None:
-        conns = self._idle.get(key)
-        if conns is not None and conn in conns:
-            conns.remove(conn)
+    def _expire(self) -> None:
+        """Close the connections kept for IDLE_TIMEOUT or more (one timer for
+        all of them, not one per request: each is closed within twice that)."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key, conns in list(self._idle.items()):
+            for conn in [c for c in conns if now - c.idle_since >= IDLE_TIMEOUT]:
+                conns.remove(conn)
+                conn.close()
             if not conns:
                 del self._idle[key]
-        conn.close()
+        if self._idle:
+            self._sweep = loop.call_later(IDLE_TIMEOUT, self._expire)
 
 
 def _request(url: str, headers: Mapping[str, str]) -> tuple[_Key, bytes]:
