@@ -1,5 +1,5 @@
 """A lean HTTP/1.1 client for a stream's first range: one short GET over a
-kept connection, read whole.
+kept connection.
 
 A stream's first range (upstream.FIRST_RANGE, 32 KiB) is the one a listener
 waits for: MPD starts a track or seeks, and nothing plays until it comes.
@@ -11,9 +11,9 @@ listener takes it, stays with aiohttp.
 
 It does only what a first range needs: plain HTTP or TLS, no proxy (those go
 through aiohttp), a body delimited by Content-Length (anything else is
-``Unsupported``, and the caller asks aiohttp instead), at most ``max_body``
-bytes of it.  Redirects are the caller's.  Connections are kept per scheme,
-host and port for ``IDLE_TIMEOUT`` seconds or so, at most ``IDLE_PER_HOST`` each.
+``Unsupported``, and the caller asks aiohttp instead), read as it comes.
+Redirects are the caller's.  Connections are kept per scheme, host and port
+for ``IDLE_TIMEOUT`` seconds or so, at most ``IDLE_PER_HOST`` each.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ __all__ = [
     "ConnectFailed",
     "Disconnected",
     "FirstRanges",
+    "ShortResponse",
     "Unsupported",
-    "WholeResponse",
 ]
 
 # Seconds a kept connection waits for its next request (aiohttp keeps its own
 # for 15 s; here it is closed after one to two times this), and how many wait
 # per host.
 IDLE_TIMEOUT = 15.0
-IDLE_PER_HOST = 4
+IDLE_PER_HOST = 32
 # Bytes of a response head before it is refused as not HTTP.
 _MAX_HEAD = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -65,44 +65,58 @@ class Disconnected(ConnectionError):
 
 
 class _Body:
-    """The body of a response read whole, read the way aiohttp's stream is."""
+    """A response's body as it comes, read the way aiohttp's stream is read."""
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    def __init__(self, conn: _Connection, length: int) -> None:
+        self._conn = conn
+        self.remaining = length
 
     def read_nowait(self) -> bytes:
-        data, self._data = self._data, b""
+        """What has come of the body so far and not been read (b"" if nothing)."""
+        buffer = self._conn.buffer
+        size = min(len(buffer), self.remaining)
+        if not size:
+            return b""
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        self.remaining -= size
         return data
 
     async def readany(self) -> bytes:
+        """The next bytes of the body, waiting for them; b"" at its end.
+        Raises ``Disconnected`` if upstream stops sending before the end (the
+        caller times the wait)."""
+        if self.remaining and not self._conn.buffer:
+            await self._conn.fill(1, None)
         return self.read_nowait()
 
     def is_eof(self) -> bool:
-        return not self._data
+        return not self.remaining
 
     def set_read_chunk_size(self, size: int) -> None:
-        """Nothing to read: the body is all here."""
+        """Nothing to tune: the body is short."""
 
 
-class WholeResponse:
-    """A response whose body (up to the caller's limit) has come whole.
+class ShortResponse:
+    """A response to a short range: its head, and its body as it comes (at
+    most what was asked for).
 
     It has the parts of ``aiohttp.ClientResponse`` a range needs: ``status``,
     ``headers``, ``content_length``, ``content`` (read_nowait/readany/is_eof),
-    ``connection`` (None: there is no socket left to tune), ``closed``,
-    ``release()`` (the connection goes back to be kept) and ``close()``.
+    ``connection`` (None: no socket to tune), ``closed``, ``release()`` (the
+    connection is kept if the whole body came) and ``close()``.
     """
 
     connection = None
 
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes,
-                 owner: FirstRanges, key: _Key, conn: _Connection | None) -> None:
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], length: int,
+                 owner: FirstRanges, key: _Key, conn: _Connection) -> None:
         self.status = status
         self.headers = headers
-        self.content = _Body(body)
+        self.content = _Body(conn, length)
         self._owner = owner
         self._key = key
-        self._conn = conn
+        self._conn: _Connection | None = conn
 
     @property
     def content_length(self) -> int | None:
@@ -114,8 +128,18 @@ class WholeResponse:
         return self._conn is None
 
     def release(self) -> None:
+        """Done: the connection is kept for the next request if all of the
+        body has come (what was not read is dropped), else closed."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        body = self.content
+        if body.remaining and len(conn.buffer) >= body.remaining:
+            del conn.buffer[:body.remaining]
+            body.remaining = 0
+        if body.remaining:
+            conn.close()
+        else:
             self._owner._keep(self._key, conn)
 
     def close(self) -> None:
@@ -172,9 +196,10 @@ class _Connection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
-    async def fill(self, want: int, deadline: float) -> None:
+    async def fill(self, want: int, deadline: float | None) -> None:
         """Wait until ``want`` bytes are buffered (0: until a whole head is),
-        failing with TimeoutError at ``deadline`` (loop time)."""
+        failing with TimeoutError at ``deadline`` (loop time; None: the
+        caller times the wait)."""
         self._want = want
         if self._enough():
             return
@@ -182,13 +207,14 @@ class _Connection(asyncio.Protocol):
             raise self.lost
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        timer = loop.call_at(deadline, self._wake,
-                             TimeoutError("upstream sent nothing more in time"))
+        timer = None if deadline is None else loop.call_at(
+            deadline, self._wake, TimeoutError("upstream sent nothing more in time"))
         try:
             await waiter
         finally:
             self._waiter = None
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     def close(self) -> None:
         self.keepable = False
@@ -219,7 +245,7 @@ class FirstRanges:
         return sum(len(conns) for conns in self._idle.values())
 
     async def get(self, url: str, headers: Mapping[str, str], first: int, last: int, *,
-                  connect_timeout: float, read_timeout: float) -> WholeResponse:
+                  connect_timeout: float, read_timeout: float) -> ShortResponse:
         """GET bytes ``first..last`` of ``url``: the response, its head and at most
         that many bytes of its body.
 
@@ -272,24 +298,23 @@ class FirstRanges:
         return conn
 
     async def _exchange(self, key: _Key, conn: _Connection, request: bytes, max_body: int,
-                        within: float) -> WholeResponse:
+                        within: float) -> ShortResponse:
         assert conn.transport is not None
         done = False
         try:
             conn.buffer.clear()
             conn.transport.write(request)
-            deadline = asyncio.get_running_loop().time() + within
-            await conn.fill(0, deadline)
+            await conn.fill(0, asyncio.get_running_loop().time() + within)
             status, fields, split = _head(conn.buffer)
+            del conn.buffer[:split]
             length = _body_length(status, fields)
             take = min(length, max_body)
-            await conn.fill(split + take, deadline)
-            body = bytes(conn.buffer[split:split + take])
-            del conn.buffer[:split + take]
-            if take < length or conn.buffer or _closes(fields):
+            if take < length or _closes(fields):
                 conn.keepable = False
             done = True
-            return WholeResponse(status, fields, body, self, key, conn)
+            # The body as it comes: a busy upstream sends 32 KiB in pieces,
+            # and the listener can have the first while the rest is on its way.
+            return ShortResponse(status, fields, take, self, key, conn)
         finally:
             if not done:
                 conn.close()

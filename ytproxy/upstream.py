@@ -31,7 +31,7 @@ from ytproxy.errors import (
     UpstreamHostNotAllowed,
     UpstreamUnavailable,
 )
-from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, Unsupported, WholeResponse
+from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, ShortResponse, Unsupported
 from ytproxy.models import StreamInfo
 from ytproxy.resilience import (
     BreakerOpen,
@@ -129,8 +129,8 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-# An upstream response: aiohttp's, or a short one read whole (ytproxy.http1).
-_Response = aiohttp.ClientResponse | WholeResponse
+# An upstream response: aiohttp's, or a short range's from ytproxy.http1.
+_Response = aiohttp.ClientResponse | ShortResponse
 
 
 @dataclass
@@ -167,7 +167,7 @@ class UpstreamFetcher:
         self.config = config
         self._session = session
         # A stream's first range (a track start or a seek: the moment a
-        # listener waits) is read whole by a lean client of its own over kept
+        # listener waits) is fetched by a lean client of its own over kept
         # connections (ytproxy.http1), at half aiohttp's cost.  Through a proxy,
         # or what that client cannot carry, aiohttp reads it: it comes whole
         # with its headers, and aiohttp puts its connection back in the pool at
@@ -196,7 +196,7 @@ class UpstreamFetcher:
 
     async def _first_range(self, url: str, headers: dict[str, str],
                            start: int, end: int) -> _Response | None:
-        """A stream's first range, read whole by the lean client (ytproxy.http1);
+        """A stream's first range, through the lean client (ytproxy.http1);
         None when that client cannot carry this request, and aiohttp must."""
         try:
             return await self._first_ranges.get(
@@ -211,20 +211,15 @@ class UpstreamFetcher:
         carry another request (the whole body came, nothing went wrong), so the
         next range or stream to this host skips the TCP and TLS handshakes.
 
-        A first range read whole by the lean client (ytproxy.http1) goes back
-        to that client's kept connections.  A short range through aiohttp (a
-        stream's first, FIRST_RANGE, through a proxy) left before all of it
-        came is read to its end in the background first: a few KiB that are
-        mostly on their way already, for a connection kept.  Otherwise (a
-        connection lowered for a slow listener, a long range left midway) it
-        is closed.
+        A short range (a stream's first, FIRST_RANGE, through the lean client
+        of ytproxy.http1 or aiohttp) left before all of it came is read to its
+        end in the background first: a few KiB that are mostly on their way
+        already, for a connection kept.  Otherwise (a connection lowered for a
+        slow listener, a long range left midway) it is closed.
         """
         response = opened.response
         if opened.slowed:
             response.close()
-            return
-        if isinstance(response, WholeResponse):
-            response.release()  # read whole already: kept unless something went wrong
             return
         _set_read_limit(_transport(opened), None)  # the next user starts afresh
         if (response.content.is_eof() or response.closed
@@ -579,7 +574,8 @@ class RangeStream:
                                 handed = [piece]
                                 del piece
                                 yield handed.pop()
-                        except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
+                        except (aiohttp.ClientError, Disconnected, TimeoutError,
+                                UpstreamFailed) as exc:
                             self._fetcher.record_failure(current.host, exc)
                             current.close()  # never reuse a connection that broke
                             raise _Broken(pos, exc) from exc
@@ -761,7 +757,7 @@ def _transport(opened: OpenRange) -> asyncio.Transport | None:
 
 def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None:
     transport = _transport(opened)
-    # (A range read whole has no socket left to lower.)
+    # (A range through ytproxy.http1 has no socket here to lower: it is short.)
     opened.slowed = opened.slowed or (slow and transport is not None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
