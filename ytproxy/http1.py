@@ -41,6 +41,8 @@ IDLE_TIMEOUT = 15.0
 IDLE_PER_HOST = 32
 # Bytes of a response head before it is refused as not HTTP.
 _MAX_HEAD = 64 * 1024
+# Bytes buffered from one connection before it is no longer read.
+_MAX_BUFFER = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # A request target, host or header name: visible ASCII only; a header value
 # may also hold spaces and tabs.
@@ -168,6 +170,12 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         if self._waiter is not None and self._enough():
             self._wake(None)
+        if len(self.buffer) > _MAX_BUFFER and self.transport is not None:
+            # More than a short range and its head: a server that ignored the
+            # Range (or sends what nobody asked for); never kept, and what it
+            # sends meanwhile waits in the kernel, not here.
+            self.keepable = False
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._lose(Disconnected("upstream closed the connection"))
@@ -246,8 +254,8 @@ class FirstRanges:
 
     async def get(self, url: str, headers: Mapping[str, str], first: int, last: int, *,
                   connect_timeout: float, read_timeout: float) -> ShortResponse:
-        """GET bytes ``first..last`` of ``url``: the response, its head and at most
-        that many bytes of its body.
+        """GET bytes ``first..last`` of ``url``: the response once its head has
+        come; its body (at most that many bytes) is read from it as it comes.
 
         Raises ``Unsupported`` (nothing was sent, or what came is not for this
         client: ask aiohttp), ``ConnectFailed``, ``Disconnected`` or TimeoutError.
@@ -320,13 +328,13 @@ class FirstRanges:
                 conn.close()
 
     def _keep(self, key: _Key, conn: _Connection) -> None:
-        conns = self._idle.setdefault(key, [])
+        conns = self._idle.get(key, ())
         if not conn.keepable or conn.lost is not None or len(conns) >= IDLE_PER_HOST:
             conn.close()
             return
         loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
-        conns.append(conn)
+        self._idle.setdefault(key, []).append(conn)
         if self._sweep is None:
             self._sweep = loop.call_later(IDLE_TIMEOUT, self._expire)
 
