@@ -36,7 +36,8 @@ __all__ = [
 
 # Seconds a kept connection waits for its next request (aiohttp keeps its own
 # for 15 s; here it is closed after one to two times this), and how many wait
-# per host.
+# per host: enough for players starting together on one host to find one
+# each next time, few enough that idle sockets stay a handful.
 IDLE_TIMEOUT = 15.0
 IDLE_PER_HOST = 32
 # Bytes of a response head before it is refused as not HTTP.
