@@ -96,9 +96,6 @@ class _Body:
     def is_eof(self) -> bool:
         return not self.remaining
 
-    def set_read_chunk_size(self, size: int) -> None:
-        """Nothing to tune: the body is short."""
-
 
 class ShortResponse:
     """A response to a short range: its head, and its body as it comes (at
@@ -311,7 +308,6 @@ class FirstRanges:
         assert conn.transport is not None
         done = False
         try:
-            conn.buffer.clear()
             conn.transport.write(request)
             await conn.fill(0, asyncio.get_running_loop().time() + within)
             status, fields, split = _head(conn.buffer)

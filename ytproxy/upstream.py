@@ -756,10 +756,15 @@ def _transport(opened: OpenRange) -> asyncio.Transport | None:
 
 
 def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None:
-    transport = _transport(opened)
-    # (A range through ytproxy.http1 has no socket here to lower: it is short.)
-    opened.slowed = opened.slowed or (slow and transport is not None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    response = opened.response
+    if not isinstance(response, aiohttp.ClientResponse):
+        return  # a short range through ytproxy.http1: no socket here to size
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if connection is None or transport is None:
+        return  # its whole body came: the connection is the pool's again
+    opened.slowed = opened.slowed or slow
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         # Lowered only for a listener known to be slow (a connection's window
         # does not come back to full speed when raised again, so such a
@@ -771,12 +776,11 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
     if slow:
         # aiohttp hands a connection back to its pool as soon as the whole body
         # came, before finish() could close it: tell it to close it instead.
-        protocol = opened.response.connection.protocol if opened.response.connection else None
-        if protocol is not None:
-            protocol.force_close()
+        if connection.protocol is not None:
+            connection.protocol.force_close()
         # Its socket is held while the listener's drains (RangeStream.hold),
         # and reads may be ROOM_READ: aiohttp's own pauses would only add to each.
-        opened.response.content.set_read_chunk_size(ROOM_READ)
+        response.content.set_read_chunk_size(ROOM_READ)
     _set_read_limit(transport, read_size)
 
 
