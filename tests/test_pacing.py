@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -105,6 +106,16 @@ async def _listen(port: int, length: int, pace_calls: list[bool], *, receive_buf
     return bytes(received)
 
 
+async def _play(googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, data: bytes,
+                title: str, pace_calls: list[bool], **listen: Any) -> bytes:
+    """``data`` as a track, played through a fresh daemon by ``_listen``."""
+    googlevideo.add_track(VID, data, title=title)
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    port = proxy.server.port
+    assert port is not None
+    return await _listen(port, len(data), pace_calls, **listen)
+
+
 async def test_a_fast_listener_is_unpaced_and_gets_every_byte(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
 ) -> None:
@@ -122,11 +133,8 @@ async def test_a_slow_listener_is_paced_and_gets_every_byte(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, pace_calls: list[bool]
 ) -> None:
     data = random_audio(3 * 1024 * 1024 + 11)
-    googlevideo.add_track(VID, data, title="Slow")
-    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
-    port = proxy.server.port
-    assert port is not None
-    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
+    received = await _play(googlevideo, make_proxy, data, "Slow", pace_calls,
+                           receive_buffer=32 * 1024)
     assert pace_calls[0] is True and False not in pace_calls
     assert received == data
 
@@ -152,15 +160,11 @@ async def test_a_fast_listener_that_stops_taking_bytes_is_paced_again(
     """Unpaced pieces are up to 256 KiB; the relay still sees the socket full
     (aiohttp's own write would wait inside past 64 KiB, and hide it)."""
     data = random_audio(12 * 1024 * 1024 + 3)
-    googlevideo.add_track(VID, data, title="Fast then slow")
-    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
-    port = proxy.server.port
-    assert port is not None
     # A player's bounded buffer: the rest of the track must not fit in the
     # kernel's buffers while the listener pauses (left alone, loopback grows
     # them to megabytes).
-    received = await _listen(port, len(data), pace_calls, receive_buffer=256 * 1024,
-                             fast_first=True)
+    received = await _play(googlevideo, make_proxy, data, "Fast then slow", pace_calls,
+                           receive_buffer=256 * 1024, fast_first=True)
     assert pace_calls[:2] == [False, True]
     assert received == data
 
@@ -171,11 +175,8 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
 ) -> None:
     limits = _record_read_limits(monkeypatch, with_room=False)
     data = random_audio(3 * 1024 * 1024 + 5)
-    googlevideo.add_track(VID, data, title="Gulp")
-    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
-    port = proxy.server.port
-    assert port is not None
-    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
+    received = await _play(googlevideo, make_proxy, data, "Gulp", pace_calls,
+                           receive_buffer=32 * 1024)
     sizes = [size for size in limits if size is not None]
     assert sizes[0] == upstream.START_READ > upstream.PACED_READ
     small = sizes.index(upstream.PACED_READ)
@@ -201,11 +202,8 @@ async def test_a_slow_listener_gets_pieces_as_big_as_its_socket_has_room_for(
 
     monkeypatch.setattr(upstream, "_hold", hold)
     data = random_audio(3 * 1024 * 1024 + 9)
-    googlevideo.add_track(VID, data, title="Room")
-    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
-    port = proxy.server.port
-    assert port is not None
-    received = await _listen(port, len(data), pace_calls, receive_buffer=32 * 1024)
+    received = await _play(googlevideo, make_proxy, data, "Room", pace_calls,
+                           receive_buffer=32 * 1024)
     assert received == data
     assert pace_calls[0] is True
     after = [size for size in limits[limits.index(upstream.PACED_READ):] if size is not None]
