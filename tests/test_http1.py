@@ -367,7 +367,7 @@ async def test_the_fetcher_asks_aiohttp_for_what_the_lean_client_cannot_carry() 
                                                  chunk_size=16_384), session)
         info = StreamInfo(url=server.url(), expires_at=time.time() + 3600)
 
-        async def no_refresh() -> StreamInfo:
+        async def no_refresh(*_: object) -> StreamInfo:
             raise AssertionError("the URL is good")
 
         got = bytearray()

@@ -221,7 +221,7 @@ async def _stream(googlevideo: FakeGooglevideo, data: bytes, title: str,
                                      **config)
     info = StreamInfo(url=googlevideo.sign(VID), expires_at=time.time() + 3600)
 
-    async def no_refresh() -> StreamInfo:
+    async def no_refresh(*_: object) -> StreamInfo:
         raise AssertionError("the URL is good")
 
     async with aiohttp.ClientSession() as session:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_CHUNK_SIZE",
+    "OWNED_YTDLP_OPTIONS",
     "BreakerConfig",
     "Config",
     "ConfigError",
@@ -29,6 +31,7 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "UpstreamConfig",
+    "browser_cookie_spec",
     "find_config_file",
     "load_config",
     "render_config",
@@ -70,6 +73,23 @@ class ResolverConfig:
     rate_limit_wait: float = 30.0
     # Let add/import read pages on loopback, link-local and private addresses.
     allow_private_sources: bool = False
+    # The JavaScript runtime yt-dlp is given: "auto", a name (deno, node, bun,
+    # quickjs) or a path to one (see ytproxy.jsruntime).
+    js_runtime: str = "auto"
+    # A Netscape cookies file, read by yt-dlp on every call; and/or a browser to
+    # take cookies from (yt-dlp's cookiesfrombrowser: BROWSER[+KEYRING][:PROFILE][::CONTAINER]).
+    cookies_file: str = ""
+    cookies_from_browser: str = ""
+    # Seconds a first request may wait for a format's available_at.
+    max_available_wait: float = 30.0
+    # Merged into yt-dlp's YoutubeDL parameters (extractor_args, ...).
+    ytdlp_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_cookies_file(self) -> Path | None:
+        if not self.cookies_file.strip():
+            return None
+        return Path(os.path.expandvars(self.cookies_file)).expanduser()
 
 
 @dataclass(frozen=True)
@@ -173,12 +193,55 @@ _SECTIONS: dict[str, type[Any]] = {
     "mpd": MpdConfig,
 }
 
+# googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
+MAX_CHUNK_SIZE = 10 * 1_048_576
+# yt-dlp parameters ytproxy sets itself, with what to use instead.
+OWNED_YTDLP_OPTIONS: dict[str, str] = {
+    "format": "use resolver.format",
+    "quiet": "ytproxy keeps yt-dlp quiet; its messages reach the log at server.log_level = "
+             '"debug"',
+    "noplaylist": "ytproxy resolves one track per id (add playlists with `ytproxy import`)",
+    "extract_flat": "ytproxy lists playlists flat itself (`ytproxy import`)",
+    "logger": 'yt-dlp\'s messages go to the daemon\'s log (server.log_level = "debug")',
+    "proxy": "use upstream.proxy (or HTTP(S)_PROXY)",
+    "cookiefile": "use resolver.cookies_file",
+    "cookies": "use resolver.cookies_file",
+    "cookiesfrombrowser": "use resolver.cookies_from_browser",
+    "js_runtimes": "use resolver.js_runtime",
+}
+# yt-dlp's SUPPORTED_BROWSERS (not imported here: yt-dlp is heavy).
+BROWSERS = frozenset({"brave", "chrome", "chromium", "edge", "firefox", "opera", "safari",
+                      "vivaldi", "whale"})
+_BROWSER_SPEC = re.compile(r"""(?x)
+    (?P<name>[^+:]+)
+    (?:\s*\+\s*(?P<keyring>[^:]+))?
+    (?:\s*:\s*(?!:)(?P<profile>.+?))?
+    (?:\s*::\s*(?P<container>.+))?""")
+
+
+def browser_cookie_spec(
+    value: str,
+) -> tuple[str, str | None, str | None, str | None] | None:
+    """yt-dlp's ``cookiesfrombrowser`` (browser, profile, keyring, container) for
+    ``BROWSER[+KEYRING][:PROFILE][::CONTAINER]`` as its command line takes it;
+    None for an empty value.  Raises ValueError saying what is wrong."""
+    if not value.strip():
+        return None
+    match = _BROWSER_SPEC.fullmatch(value.strip())
+    if match is None or match.group("name").strip().lower() not in BROWSERS:
+        raise ValueError(f"must name one of {', '.join(sorted(BROWSERS))}, optionally as "
+                         "BROWSER[+KEYRING][:PROFILE][::CONTAINER]")
+    name, keyring, profile, container = match.group("name", "keyring", "profile", "container")
+    return (name.strip().lower(), profile, keyring.upper() if keyring else None, container)
+
+
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TOKEN_MIN_LENGTH = 16
 # RFC 6750's b64token: what may follow "Authorization: Bearer ".
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
 # Keys whose values are secrets: shown as "***" by check-config (and in /status).
-_SECRET_KEYS = frozenset({"token", "password"})
+_SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
+                          "cookies"})
 
 
 def find_config_file(explicit: str | None = None) -> Path | None:
@@ -294,6 +357,8 @@ def _convert(value: Any, expected: type[Any]) -> Any:
         return None
     if expected is str:
         return value if isinstance(value, str) else None
+    if expected is dict:
+        return value if isinstance(value, dict) else None
     if expected is tuple:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
@@ -334,10 +399,25 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(r.expiry_margin >= 0, "resolver.expiry_margin", "must be >= 0 seconds", r.expiry_margin)
     need(1 <= r.max_calls_per_minute <= 6000, "resolver.max_calls_per_minute",
          "must be between 1 and 6000", r.max_calls_per_minute)
+    need(r.js_runtime.strip() != "", "resolver.js_runtime",
+         'must be "auto", a runtime (deno, node, bun, quickjs) or a path', r.js_runtime)
+    need(0 <= r.max_available_wait <= 600, "resolver.max_available_wait",
+         "must be between 0 and 600 seconds", r.max_available_wait)
+    try:
+        browser_cookie_spec(r.cookies_from_browser)
+    except ValueError as exc:
+        errors.append(f"{origins.get('resolver.cookies_from_browser', source)}: "
+                      f"resolver.cookies_from_browser {exc}, got {r.cookies_from_browser!r}")
+    for key in r.ytdlp_options:
+        if key in OWNED_YTDLP_OPTIONS:
+            errors.append(f"{origins.get('resolver.ytdlp_options', source)}: "
+                          f"resolver.ytdlp_options.{key} is set by ytproxy; "
+                          f"{OWNED_YTDLP_OPTIONS[key]}")
     need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
          r.rate_limit_wait)
-    need(4096 <= u.chunk_size <= 10 * 1_048_576, "upstream.chunk_size",
-         "must be between 4096 and 10485760 bytes", u.chunk_size)
+    need(4096 <= u.chunk_size <= MAX_CHUNK_SIZE, "upstream.chunk_size",
+         f"must be between 4096 and {MAX_CHUNK_SIZE} bytes (10 MiB): googlevideo "
+         "throttles larger ranges to a crawl", u.chunk_size)
     need(bool(u.allowed_hosts), "upstream.allowed_hosts", "must list at least one host",
          list(u.allowed_hosts))
     need(all(h.strip() for h in u.allowed_hosts), "upstream.allowed_hosts",
@@ -388,7 +468,7 @@ def _type_name(value: object) -> str:
 
 def _expected_name(expected: type[Any]) -> str:
     return {bool: "true or false", int: "an integer", float: "a number of seconds",
-            str: "a string", tuple: "an array of strings"}[expected]
+            str: "a string", tuple: "an array of strings", dict: "a table"}[expected]
 
 
 def render_config(config: Config) -> str:
@@ -417,11 +497,21 @@ def _mask_password(url: str) -> str:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, dict):
+        items = ", ".join(
+            f"{_toml_key(str(k))} = "
+            f"{_toml_value('***' if str(k).lower() in _SECRET_KEYS and v else v)}"
+            for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)

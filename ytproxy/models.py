@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "VIDEO_ID_RE",
@@ -14,6 +15,7 @@ __all__ = [
     "Track",
     "display_name",
     "is_video_id",
+    "url_param",
 ]
 
 # YouTube ids are 11 characters of base64url; ids the store gives to tracks added
@@ -23,6 +25,12 @@ VIDEO_ID_RE = re.compile(r"[A-Za-z0-9_-]{11}")
 
 def is_video_id(value: str) -> bool:
     return VIDEO_ID_RE.fullmatch(value) is not None
+
+
+def url_param(url: str, name: str) -> str | None:
+    """The first value of query parameter ``name`` in ``url``."""
+    values = parse_qs(urlsplit(url).query).get(name)
+    return values[0] if values else None
 
 
 def display_name(artist: str | None, title: str | None, fallback: str) -> str:
@@ -45,9 +53,22 @@ class StreamInfo:
     artist: str | None = None
     album: str | None = None
     duration: float | None = None
+    # yt-dlp's id of the chosen format (YouTube's itag, e.g. "251"): a resume
+    # asks for the same one, or it would splice two files.
+    format_id: str | None = None
+    # Unix time before which upstream refuses the URL (yt-dlp's available_at).
+    available_at: float | None = None
+    # Player clients (googlevideo's c= values) this URL was resolved without,
+    # because their URLs failed for this track (see Tracks.refresh).
+    avoid_clients: tuple[str, ...] = ()
 
     def fresh(self, now: float, margin: float) -> bool:
         return self.expires_at - margin > now
+
+    @property
+    def client(self) -> str | None:
+        """The player client that produced the URL (its ``c=``, e.g. TVHTML5)."""
+        return url_param(self.url, "c")
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,9 @@ class Track:
     stream_mime: str | None = None
     stream_size: int | None = None
     stream_headers: dict[str, str] = field(default_factory=dict)
+    stream_format_id: str | None = None
+    stream_available_at: float | None = None
+    stream_avoid_clients: tuple[str, ...] = ()
     resolved_at: float | None = None
     added_at: float = 0.0
     last_played_at: float | None = None
@@ -88,6 +112,9 @@ class Track:
             artist=self.artist,
             album=self.album,
             duration=self.duration,
+            format_id=self.stream_format_id,
+            available_at=self.stream_available_at,
+            avoid_clients=self.stream_avoid_clients,
         )
 
 

@@ -8,17 +8,22 @@ yt-dlp is blocking and not promised thread-safe: every call gets its own
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import re
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from aiolimiter import AsyncLimiter
 
-from ytproxy.config import BreakerConfig, ResolverConfig
+from ytproxy.config import BreakerConfig, ResolverConfig, browser_cookie_spec
 from ytproxy.errors import (
     InvalidTrackId,
     ResolverFailed,
@@ -26,6 +31,7 @@ from ytproxy.errors import (
     TrackGone,
     YtproxyError,
 )
+from ytproxy.jsruntime import JsRuntime, find_js_runtime
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
@@ -35,9 +41,11 @@ __all__ = [
     "Resolver",
     "classify_error",
     "expiry_from_url",
+    "plain_http_format",
     "playlist_entries_from",
     "stream_info_from",
     "strip_query",
+    "ytdlp_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,6 +92,53 @@ _PLAYLIST_TIMEOUT_FACTOR = 4
 _NESTED_PLAYLIST_KEYS = ("YoutubeTab", "YoutubePlaylist")
 
 
+# A format ytproxy can relay: one file over plain http(s), never a manifest
+# (HLS, DASH) nor a merge of two.
+_PLAIN_HTTP = "[protocol~='^https?$']"
+_PLAIN_PROTOCOLS = ("http", "https")
+
+
+def plain_http_format(spec: str) -> str:
+    """``spec`` (a yt-dlp format selection) with every alternative limited to
+    plain http(s) formats: ``a/b`` → ``a[protocol...]/b[protocol...]``."""
+    alternatives: list[str] = []
+    depth, current = 0, ""
+    for ch in spec:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "/" and depth == 0:
+            alternatives.append(current)
+            current = ""
+        else:
+            current += ch
+    alternatives.append(current)
+    return "/".join(a.strip() if any(c in a for c in "+(,") else a.strip() + _PLAIN_HTTP
+                    for a in alternatives if a.strip())
+
+
+def ytdlp_cache_dir() -> Path:
+    """Where yt-dlp keeps its cache (player code, solved challenges) for ytproxy."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ytproxy" / "yt-dlp"
+
+
+def cookie_header(cookies: object) -> str | None:
+    """A ``Cookie`` header from yt-dlp's ``cookies`` field (the cookies its jar
+    holds for the format's URL, as ``name=value; Domain=...; Path=...``): since
+    2023 yt-dlp no longer puts them in ``http_headers`` itself."""
+    if not isinstance(cookies, str) or not cookies.strip():
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(cookies)
+    except CookieError:
+        return None
+    pairs = [f"{name}={morsel.coded_value}" for name, morsel in jar.items()]
+    return "; ".join(pairs) or None
+
+
 def strip_query(url: str) -> str:
     """A URL safe to log: signed stream URLs carry credentials in their query."""
     parts = urlsplit(url)
@@ -125,6 +180,18 @@ def stream_info_from(info: dict[str, Any], *, url_ttl: float, now: float) -> Str
     if not isinstance(size, int) or size <= 0:
         size = _int_param(url, "clen")
     headers = info.get("http_headers")
+    http_headers = ({str(k): str(v) for k, v in headers.items()}
+                    if isinstance(headers, dict) else {})
+    cookie = cookie_header(info.get("cookies"))
+    if cookie is not None and not any(k.lower() == "cookie" for k in http_headers):
+        http_headers["Cookie"] = cookie
+    protocol = info.get("protocol")
+    if isinstance(protocol, str) and protocol not in _PLAIN_PROTOCOLS:
+        raise ResolverFailed(
+            f"yt-dlp chose a {protocol} format ({info.get('format_id')}), which ytproxy "
+            "cannot relay; change resolver.format to pick a plain http(s) one")
+    available_at = info.get("available_at")
+    format_id = info.get("format_id")
     artists = info.get("artists")
     artist = _text(info.get("artist")) or (
         ", ".join(a for a in artists if isinstance(a, str))
@@ -136,12 +203,14 @@ def stream_info_from(info: dict[str, Any], *, url_ttl: float, now: float) -> Str
         expires_at=expiry_from_url(url) or now + url_ttl,
         mime=mime,
         size=size,
-        http_headers={str(k): str(v) for k, v in headers.items()}
-        if isinstance(headers, dict) else {},
+        http_headers=http_headers,
         title=_text(info.get("track")) or _text(info.get("title")),
         artist=artist,
         album=_text(info.get("album")),
         duration=float(duration) if isinstance(duration, int | float) else None,
+        format_id=format_id if isinstance(format_id, str) and format_id else None,
+        available_at=float(available_at)
+        if isinstance(available_at, int | float) and available_at > 0 else None,
     )
 
 
@@ -243,9 +312,20 @@ class Resolver:
         # Told how long each real yt-dlp call took (the metrics histogram).
         self.on_duration: Callable[[float], None] | None = None
         self._workers = YtdlpProcesses.shared(config.workers)
-        self._flights: SingleFlight[str, StreamInfo] = SingleFlight()
+        self._flights: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
+            SingleFlight())
+        self._warned_cookies: set[tuple[str, int]] = set()
         self.failures: Counter[str] = Counter()
         self.last_duration: float | None = None
+        # The JavaScript runtime every call names (None: yt-dlp finds none, and
+        # falls back to one player client).
+        self.js_runtime: JsRuntime | None = find_js_runtime(config.js_runtime)
+        if self.js_runtime is None:
+            log.warning("resolver: no JavaScript runtime found (resolver.js_runtime = %r): "
+                        "yt-dlp falls back to one player client and may find fewer formats; "
+                        "`ytproxy doctor` says how to fix it", config.js_runtime)
+        # The player client (googlevideo's ``c=``) of the last URL resolved.
+        self.last_client: str | None = None
 
     @property
     def calls(self) -> int:
@@ -264,8 +344,15 @@ class Resolver:
             )
         return self._config.source_url_template.replace("{id}", track_id)
 
-    async def resolve(self, source_url: str) -> StreamInfo:
-        return await self._flights.run(source_url, lambda: self._resolve(source_url))
+    async def resolve(self, source_url: str, *, format_id: str | None = None,
+                      avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+        """A fresh stream URL for ``source_url``; with ``format_id``, for that
+        format when it is still offered (a resume must fetch the same file),
+        and with ``avoid_clients``, from player clients other than those
+        (googlevideo ``c=`` names) whose URLs failed."""
+        key = (source_url, format_id, avoid_clients)
+        return await self._flights.run(
+            key, lambda: self._resolve(source_url, format_id, avoid_clients))
 
     async def _admit(self) -> None:
         """Pass the breaker and the rate limit, or raise ResolverUnavailable (503)."""
@@ -296,14 +383,15 @@ class Resolver:
             self.rate_limit_waiting -= 1
 
     async def _call_ytdlp(
-        self, url: str, options: dict[str, Any], limit: float, what: str
+        self, url: str, options: dict[str, Any], limit: float, what: str,
+        avoid_clients: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """One yt-dlp call: breaker, rate limit, worker process, deadline, classified errors."""
         await self._admit()
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
-                info = await self._workers.extract(url, options)
+                info = await self._workers.extract(url, options, avoid_clients=avoid_clients)
         except WorkerLost as exc:
             self.failures["worker_lost"] += 1
             self.breaker.record_failure(str(exc))
@@ -336,29 +424,65 @@ class Resolver:
         return error
 
     def _options(self, **extra: Any) -> dict[str, Any]:
+        """YoutubeDL parameters for one call: the person's ytdlp_options, then
+        what ytproxy owns (config validation refuses those keys there)."""
         options: dict[str, Any] = {
+            "socket_timeout": max(1.0, self._config.timeout / 2),
+            # Player code and solved challenges, kept between calls and restarts.
+            "cachedir": str(ytdlp_cache_dir()),
+            **self._config.ytdlp_options,
             "quiet": True,
             "no_warnings": True,
             "noprogress": True,
-            "socket_timeout": max(1.0, self._config.timeout / 2),
-            "cachedir": False,
             **extra,
         }
         if self._proxy:
             options["proxy"] = self._proxy
+        if self.js_runtime is not None:
+            options["js_runtimes"] = self.js_runtime.ytdlp_option()
+        cookies = self._config.resolved_cookies_file
+        if cookies is not None:
+            self._check_cookies_file(cookies)
+            options["cookiefile"] = str(cookies)
+        spec = browser_cookie_spec(self._config.cookies_from_browser)
+        if spec is not None:
+            options["cookiesfrombrowser"] = spec
         return options
 
-    async def _resolve(self, source_url: str) -> StreamInfo:
-        options = self._options(noplaylist=True, format=self._config.format)
+    def _check_cookies_file(self, path: Path) -> None:
+        """The cookies file is read by yt-dlp on every call: say now, clearly,
+        when it cannot be, and (once) when others may read it."""
+        try:
+            mode = path.stat().st_mode
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ResolverFailed(
+                f"cannot read resolver.cookies_file {path}: {exc.strerror or exc}; export "
+                "the cookies again (Netscape format) or fix the path") from None
+        if not stat.S_ISREG(mode):
+            raise ResolverFailed(f"resolver.cookies_file {path} is not a file")
+        if mode & 0o077 and (str(path), mode) not in self._warned_cookies:
+            self._warned_cookies.add((str(path), mode))
+            log.warning("resolver: the cookies file %s can be read by other users (mode %o); "
+                        "it signs in as you: chmod 600 %s", path, stat.S_IMODE(mode), path)
+
+    async def _resolve(self, source_url: str, format_id: str | None = None,
+                       avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+        wanted = plain_http_format(self._config.format)
+        if format_id is not None:
+            wanted = f"{plain_http_format(format_id)}/{wanted}"
+        options = self._options(noplaylist=True, format=wanted)
         try:
             info = await self._call_ytdlp(source_url, options, self._config.timeout,
-                                          f"for {source_url}")
+                                          f"for {source_url}", avoid_clients)
             if info.get("_type") == "playlist":
                 entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
                 if not entries:
                     raise ResolverFailed(f"{source_url} is an empty playlist, not a track")
                 info = entries[0]
             result = stream_info_from(info, url_ttl=self._config.url_ttl, now=time.time())
+            result = dataclasses.replace(result, avoid_clients=avoid_clients)
         except ResolverUnavailable:
             raise
         except Exception as exc:
@@ -366,8 +490,11 @@ class Resolver:
             log.warning("resolver: %s: %s", source_url, error)
             raise error from exc
         self.breaker.record_success()
-        log.info("resolver: %s resolved in %.2f s -> %s", source_url, self.last_duration,
-                 strip_query(result.url))
+        self.last_client = result.client
+        log.info("resolver: %s resolved in %.2f s -> %s (format %s, client %s%s)", source_url,
+                 self.last_duration, strip_query(result.url), result.format_id or "?",
+                 result.client or "?",
+                 f", not {', '.join(avoid_clients)}" if avoid_clients else "")
         return result
 
     async def list_playlist(self, url: str) -> tuple[str | None, list[PlaylistEntry]]:

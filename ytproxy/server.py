@@ -128,7 +128,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
     await app[HANDLER].drain()
-    app[FETCHER].close()
+    await app[FETCHER].aclose()
     await session.close()
     await starter.close()
 

@@ -77,6 +77,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX playlist_tracks_track_id ON playlist_tracks (track_id);
     """,
+    # 3 -> 4: what a resume needs to ask yt-dlp for the same file again, when the
+    # URL may first be fetched, and which player clients failed for the track.
+    """
+    ALTER TABLE tracks ADD COLUMN stream_format_id TEXT;
+    ALTER TABLE tracks ADD COLUMN stream_available_at REAL;
+    ALTER TABLE tracks ADD COLUMN stream_avoid_clients TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _WRITE_ATTEMPTS = 5
@@ -85,7 +92,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _COLUMNS = (
     "id, source_url, title, artist, album, duration, stream_url, stream_expires_at, "
     "stream_mime, stream_size, stream_headers, resolved_at, added_at, last_played_at, "
-    "play_count, last_error"
+    "play_count, last_error, stream_format_id, stream_available_at, stream_avoid_clients"
 )
 
 
@@ -303,6 +310,7 @@ class Store:
             UPDATE tracks SET
                 stream_url = ?, stream_expires_at = ?, stream_mime = ?,
                 stream_size = coalesce(?, stream_size), stream_headers = ?,
+                stream_format_id = ?, stream_available_at = ?, stream_avoid_clients = ?,
                 resolved_at = ?, last_error = NULL,
                 title = coalesce(title, ?), artist = coalesce(artist, ?),
                 album = coalesce(album, ?), duration = coalesce(duration, ?)
@@ -310,7 +318,8 @@ class Store:
             """,
             (
                 info.url, info.expires_at, info.mime, info.size,
-                json.dumps(info.http_headers), time.time(),
+                json.dumps(info.http_headers), info.format_id, info.available_at,
+                json.dumps(list(info.avoid_clients)), time.time(),
                 info.title, info.artist, info.album, info.duration, track_id,
             ),
         )
@@ -485,7 +494,8 @@ def _refuse_foreign_file(path: Path) -> None:
 
 def _track(row: Sequence[Any]) -> Track:
     (tid, source_url, title, artist, album, duration, stream_url, expires, mime, size,
-     headers, resolved_at, added_at, last_played_at, play_count, last_error) = row
+     headers, resolved_at, added_at, last_played_at, play_count, last_error, format_id,
+     available_at, avoid) = row
     return Track(
         id=tid,
         source_url=source_url,
@@ -503,4 +513,7 @@ def _track(row: Sequence[Any]) -> Track:
         last_played_at=last_played_at,
         play_count=play_count,
         last_error=last_error,
+        stream_format_id=format_id,
+        stream_available_at=available_at,
+        stream_avoid_clients=tuple(json.loads(avoid)) if avoid else (),
     )

@@ -25,7 +25,7 @@ from ytproxy.ranges import requested_range
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
-from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher
+from ytproxy.upstream import FileChanged, RangeStream, Refresh, UpstreamFetcher
 
 __all__ = ["StreamHandler"]
 
@@ -105,8 +105,9 @@ class StreamHandler:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def _refresher(self, track_id: str) -> Refresh:
-        async def refresh() -> StreamInfo:
-            return await self._tracks.refresh(track_id)
+        async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
+            return await self._tracks.refresh(track_id, format_id=current.format_id,
+                                              avoid_clients=avoid_clients)
 
         return refresh
 
@@ -115,6 +116,7 @@ class StreamHandler:
         async with RangeStream(
             self._fetcher, info, 0, 0, refresh=self._refresher(track_id),
             policy=self._policy, label=track_id,
+            max_available_wait=self._config.resolver.max_available_wait,
         ) as probe:
             await probe.next_piece()
             if probe.total is None:
@@ -130,8 +132,21 @@ class StreamHandler:
         if size is None:
             size, info, learned_mime = await self._learn_size(track_id, info)
             mime = mime or learned_mime
-        mime = mime or _FALLBACK_MIME
+        try:
+            return await self._answer(request, track, info, size, mime or _FALLBACK_MIME,
+                                      received)
+        except FileChanged as exc:
+            # Nothing was sent yet: the stored size was another file's (or the
+            # URL was refreshed to another): answer with the one upstream has.
+            log.warning("stream: %s: the stored size (%d bytes) is not upstream's (%d); "
+                        "answering with upstream's", track_id, exc.expected, exc.total)
+            self._in_background(self._tracks.remember_size(track_id, exc.total))
+            return await self._answer(request, track, info, exc.total,
+                                      mime or _FALLBACK_MIME, received)
 
+    async def _answer(self, request: web.Request, track: Track, info: StreamInfo, size: int,
+                      mime: str, received: float) -> web.StreamResponse:
+        track_id = track.id
         icy_client = wants_icy(request.headers)
         icy = self._config.icy.inline_metadata and icy_client
         # An ICY body interleaves metadata, so byte ranges would not line up:
@@ -164,11 +179,14 @@ class StreamHandler:
         async with RangeStream(
             self._fetcher, info, start, end, refresh=self._refresher(track_id),
             policy=self._policy, label=track_id, listening=partial(_listening, request),
+            expected_total=size, max_available_wait=self._config.resolver.max_available_wait,
         ) as body:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
             try:
                 await body.ready()
+            except FileChanged:
+                raise
             except UpstreamFailed as exc:
                 log.error("stream: %s: giving up before the first byte: %s", track_id, exc)
                 raise
@@ -180,7 +198,7 @@ class StreamHandler:
                 self._count_play(track_id)
             framer = IcyFramer(self._config.icy.metaint, track.name) if icy else None
             await self._relay(request, response, body, track, framer=framer,
-                              first_byte=start)
+                              first_byte=start, length=end - start + 1)
         return response
 
     async def _relay(
@@ -192,6 +210,7 @@ class StreamHandler:
         *,
         framer: IcyFramer | None,
         first_byte: int,
+        length: int,
     ) -> None:
         client = request.remote or "?"
         entry = self._registry.start(track.id, track.name, client, request.headers.get("Range"))
@@ -236,6 +255,11 @@ class StreamHandler:
                 entry.refreshes = body.refreshes
                 entry.retries = body.retry_count
                 entry.resumes = body.resumes
+            if entry.bytes_sent < length:
+                # Never a clean end short of what was promised: the listener
+                # must see the body is incomplete (a closed connection).
+                raise UpstreamFailed(f"upstream ended after {entry.bytes_sent} of the "
+                                     f"{length} bytes promised")
             await response.write_eof()
             ok = True
         except ConnectionError:

@@ -86,7 +86,8 @@ class Tracks:
         self.store = store
         self.resolver = resolver
         self._config = config
-        self._refreshes: SingleFlight[str, StreamInfo] = SingleFlight()
+        self._refreshes: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
+            SingleFlight())
         self.cache_hits = 0  # plays served from a stored, unexpired URL
 
     def identify(self, id_or_url: str) -> tuple[str, str]:
@@ -176,16 +177,27 @@ class Tracks:
         assert info is not None
         return track, info
 
-    async def refresh(self, track_id: str) -> StreamInfo:
-        """Ask the resolver for a fresh URL and store it; concurrent asks share one call."""
-        return await self._refreshes.run(track_id, lambda: self._refresh(track_id))
+    async def refresh(self, track_id: str, *, format_id: str | None = None,
+                      avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+        """Ask the resolver for a fresh URL and store it; concurrent asks share one call.
 
-    async def _refresh(self, track_id: str) -> StreamInfo:
+        ``format_id``: the format a stream is playing, asked for again so that a
+        resume fetches the same file.  ``avoid_clients``: player clients whose
+        URLs failed for this track; the URL stored with them is the working
+        client's, kept (and so remembered) until it expires.
+        """
+        key = (track_id, format_id, avoid_clients)
+        return await self._refreshes.run(
+            key, lambda: self._refresh(track_id, format_id, avoid_clients))
+
+    async def _refresh(self, track_id: str, format_id: str | None = None,
+                       avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
         track = await self.store.get(track_id)
         if track is None:
             raise TrackNotFound(f"unknown track {track_id}")
         try:
-            info = await self.resolver.resolve(track.source_url)
+            info = await self.resolver.resolve(track.source_url, format_id=format_id,
+                                               avoid_clients=avoid_clients)
         except YtproxyError as exc:
             await self._best_effort("record the error", self.store.record_error(track_id, str(exc)))
             raise

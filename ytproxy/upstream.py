@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import ipaddress
 import logging
 import re
 import socket
@@ -32,7 +33,7 @@ from ytproxy.errors import (
     UpstreamUnavailable,
 )
 from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, ShortResponse, Unsupported
-from ytproxy.models import StreamInfo
+from ytproxy.models import StreamInfo, url_param
 from ytproxy.resilience import (
     BreakerOpen,
     CircuitBreaker,
@@ -41,10 +42,13 @@ from ytproxy.resilience import (
 )
 
 __all__ = [
+    "MAX_CLIENTS_PER_GAP",
+    "FileChanged",
     "RangeStream",
     "Refresh",
     "UpstreamFetcher",
     "UpstreamRefused",
+    "address_family",
     "host_allowed",
 ]
 
@@ -105,6 +109,37 @@ PACED_RECEIVE_BUFFER = 128 * 1024
 # Otherwise: room for a fast listener (capped by net.core.rmem_max).
 RECEIVE_BUFFER = 1 << 20
 
+
+
+# Player clients a gap may go through when URLs keep being refused (the first
+# one's, then others'): some clients' URLs serve a prefix and then 403 for good.
+MAX_CLIENTS_PER_GAP = 3
+# A 403 this soon after a format's available_at is still its not-yet (clocks).
+AVAILABLE_GRACE = 2.0
+
+
+class FileChanged(UpstreamFailed):
+    """A URL serves a file of another size than the stream's: another format,
+    language or encode.  Resuming from it would splice two files together."""
+
+    def __init__(self, total: int, expected: int, host: str) -> None:
+        super().__init__(f"upstream {host} now serves a file of {total} bytes, not the "
+                         f"{expected} bytes of this stream")
+        self.total = total
+        self.expected = expected
+
+
+def address_family(url: str) -> socket.AddressFamily | None:
+    """The address family a googlevideo URL must be fetched over: the one of
+    the address it was made for (``ip=``), or None when it names none."""
+    value = url_param(url, "ip")
+    if value is None:
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
 class UpstreamRefused(UpstreamFailed):
@@ -189,10 +224,28 @@ class UpstreamFetcher:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        # URLs bound to an address family (ip=) are fetched over that family only.
+        self._family_sessions: dict[socket.AddressFamily, aiohttp.ClientSession] = {}
 
     def close(self) -> None:
         """Close the connections kept for first ranges (the sessions are the caller's)."""
         self._first_ranges.close()
+
+    async def aclose(self) -> None:
+        """``close``, and the sessions this fetcher made for one address family."""
+        self.close()
+        sessions, self._family_sessions = self._family_sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+    def _session_for(self, family: socket.AddressFamily) -> aiohttp.ClientSession:
+        session = self._family_sessions.get(family)
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, family=family),
+                auto_decompress=False)
+            self._family_sessions[family] = session
+        return session
 
     async def _first_range(self, url: str, headers: dict[str, str],
                            start: int, end: int) -> _Response | None:
@@ -346,7 +399,12 @@ class UpstreamFetcher:
                 async with asyncio.timeout(self.config.range_timeout):
                     proxy, proxy_auth = self._proxy_for(url)
                     response = None
-                    if first and proxy is None:
+                    family = address_family(url) if proxy is None else None
+                    if family is not None:
+                        # googlevideo refuses a URL from another address than the
+                        # one it was made for: an IPv4 URL over IPv6 is a 403.
+                        session = self._session_for(family)
+                    elif first and proxy is None:
                         response = await self._first_range(url, headers, start, end)
                     if response is None:
                         response = await session.get(
@@ -403,7 +461,9 @@ class UpstreamFetcher:
         raise UpstreamRefused(response.status, host, retry_after)
 
 
-Refresh = Callable[[], Awaitable[StreamInfo]]
+# A fresh URL for the stream: (the URL in use, player clients to avoid) → the
+# same format (format_id) from clients other than those (c= names).
+Refresh = Callable[[StreamInfo, tuple[str, ...]], Awaitable[StreamInfo]]
 
 # Statuses worth another try: the far side is busy, failing or asking us to wait.
 _TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -444,8 +504,16 @@ class RangeStream:
         policy: RetryConfig | None = None,
         label: str = "stream",
         listening: Callable[[], bool] | None = None,
+        expected_total: int | None = None,
+        max_available_wait: float = 30.0,
     ) -> None:
         self._fetcher = fetcher
+        # The size of the file the listener was promised: a URL serving another
+        # size is another file, never resumed from (FileChanged).
+        self._expected_total = expected_total
+        self._max_available_wait = max_available_wait
+        self._waited_for: str | None = None  # the URL whose available_at was awaited
+        self._gap_clients: list[str] = []  # player clients refused in this gap
         self._listening = listening
         self._info = info
         self._start = start
@@ -473,11 +541,29 @@ class RangeStream:
     def info(self) -> StreamInfo:
         return self._info
 
-    def _open(self, start: int, end: int) -> Awaitable[OpenRange]:
+    async def _open(self, start: int, end: int) -> OpenRange:
+        await self._until_available()
         # Only a stream's very first request asks the host's breaker.
         gate, self._gate = self._gate, False
-        return self._fetcher.open_range(self._info, start, end, gate=gate,
-                                        first=start == self._start)
+        return await self._fetcher.open_range(self._info, start, end, gate=gate,
+                                              first=start == self._start)
+
+    async def _until_available(self) -> None:
+        """Before a URL's first request, wait for its format's ``available_at``
+        (YouTube asks the player to wait, e.g. for an ad; a request before then
+        is refused): the listener hears a later first byte, not an error."""
+        info = self._info
+        if info.available_at is None or self._waited_for == info.url:
+            return
+        self._waited_for = info.url
+        delay = info.available_at - time.time()
+        if delay <= 0:
+            return
+        wait = min(delay + 0.05, self._max_available_wait)
+        log.info("upstream: %s: the format is available in %.1f s; waiting %.1f s before "
+                 "the first request", self._label, delay, wait)
+        self.retries["available_at"] += 1
+        await asyncio.sleep(wait)
 
     def _spawn_open(self, start: int, end: int) -> asyncio.Task[OpenRange]:
         """A range asked for ahead, while the current one is relayed."""
@@ -522,6 +608,14 @@ class RangeStream:
                     finally:
                         opener = None
                     try:
+                        expected = self._expected_total
+                        if (current.total is not None and expected is not None
+                                and current.total != expected):
+                            current.close()
+                            changed = FileChanged(current.total, expected, current.host)
+                            if self.bytes_fetched == 0 and pos == self._start:
+                                raise changed  # nothing relayed yet: the caller may start over
+                            raise _Broken(pos, changed)
                         if current.total is not None:
                             end = min(end, current.total - 1)
                             if self.total is None:
@@ -561,7 +655,9 @@ class RangeStream:
                                     self.resumes += 1
                                     self._fetcher.stats["resumes"] += 1
                                     gap.progress()
-                                self._refreshed_since_success = False
+                                if self._refreshed_since_success or self._gap_clients:
+                                    self._refreshed_since_success = False
+                                    self._gap_clients.clear()
                                 if (pending is None and following is not None
                                         and not self._paced
                                         and (taken := pos - first) >= size // 4
@@ -604,33 +700,27 @@ class RangeStream:
         retry_after: float | None = None
         if isinstance(exc, UpstreamUnavailable):
             raise exc  # a new stream meets an open breaker: 503 at once
-        if isinstance(exc, UpstreamRefused):
-            if exc.status in _REFRESH_STATUSES:
-                if self._refreshed_since_success:
-                    raise UpstreamGone(
-                        f"upstream refused the stream (HTTP {exc.status}) even with a "
-                        "fresh URL; the track may be gone or blocked here"
-                    ) from exc
-                log.warning("upstream: %s: %s refused (HTTP %d) at byte %d; "
-                            "refreshing the stream URL", self._label, exc.host, exc.status, pos)
-                self.retries["refresh"] += 1
-                try:
-                    self._info = await self._refresh()
-                except ResolverUnavailable as refresh_error:
-                    # The resolver may recover within this gap's budget: wait and
-                    # try again (the old URL's refusal will bring us back here).
-                    exc = refresh_error
-                    cause = "resolver"
-                else:
-                    self._refreshed_since_success = True
-                    self.refreshes += 1
-                    self._fetcher.stats["refreshes"] += 1
-                    return
-            elif exc.status not in _TRANSIENT_STATUSES:
-                raise exc  # 404 and other 4xx: another try will not help
-            else:
-                retry_after = exc.retry_after
-                cause = f"http_{exc.status}"
+        refused = isinstance(exc, UpstreamRefused) and exc.status in _REFRESH_STATUSES
+        if isinstance(exc, UpstreamRefused) and self._not_yet_available(exc.status):
+            # Refused before the format's available_at: not a revoked URL, a wait.
+            assert self._info.available_at is not None
+            retry_after = max(0.0, self._info.available_at - time.time()) + 0.05
+            cause = "not_yet_available"
+        elif refused or isinstance(exc, FileChanged):
+            assert isinstance(exc, UpstreamFailed)
+            try:
+                await self._new_url(exc, pos)
+                return
+            except ResolverUnavailable as refresh_error:
+                # The resolver may recover within this gap's budget: wait and
+                # try again (the old URL's refusal will bring us back here).
+                exc = refresh_error
+                cause = "resolver"
+        elif isinstance(exc, UpstreamRefused) and exc.status not in _TRANSIENT_STATUSES:
+            raise exc  # 404 and other 4xx: another try will not help
+        elif isinstance(exc, UpstreamRefused):
+            retry_after = exc.retry_after
+            cause = f"http_{exc.status}"
         else:
             cause = _cause_name(exc)
         delay = gap.next_delay(retry_after)
@@ -645,6 +735,58 @@ class RangeStream:
         log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
                     self._label, gap.attempts, pos, _describe(exc), delay)
         await asyncio.sleep(delay)
+
+    def _not_yet_available(self, status: int) -> bool:
+        available_at = self._info.available_at
+        return (status == 403 and available_at is not None
+                and time.time() < available_at + AVAILABLE_GRACE)
+
+    async def _new_url(self, exc: UpstreamFailed, pos: int) -> None:
+        """A URL was refused (403/410) or serves another file: get a new one.
+
+        First the same player client, fresh (the URL may have expired or been
+        revoked).  When the fresh URL fails the same way before any byte came,
+        the client is the problem (some clients' URLs serve a prefix, then 403
+        for good): yt-dlp is asked for the same format from other clients, up
+        to MAX_CLIENTS_PER_GAP clients in this gap.  Replaces ``self._info``,
+        or raises UpstreamGone (or the resolver's error).
+        """
+        info = self._info
+        client = info.client
+        what = (f"refused (HTTP {exc.status})" if isinstance(exc, UpstreamRefused)
+                else f"changed file ({exc})")
+        if not self._refreshed_since_success:
+            log.warning("upstream: %s: the stream URL %s at byte %d; refreshing it",
+                        self._label, what, pos)
+            self.retries["refresh"] += 1
+            fresh = await self._refresh(info, info.avoid_clients)
+        else:
+            if client is not None and client not in self._gap_clients:
+                self._gap_clients.append(client)
+            if client is None or len(self._gap_clients) >= MAX_CLIENTS_PER_GAP:
+                tried = (f" from {len(self._gap_clients)} player clients "
+                         f"({', '.join(self._gap_clients)})" if self._gap_clients else "")
+                raise UpstreamGone(
+                    f"upstream refused the stream even with a fresh URL{tried} "
+                    f"({what}); the track may be gone or blocked here"
+                ) from exc
+            avoid = tuple(dict.fromkeys((*info.avoid_clients, *self._gap_clients)))
+            log.warning("upstream: %s: a fresh URL from player client %s %s at byte %d; "
+                        "asking yt-dlp for another client (not %s)", self._label, client,
+                        what, pos, ", ".join(avoid))
+            self.retries["failover"] += 1
+            self._fetcher.stats["failovers"] += 1
+            fresh = await self._refresh(info, avoid)
+            if fresh.client is not None and fresh.client in avoid:
+                raise UpstreamGone(
+                    f"yt-dlp offered no player client but {', '.join(avoid)} for this "
+                    f"track, whose URLs are refused ({what})") from exc
+            log.info("upstream: %s: resuming at byte %d with player client %s", self._label,
+                     pos, fresh.client or "?")
+        self._info = fresh
+        self._refreshed_since_success = True
+        self.refreshes += 1
+        self._fetcher.stats["refreshes"] += 1
 
     async def __aenter__(self) -> RangeStream:
         self._pieces = self._produce()

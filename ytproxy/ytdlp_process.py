@@ -102,9 +102,15 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
             else:
                 os.environ.pop(name, None)
 
+    options = request["options"]
+    avoid = request.get("avoid_clients")
+    if avoid:
+        from ytproxy.ytdlp_clients import options_avoiding
+
+        options = options_avoiding(options, avoid)
     chatter = _Chatter(bool(request.get("debug")))
     try:
-        with yt_dlp.YoutubeDL({**request["options"], "logger": chatter}) as ydl:
+        with yt_dlp.YoutubeDL({**options, "logger": chatter}) as ydl:
             info = ydl.extract_info(request["url"], download=False)
             clean = ydl.sanitize_info(info) if isinstance(info, dict) else None
     except Exception as exc:
@@ -235,14 +241,16 @@ class YtdlpProcesses:
         self._give_back(worker)
         return answer
 
-    async def extract(self, url: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    async def extract(self, url: str, options: dict[str, Any], *,
+                      avoid_clients: tuple[str, ...] = ()) -> dict[str, Any] | None:
         """yt-dlp's info dict for ``url`` (None if it gave none); raises
-        ExtractFailed (yt-dlp's error) or WorkerLost.  A caller that stops
-        waiting leaves the call to end in its worker."""
+        ExtractFailed (yt-dlp's error) or WorkerLost.  ``avoid_clients``: player
+        clients (googlevideo's ``c=`` names) not to take formats from.  A
+        caller that stops waiting leaves the call to end in its worker."""
         env = {name: os.environ[name] for name in _CALL_ENV if name in os.environ}
         debug = log.isEnabledFor(logging.DEBUG)
-        request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug})
-                   + "\n").encode()
+        request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug,
+                               "avoid_clients": list(avoid_clients)}) + "\n").encode()
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._threads, self._call, request)
         for line in answer.get("chatter") or ():
