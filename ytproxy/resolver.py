@@ -16,7 +16,6 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -124,21 +123,6 @@ def ytdlp_cache_dir() -> Path:
     return Path(base) / "ytproxy" / "yt-dlp"
 
 
-def cookie_header(cookies: object) -> str | None:
-    """A ``Cookie`` header from yt-dlp's ``cookies`` field (the cookies its jar
-    holds for the format's URL, as ``name=value; Domain=...; Path=...``): since
-    2023 yt-dlp no longer puts them in ``http_headers`` itself."""
-    if not isinstance(cookies, str) or not cookies.strip():
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(cookies)
-    except CookieError:
-        return None
-    pairs = [f"{name}={morsel.coded_value}" for name, morsel in jar.items()]
-    return "; ".join(pairs) or None
-
-
 def strip_query(url: str) -> str:
     """A URL safe to log: signed stream URLs carry credentials in their query."""
     parts = urlsplit(url)
@@ -182,9 +166,6 @@ def stream_info_from(info: dict[str, Any], *, url_ttl: float, now: float) -> Str
     headers = info.get("http_headers")
     http_headers = ({str(k): str(v) for k, v in headers.items()}
                     if isinstance(headers, dict) else {})
-    cookie = cookie_header(info.get("cookies"))
-    if cookie is not None and not any(k.lower() == "cookie" for k in http_headers):
-        http_headers["Cookie"] = cookie
     protocol = info.get("protocol")
     if isinstance(protocol, str) and protocol not in _PLAIN_PROTOCOLS:
         raise ResolverFailed(

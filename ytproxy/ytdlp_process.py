@@ -113,11 +113,29 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
         with yt_dlp.YoutubeDL({**options, "logger": chatter}) as ydl:
             info = ydl.extract_info(request["url"], download=False)
             clean = ydl.sanitize_info(info) if isinstance(info, dict) else None
+            if isinstance(clean, dict):
+                _add_cookie_header(clean, ydl.cookiejar)
     except Exception as exc:
         expected, network = failure_cause(exc)
         return {"error": str(exc) or type(exc).__name__, "expected": expected,
                 "network": network, "chatter": chatter.lines}
     return {"info": clean if isinstance(clean, dict) else None, "chatter": chatter.lines}
+
+
+def _add_cookie_header(info: dict[str, Any], jar: Any) -> None:
+    """Put the ``Cookie`` header yt-dlp itself would send for the chosen
+    format's URL into its ``http_headers``, which the relay sends with every
+    range.  (Since 2023 yt-dlp keeps cookies out of ``http_headers`` and
+    scopes them per URL through its cookie jar; this asks the jar the same way.)"""
+    url = info.get("url")
+    headers = info.get("http_headers")
+    if not isinstance(url, str) or not isinstance(headers, dict):
+        return
+    cookie = jar.get_cookie_header(url)
+    if cookie:
+        headers["Cookie"] = cookie
+    else:
+        headers.pop("Cookie", None)
 
 
 def serve(idle_exit: float) -> None:
