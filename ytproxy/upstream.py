@@ -142,6 +142,18 @@ def address_family(url: str) -> socket.AddressFamily | None:
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
+def _check_family(host: str, family: socket.AddressFamily) -> None:
+    """Refuse (as a connection failure) a host that is an address of the other family."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: resolved for that family only
+    if (address.version == 6) != (family == socket.AF_INET6):
+        raise ConnectionError(f"{host} cannot be reached over "
+                              f"{'IPv6' if family == socket.AF_INET6 else 'IPv4'}, "
+                              "the address family the URL was made for (ip=)")
+
+
 class UpstreamRefused(UpstreamFailed):
     """Upstream answered with an error status; 403/410 usually mean the URL expired."""
 
@@ -403,6 +415,7 @@ class UpstreamFetcher:
                     if family is not None:
                         # googlevideo refuses a URL from another address than the
                         # one it was made for: an IPv4 URL over IPv6 is a 403.
+                        _check_family(host, family)
                         session = self._session_for(family)
                     elif first and proxy is None:
                         response = await self._first_range(url, headers, start, end)
