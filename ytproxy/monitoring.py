@@ -34,7 +34,7 @@ from ytproxy.upstream import UpstreamFetcher
 
 __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "status_payload"]
 
-_SECRET_KEYS = {"token", "password"}
+_SECRET_KEYS = {"token", "password", "videopassword", "ap_password", "cookie", "cookies"}
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -60,6 +60,12 @@ def _mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _masked_table(table: dict[str, Any]) -> dict[str, Any]:
+    """A table (resolver.ytdlp_options) with secret-named keys masked, at any depth."""
+    return {k: "***" if str(k).lower() in _SECRET_KEYS and v
+            else _masked_table(v) if isinstance(v, dict) else v for k, v in table.items()}
+
+
 def redacted_config(config: Config) -> dict[str, Any]:
     """The effective configuration, with secrets masked."""
     out: dict[str, Any] = {}
@@ -75,6 +81,8 @@ def redacted_config(config: Config) -> dict[str, Any]:
                 values[key] = _mask_url(value)
             elif isinstance(value, tuple):
                 values[key] = list(value)
+            elif isinstance(value, dict):
+                values[key] = _masked_table(value)
         out[f.name] = values
     return out
 
@@ -120,6 +128,10 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "rate_limit_waiting": resolver.rate_limit_waiting,
             "last_call_seconds": resolver.last_duration,
             "breaker": resolver.breaker.as_dict(),
+            # The player client of the last URL resolved (googlevideo's c=).
+            "client": resolver.last_client,
+            "js_runtime": await resolver.js_runtime_info(),
+            "cookies": resolver.cookies_source,
         },
         "upstream": {
             "requests": fetcher.requests,

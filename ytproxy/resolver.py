@@ -30,7 +30,7 @@ from ytproxy.errors import (
     TrackGone,
     YtproxyError,
 )
-from ytproxy.jsruntime import JsRuntime, find_js_runtime
+from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
@@ -307,6 +307,7 @@ class Resolver:
                         "`ytproxy doctor` says how to fix it", config.js_runtime)
         # The player client (googlevideo's ``c=``) of the last URL resolved.
         self.last_client: str | None = None
+        self._js_runtime_version: str | None = None
 
     @property
     def calls(self) -> int:
@@ -315,6 +316,26 @@ class Resolver:
     @property
     def joins(self) -> int:
         return self._flights.joins
+
+    async def js_runtime_info(self) -> dict[str, str | None] | None:
+        """The runtime every call is given, with its version (asked once)."""
+        runtime = self.js_runtime
+        if runtime is None:
+            return None
+        if self._js_runtime_version is None:
+            self._js_runtime_version = await asyncio.to_thread(runtime_version, runtime.path)
+        return {"name": runtime.name, "path": runtime.path, "version": self._js_runtime_version}
+
+    @property
+    def cookies_source(self) -> str | None:
+        """Where yt-dlp's cookies come from, never what they are."""
+        sources = []
+        if self._config.cookies_file.strip():
+            sources.append("file")
+        spec = browser_cookie_spec(self._config.cookies_from_browser)
+        if spec is not None:
+            sources.append(f"browser:{spec[0]}")
+        return ", ".join(sources) or None
 
     def source_url_for(self, track_id: str) -> str:
         # The template is the admin's and trusted; what goes into it must be an id,
