@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import BaseRunner, TestServer
 
 from tests.fakes.googlevideo import FakeGooglevideo
+from tests.fakes.tube import FakeTube
 from ytproxy.config import Config
 from ytproxy.listener import Runner
 from ytproxy.server import create_app
@@ -70,6 +71,26 @@ async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
         await server.start_server()
         session = aiohttp.ClientSession(auto_decompress=False)
         proxy = RunningProxy(server.app, server, session, config)
+        running.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in running:
+        await proxy.session.close()
+        await proxy.server.close()
+
+
+@pytest.fixture
+async def make_tube_proxy(faketube: FakeTube, tmp_path: Path) -> AsyncIterator[ProxyFactory]:
+    """Like ``make_proxy``, resolving through FakeTube (the real yt-dlp with the
+    test-only FakeTube extractor plugin)."""
+    running: list[RunningProxy] = []
+
+    async def factory(**sections: dict[str, Any]) -> RunningProxy:
+        config = proxy_config(faketube, tmp_path, **sections)
+        server = ProxyTestServer(create_app(config), host="127.0.0.1")
+        await server.start_server()
+        proxy = RunningProxy(server.app, server, aiohttp.ClientSession(), config)
         running.append(proxy)
         return proxy
 

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import logging
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,11 @@ from tests.fakes.googlevideo import Fault
 from tests.fakes.tube import FakeTube, Format
 from tests.proxy_fixture import (
     ProxyFactory,
-    ProxyTestServer,
     RunningProxy,
-    proxy_config,
     random_audio,
 )
 from ytproxy.models import StreamInfo
-from ytproxy.server import SLOTS, STORE, create_app
+from ytproxy.server import SLOTS, STORE
 from ytproxy.upstream import MAX_CLIENTS_PER_GAP
 
 VID = "TubeTrack01"
@@ -39,22 +36,12 @@ FAST: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-async def tube_proxy(faketube: FakeTube, tmp_path: Path) -> AsyncIterator[ProxyFactory]:
-    """The real ytproxy app on loopback, resolving through FakeTube."""
-    running: list[RunningProxy] = []
-
+def tube_proxy(make_tube_proxy: ProxyFactory) -> ProxyFactory:
+    """The real ytproxy app on loopback, resolving through FakeTube, with short waits."""
     async def factory(**sections: dict[str, Any]) -> RunningProxy:
-        config = proxy_config(faketube, tmp_path, **{**FAST, **sections})
-        server = ProxyTestServer(create_app(config), host="127.0.0.1")
-        await server.start_server()
-        proxy = RunningProxy(server.app, server, aiohttp.ClientSession(), config)
-        running.append(proxy)
-        return proxy
+        return await make_tube_proxy(**{**FAST, **sections})
 
-    yield factory
-    for proxy in running:
-        await proxy.session.close()
-        await proxy.server.close()
+    return factory
 
 
 async def play(proxy: RunningProxy, track_id: str = VID) -> bytes:
