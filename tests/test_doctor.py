@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,9 +29,10 @@ from tests.fakes.local_servers import (
     write_toml,
 )
 from tests.test_cli import cli_env, run_ytproxy
-from ytproxy.config import Config
+from ytproxy.config import Config, ResolverConfig
 from ytproxy.doctor import (
     Check,
+    _check_cookies,
     _check_js_runtime,
     _check_mpd,
     _check_ytdlp,
@@ -251,16 +253,48 @@ def test_ytdlp_age() -> None:
     assert fresh.level == "ok" and "(10 days old)" in fresh.detail
     stale = _check_ytdlp(released + dt.timedelta(days=200))
     assert stale.level == "warn" and "200 days old" in stale.detail
-    assert "pip install -U 'yt-dlp[default]'" in stale.fix
+    assert "pip install -U 'yt-dlp[default,deno]'" in stale.fix
+    assert "systemctl --user restart ytproxy" in stale.fix
+    assert _check_ytdlp(released + dt.timedelta(days=59)).level == "ok"
+    assert _check_ytdlp(released + dt.timedelta(days=61)).level == "warn"
 
 
-def test_js_runtime() -> None:
-    paths = {"deno": "/opt/deno", "node": "/usr/bin/node"}
-    assert _check_js_runtime(paths.get).level == "ok"
-    only_node = _check_js_runtime({"node": "/usr/bin/node"}.get)
-    assert only_node.level == "warn" and "node at /usr/bin/node" in only_node.detail
-    assert "deno" in only_node.fix
-    assert _check_js_runtime({}.get).level == "warn"
+def test_js_runtime_the_install_brought_is_ok_with_its_version_and_path() -> None:
+    deno = Path(sys.executable).parent / "deno"
+    check = _check_js_runtime("auto")
+    assert check.level == "ok", check
+    assert check.detail.startswith("deno ") and f"at {deno} (given to yt-dlp)" in check.detail
+
+
+def test_js_runtime_missing_fails_and_says_how_to_get_one() -> None:
+    check = _check_js_runtime("auto", find=lambda _: None)
+    assert check.level == "fail"
+    assert "yt-dlp[default,deno]" in check.fix and "js_runtime" in check.fix
+    named = _check_js_runtime("/opt/nowhere/bun")
+    assert named.level == "fail" and "'/opt/nowhere/bun'" in named.detail
+
+
+def test_cookies_check(tmp_path: Path) -> None:
+    none = _check_cookies(ResolverConfig())
+    assert none.level == "ok" and "Sign in to confirm" in none.detail
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n\n"
+                       ".youtube.com\tTRUE\t/\tTRUE\t0\tSID\tsecret-1\n"
+                       "#HttpOnly_.youtube.com\tTRUE\t/\tTRUE\t0\tHSID\tsecret-2\n")
+    cookies.chmod(0o644)
+    loose = _check_cookies(ResolverConfig(cookies_file=str(cookies)))
+    assert loose.level == "warn" and "2 cookies" in loose.detail
+    assert loose.fix == f"chmod 600 {cookies}"
+    cookies.chmod(0o600)
+    tight = _check_cookies(ResolverConfig(cookies_file=str(cookies),
+                                          cookies_from_browser="firefox"))
+    assert tight.level == "ok" and "2 cookies, and from firefox" in tight.detail
+    for check in (loose, tight):
+        assert "secret" not in check.detail + check.fix
+    missing = _check_cookies(ResolverConfig(cookies_file=str(tmp_path / "gone.txt")))
+    assert missing.level == "fail" and "gone.txt" in missing.detail
+    browser = _check_cookies(ResolverConfig(cookies_from_browser="chrome:Work"))
+    assert browser.level == "ok" and "chrome:Work" in browser.detail
 
 
 def test_upstream_hosts_that_can_be_named() -> None:

@@ -14,9 +14,9 @@ import contextlib
 import datetime as dt
 import importlib.metadata
 import re
-import shutil
 import sqlite3
 import ssl
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ytproxy.client import DaemonNotAnswering, daemon_base_url, fetch_health
-from ytproxy.config import Config, ConfigError, load_config
+from ytproxy.client import DaemonNotAnswering, daemon_base_url, fetch_report
+from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
+from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.reachability import Target, Unreachable, proxy_for, reach
 from ytproxy.store import SCHEMA_VERSION
 
@@ -42,7 +43,9 @@ __all__ = [
 Level = Literal["ok", "warn", "fail", "skip"]
 
 DEFAULT_TIMEOUT = 3.0
-YTDLP_MAX_AGE_DAYS = 90
+# YouTube changes every few weeks, and yt-dlp releases follow: one two months
+# old has likely missed a fix.
+YTDLP_MAX_AGE_DAYS = 60
 # A host that stands for a wildcard in upstream.allowed_hosts: stream hosts
 # (rr3---sn-….googlevideo.com) are named per video, but they share the
 # network path, DNS and certificates of these.
@@ -51,7 +54,8 @@ REPRESENTATIVES = {
     "*.youtube.com": "www.youtube.com",
 }
 _SAMPLE_ID = "dQw4w9WgXcQ"
-_UPGRADE = "pip install -U 'yt-dlp[default]' (then restart the daemon)"
+_UPGRADE = ("pip install -U 'yt-dlp[default,deno]', then restart the daemon "
+            "(systemctl --user restart ytproxy)")
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def _check_ytdlp(today: dt.date) -> Check:
         import yt_dlp.version  # heavy; the caller runs this in a thread
     except Exception as exc:
         return Check("yt-dlp", "fail", f"cannot import yt-dlp: {exc}",
-                     "pip install 'yt-dlp[default]'")
+                     "pip install 'yt-dlp[default,deno]'")
     version = str(getattr(yt_dlp.version, "__version__", "?"))
     match = re.match(r"(\d{4})\.(\d{1,2})\.(\d{1,2})", version)
     if match is None:
@@ -172,18 +176,52 @@ def _check_ejs() -> Check:
     return Check("yt-dlp-ejs", "ok", version)
 
 
-def _check_js_runtime(which: Callable[[str], str | None] = shutil.which) -> Check:
-    deno = which("deno")
-    if deno:
-        return Check("js runtime", "ok", f"deno at {deno}")
-    others = [f"{name} at {path}" for name in ("node", "bun", "qjs")
-              if (path := which(name))]
-    fix = "install deno (https://deno.com) so that it is on the daemon's PATH"
-    if others:
-        return Check("js runtime", "warn", f"no deno; found {', '.join(others)}, but yt-dlp "
-                     "uses only deno unless told otherwise", fix)
-    return Check("js runtime", "warn", "no deno (or other JavaScript runtime) on PATH: "
-                 "YouTube playback may find fewer formats, or none", fix)
+def _check_js_runtime(
+    setting: str = "auto",
+    find: Callable[[str], JsRuntime | None] = find_js_runtime,
+    version: Callable[[str], str | None] = runtime_version,
+) -> Check:
+    """The runtime the daemon gives yt-dlp (blocking: asks it its version)."""
+    runtime = find(setting)
+    if runtime is None:
+        named = ("" if setting.strip() in ("", "auto")
+                 else f" (resolver.js_runtime = {setting!r} names none)")
+        return Check("js runtime", "fail",
+                     f"no JavaScript runtime found{named}: yt-dlp falls back to one player "
+                     "client and YouTube finds fewer formats, or none",
+                     "reinstall so yt-dlp's deno comes along: pip install --force-reinstall "
+                     "'yt-dlp[default,deno]'; or install deno, node, bun or quickjs on the "
+                     "daemon's PATH, or point [resolver] js_runtime at one")
+    said = version(runtime.path) or f"{runtime.name} (version unknown)"
+    return Check("js runtime", "ok", f"{said} at {runtime.path} (given to yt-dlp)")
+
+
+def _check_cookies(config: ResolverConfig) -> Check:
+    """Whether yt-dlp gets cookies, and whether the file is fit to be read
+    (never what it holds)."""
+    browser = config.cookies_from_browser.strip()
+    path = config.resolved_cookies_file
+    if path is None:
+        if browser:
+            return Check("cookies", "ok", f"yt-dlp reads cookies from {browser} on every call")
+        return Check("cookies", "ok", "none given; cookies from a signed-in browser are the "
+                     "way past \"Sign in to confirm you're not a bot\" ([resolver] "
+                     "cookies_file or cookies_from_browser)")
+    try:
+        mode = path.stat().st_mode
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return Check("cookies", "fail", f"cannot read resolver.cookies_file {path}: "
+                     f"{exc.strerror or exc}", "export the cookies again (Netscape format) "
+                     "or fix the path")
+    count = sum(1 for line in lines
+                if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_")))
+    also = f", and from {browser}" if browser else ""
+    if mode & 0o077:
+        return Check("cookies", "warn", f"{path}: {count} cookies{also}, readable by other "
+                     f"users (mode {stat.S_IMODE(mode):o}); they sign in as you",
+                     f"chmod 600 {path}")
+    return Check("cookies", "ok", f"{path}: {count} cookies{also}")
 
 
 # --------------------------------------------------------------------- network checks
@@ -248,14 +286,18 @@ async def _check_daemon(config: Config, seconds: float) -> Check:
     base = daemon_base_url(config)
     where = base.removeprefix("http://")
     try:
-        health = await fetch_health(base, seconds, token=config.server.token)
+        report = await fetch_report(base, seconds, token=config.server.token)
     except DaemonNotAnswering as exc:
         return Check("daemon", "fail", f"nothing answers on {where} ({exc.reason})",
                      "start it: `ytproxy serve` or `systemctl --user start ytproxy`; "
                      "if it runs elsewhere, set [server] host/port")
+    health = report.health
+    resolver = report.status.get("resolver")
+    client = resolver.get("client") if isinstance(resolver, dict) else None
+    using = f"; player client in use: {client}" if isinstance(client, str) else ""
     if health.ok:
-        return Check("daemon", "ok", f"answering on {where}: healthy")
-    return Check("daemon", "warn", f"answering on {where}, but {health.status}",
+        return Check("daemon", "ok", f"answering on {where}: healthy{using}")
+    return Check("daemon", "warn", f"answering on {where}, but {health.status}{using}",
                  "see `ytproxy status` for what is failing", tuple(health.reasons))
 
 
@@ -305,12 +347,13 @@ async def run_checks(
     """Every check, in a fixed order; the slow ones run at the same time."""
     today = today or dt.date.today()
     config, config_check = _check_config(config_path)
+    setting = config.resolver.js_runtime if config is not None else "auto"
     local: list[asyncio.Future[Check]] = [
         asyncio.ensure_future(asyncio.to_thread(_check_ytdlp, today)),
+        asyncio.ensure_future(asyncio.to_thread(_check_js_runtime, setting)),
     ]
     if config is None:
-        results = [config_check, *await asyncio.gather(*local), _check_ejs(),
-                   _check_js_runtime()]
+        results = [config_check, *await asyncio.gather(*local), _check_ejs()]
         return [*results, Check("others", "skip",
                                 "store, network, daemon and MPD need a valid config")]
     source = source_target(config)
@@ -323,15 +366,15 @@ async def run_checks(
                        proxy=proxy_for(t, config.upstream.proxy))
         for t in targets if isinstance(t, Target)
     ]
-    store_check, ytdlp_check, *reached = await asyncio.gather(
+    store_check, ytdlp_check, runtime_check, *reached = await asyncio.gather(
         store, *local, *network,
         _check_daemon(config, timeout), _check_mpd(config, timeout),
     )
     *endpoint_checks, daemon_check, mpd_check = reached
     endpoints = iter(endpoint_checks)
     network_checks = [next(endpoints) if isinstance(t, Target) else t for t in targets]
-    return [config_check, store_check, ytdlp_check, _check_ejs(), _check_js_runtime(),
-            *network_checks, daemon_check, mpd_check]
+    return [config_check, store_check, ytdlp_check, _check_ejs(), runtime_check,
+            _check_cookies(config.resolver), *network_checks, daemon_check, mpd_check]
 
 
 def format_checks(checks: Sequence[Check]) -> str:

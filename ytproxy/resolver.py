@@ -262,7 +262,7 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
     if "sign in" in lower or "confirm you" in lower:
         return ResolverFailed(
             f"the source asks for a sign-in: {short}. Upgrading yt-dlp often helps "
-            "(pip install -U 'yt-dlp[default]')"
+            "(pip install -U 'yt-dlp[default,deno]')"
         )
     if any(p in lower for p in _TRANSIENT_PHRASES) or network:
         return ResolverUnavailable(f"could not reach the source right now: {short}")
@@ -272,7 +272,7 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
         return ResolverFailed(f"yt-dlp could not resolve the track: {short}")
     return ResolverFailed(
         f"yt-dlp failed: {short}. If this keeps happening, upgrade yt-dlp "
-        "(pip install -U 'yt-dlp[default]')"
+        "(pip install -U 'yt-dlp[default,deno]')"
     )
 
 
