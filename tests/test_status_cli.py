@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -121,3 +122,14 @@ def test_render_copes_with_a_daemon_of_another_version() -> None:
     row = next(line for line in text.splitlines() if line.strip().startswith("x "))
     assert row.split()[-2:] == ["3", "—"]  # retries summed over causes; refreshes unknown
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(None) == "—"
+
+
+def test_render_names_the_js_runtime_and_the_player_client() -> None:
+    def rendered(resolver: dict[str, Any]) -> str:
+        return render_report(DaemonReport("http://127.0.0.1:6602", {
+            "version": "1", "resolver": {"calls": 1, **resolver}}, DaemonHealth(200, "ok", [])))
+
+    text = rendered({"js_runtime": {"name": "deno", "path": "/v/bin/deno",
+                                    "version": "deno 2.9.8"}, "client": "VISIONOS"})
+    assert "js runtime deno 2.9.8 at /v/bin/deno; player client VISIONOS" in text
+    assert "js runtime none (see `ytproxy doctor`)" in rendered({"js_runtime": None})

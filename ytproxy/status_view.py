@@ -170,9 +170,11 @@ def render_report(report: DaemonReport) -> str:
         size = f", {format_bytes(store['size_bytes'])}" if "size_bytes" in store else ""
         lines.append(f"{'store:':<10}{store.get('tracks', '?')} tracks{size} "
                      f"({store.get('path', '?')})")
-    resolver = section("resolver", "resolver", skip=("breaker",))
+    resolver = section("resolver", "resolver", skip=("breaker", "js_runtime", "client"))
     if isinstance(resolver.get("breaker"), Mapping):
         lines.append(f"{'':<10}breaker {_breaker(resolver['breaker'])}")
+    if resolver:
+        lines.append(f"{'':<10}{_youtube(resolver)}")
     upstream = section("upstream", "upstream", skip=("hosts",))
     hosts = upstream.get("hosts")
     if isinstance(hosts, Mapping):
@@ -180,6 +182,19 @@ def render_report(report: DaemonReport) -> str:
             if isinstance(info, Mapping):
                 lines.append(f"{'':<10}{host}: {_breaker(info)}")
     return "\n".join(lines) + "\n"
+
+
+def _youtube(resolver: Mapping[str, Any]) -> str:
+    """The JavaScript runtime yt-dlp is given and the player client in use."""
+    runtime = resolver.get("js_runtime")
+    if isinstance(runtime, Mapping):
+        said = runtime.get("version") or runtime.get("name") or "?"
+        shown = f"js runtime {said} at {runtime.get('path', '?')}"
+    else:
+        shown = "js runtime none (see `ytproxy doctor`)" if "js_runtime" in resolver else ""
+    client = resolver.get("client")
+    using = f"player client {client}" if isinstance(client, str) else "player client —"
+    return "; ".join(filter(None, [shown, using]))
 
 
 def run_status(config: Config, *, as_json: bool = False) -> int:
