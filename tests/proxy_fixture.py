@@ -60,13 +60,13 @@ class RunningProxy:
 ProxyFactory = Callable[..., Awaitable[RunningProxy]]
 
 
-@pytest.fixture
-async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
-                     ) -> AsyncIterator[ProxyFactory]:
+async def _proxies(upstream: FakeGooglevideo, tmp_path: Path
+                   ) -> AsyncIterator[ProxyFactory]:
+    """A factory of running proxies wired to ``upstream``; all closed afterwards."""
     running: list[RunningProxy] = []
 
     async def factory(**sections: dict[str, Any]) -> RunningProxy:
-        config = proxy_config(googlevideo, tmp_path, **sections)
+        config = proxy_config(upstream, tmp_path, **sections)
         server = ProxyTestServer(create_app(config), host="127.0.0.1")
         await server.start_server()
         session = aiohttp.ClientSession(auto_decompress=False)
@@ -81,23 +81,18 @@ async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
 
 
 @pytest.fixture
+async def make_proxy(googlevideo: FakeGooglevideo, tmp_path: Path
+                     ) -> AsyncIterator[ProxyFactory]:
+    async for factory in _proxies(googlevideo, tmp_path):
+        yield factory
+
+
+@pytest.fixture
 async def make_tube_proxy(faketube: FakeTube, tmp_path: Path) -> AsyncIterator[ProxyFactory]:
     """Like ``make_proxy``, resolving through FakeTube (the real yt-dlp with the
     test-only FakeTube extractor plugin)."""
-    running: list[RunningProxy] = []
-
-    async def factory(**sections: dict[str, Any]) -> RunningProxy:
-        config = proxy_config(faketube, tmp_path, **sections)
-        server = ProxyTestServer(create_app(config), host="127.0.0.1")
-        await server.start_server()
-        proxy = RunningProxy(server.app, server, aiohttp.ClientSession(), config)
-        running.append(proxy)
-        return proxy
-
-    yield factory
-    for proxy in running:
-        await proxy.session.close()
-        await proxy.server.close()
+    async for factory in _proxies(faketube, tmp_path):
+        yield factory
 
 
 def random_audio(size: int, seed: int = 1) -> bytes:
