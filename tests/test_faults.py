@@ -203,12 +203,18 @@ async def test_host_breaker_opens_fails_fast_and_closes_after_recovery(
 ) -> None:
     data = random_audio(100_000, seed=12)
     googlevideo.add_track("FaultTrack1", data, title="Breaker")
+    googlevideo.add_track("FaultTrack2", data, title="Breaker Too")
     proxy = await make_proxy(upstream=FAST["upstream"],
                              retry={"base_delay": 0.01, "max_delay": 0.05, "gap_budget": 1.0,
                                     "attempts": 3},
                              breaker={"failures": 3, "reset_after": 1.0})
-    async with proxy.session.head(proxy.url("/proxy/FaultTrack1")) as resp:
-        assert resp.status == 200  # resolved and stored while all is well
+    for track in ("FaultTrack1", "FaultTrack2"):
+        async with proxy.session.head(proxy.url(f"/proxy/{track}")) as resp:
+            assert resp.status == 200  # resolved and stored while all is well
+    # 500s for two tracks say the host is unwell (one track's would not).
+    googlevideo.add_fault("FaultTrack2", Fault("status", status=500, times=10_000))
+    status, _ = await fetch(proxy, "FaultTrack2")
+    assert status == 502
     googlevideo.add_fault("FaultTrack1", Fault("status", status=500, times=10_000))
     status, _ = await fetch(proxy, "FaultTrack1")
     assert status in (502, 503)  # three failures open the breaker

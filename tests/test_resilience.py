@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ytproxy.config import RetryConfig
-from ytproxy.resilience import RetryGap, full_jitter, parse_retry_after
+from ytproxy.resilience import CircuitBreaker, RetryGap, full_jitter, parse_retry_after
 
 
 @given(attempt=st.integers(0, 60), base=st.floats(0.001, 5), cap=st.floats(0.001, 60))
@@ -53,3 +53,37 @@ def test_gap_budget_counts_time_and_caps_retry_after() -> None:
     assert RetryGap(policy).next_delay(retry_after=3) == 3
     gap.started -= 8  # eight seconds already spent in this gap
     assert gap.next_delay(retry_after=3) is None  # would overrun the 10 s budget
+
+
+def test_one_tracks_failures_never_open_the_breaker() -> None:
+    breaker = CircuitBreaker("upstream host h", threshold=3, reset_after=30)
+    for _ in range(50):
+        breaker.record_failure("HTTP 503", "track-a")
+    assert breaker.state == "closed"
+    breaker.check()  # a new stream of another track goes ahead
+
+
+def test_failures_from_two_tracks_open_it() -> None:
+    breaker = CircuitBreaker("upstream host h", threshold=3, reset_after=30)
+    breaker.record_failure("HTTP 503", "track-a")
+    breaker.record_failure("HTTP 503", "track-a")
+    assert breaker.state == "closed"
+    breaker.record_failure("HTTP 503", "track-b")
+    assert breaker.state == "open"
+
+
+def test_connection_refusals_open_it_alone() -> None:
+    breaker = CircuitBreaker("upstream host h", threshold=3, reset_after=30)
+    for _ in range(3):
+        breaker.record_failure("ConnectionRefusedError")
+    assert breaker.state == "open"
+
+
+def test_a_success_forgets_which_tracks_failed() -> None:
+    breaker = CircuitBreaker("upstream host h", threshold=2, reset_after=30)
+    breaker.record_failure("HTTP 503", "track-a")
+    breaker.record_success()
+    breaker.record_failure("HTTP 503", "track-b")
+    breaker.record_failure("HTTP 503", "track-b")
+    assert breaker.state == "closed"
+

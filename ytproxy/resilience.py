@@ -139,6 +139,9 @@ class CircuitBreaker:
         self.last_error_at: float | None = None
         self.recent = RecentOutcomes()
         self._trial = False
+        # Where the failures since the last success came from (see record_failure).
+        self._sources: set[str] = set()
+        self._unsourced = False
 
     def retry_after(self) -> float:
         return max(0.0, self.opened_at + self.reset_after - time.monotonic())
@@ -160,13 +163,24 @@ class CircuitBreaker:
         self.state = "closed"
         self.failures = 0
         self._trial = False
+        self._sources.clear()
+        self._unsourced = False
 
-    def record_failure(self, error: str) -> None:
+    def record_failure(self, error: str, source: str | None = None) -> None:
+        """A failure of the dependency (``source`` None: it is unwell, e.g. a
+        connection refused), or one seen while serving ``source`` (a track):
+        those open the breaker only when they come from two sources or more,
+        so one broken track never stands for its host."""
         self.recent.add(False)
         self.failures += 1
         self.last_error = error
         self.last_error_at = time.time()
-        if self.state == "half_open" or self.failures >= self.threshold:
+        if source is None:
+            self._unsourced = True
+        elif len(self._sources) < 2:
+            self._sources.add(source)
+        for_all = self._unsourced or len(self._sources) >= 2
+        if self.state == "half_open" or (self.failures >= self.threshold and for_all):
             self.state = "open"
             self.opened_at = time.monotonic()
             self._trial = False

@@ -396,13 +396,13 @@ class Resolver:
                 info = await self._workers.extract(url, options, avoid_clients=avoid_clients)
         except WorkerLost as exc:
             self.failures["worker_lost"] += 1
-            self.breaker.record_failure(str(exc))
+            self.breaker.record_failure(str(exc), url)
             raise ResolverUnavailable(f"{exc}; the next call starts a new one") from None
         except TimeoutError:
             # The call is left to end in its worker; yt-dlp's own socket
             # timeout ends it soon after.
             self.failures["timeout"] += 1
-            self.breaker.record_failure("timeout")
+            self.breaker.record_failure("timeout", url)
             raise ResolverUnavailable(f"yt-dlp took longer than {limit:g} s {what}") from None
         except asyncio.CancelledError:
             self.breaker.release_trial()
@@ -420,7 +420,10 @@ class Resolver:
         error = classify_error(exc, url)
         self.failures[error.code] += 1
         if isinstance(error, ResolverUnavailable):
-            self.breaker.record_failure(str(error))
+            # A network failure says the source is out of reach for every
+            # track; anything else counts only beside other tracks' failures.
+            network = isinstance(exc, ExtractFailed) and exc.network
+            self.breaker.record_failure(str(error), None if network else url)
         else:
             self.breaker.record_success()  # the source answered: yt-dlp itself works
         return error

@@ -303,9 +303,10 @@ class UpstreamFetcher:
             self.breakers[host] = breaker
         return breaker
 
-    def record_failure(self, host: str, error: BaseException) -> None:
-        """A transient failure talking to ``host`` (counted toward its breaker)."""
-        self.breaker_for(host).record_failure(_describe(error))
+    def record_failure(self, host: str, error: BaseException, track: str | None = None) -> None:
+        """A transient failure talking to ``host`` while fetching ``track`` (a
+        body cut short: counted for the host only with other tracks' failures)."""
+        self.breaker_for(host).record_failure(_describe(error), track)
 
     def check_allowed(self, url: str) -> None:
         try:
@@ -379,7 +380,7 @@ class UpstreamFetcher:
 
     async def open_range(
         self, info: StreamInfo, start: int, end: int, *, gate: bool = True,
-        first: bool = False,
+        first: bool = False, track: str | None = None,
     ) -> OpenRange:
         """GET bytes ``start..end`` (inclusive); ``end - start + 1`` must be <= chunk_size.
 
@@ -441,12 +442,14 @@ class UpstreamFetcher:
                 opened = self._accept(response, host, start, end)
             except UpstreamRefused as exc:
                 if exc.status in _TRANSIENT_STATUSES:
-                    breaker.record_failure(str(exc))
+                    # An answer about this URL: the host's problem only when
+                    # other tracks get such answers too.
+                    breaker.record_failure(str(exc), track or url)
                 else:
                     breaker.record_success()  # the host answered; the URL is the problem
                 raise
             except UpstreamFailed as exc:
-                breaker.record_failure(str(exc))
+                breaker.record_failure(str(exc), track or url)
                 raise
             breaker.record_success()
             _untimed(response)
@@ -559,7 +562,7 @@ class RangeStream:
         # Only a stream's very first request asks the host's breaker.
         gate, self._gate = self._gate, False
         return await self._fetcher.open_range(self._info, start, end, gate=gate,
-                                              first=start == self._start)
+                                              first=start == self._start, track=self._label)
 
     async def _until_available(self) -> None:
         """Before a URL's first request, wait for its format's ``available_at``
@@ -685,7 +688,7 @@ class RangeStream:
                                 yield handed.pop()
                         except (aiohttp.ClientError, Disconnected, TimeoutError,
                                 UpstreamFailed) as exc:
-                            self._fetcher.record_failure(current.host, exc)
+                            self._fetcher.record_failure(current.host, exc, self._label)
                             current.close()  # never reuse a connection that broke
                             raise _Broken(pos, exc) from exc
                     except _Broken as broken:
