@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import shutil
 import sqlite3
 import ssl
@@ -28,11 +29,13 @@ from tests.fakes.local_servers import (
     running_daemon,
     write_toml,
 )
-from tests.test_cli import cli_env, run_ytproxy
-from ytproxy.config import Config, ResolverConfig
+from tests.test_cli import REPO, cli_env, run_ytproxy
+from ytproxy.config import Config, ResolverConfig, load_config
 from ytproxy.doctor import (
     Check,
+    _check_config,
     _check_cookies,
+    _check_daemon,
     _check_js_runtime,
     _check_mpd,
     _check_ytdlp,
@@ -43,7 +46,7 @@ from ytproxy.doctor import (
     upstream_targets,
 )
 from ytproxy.reachability import Target, proxy_for
-from ytproxy.server import STORE
+from ytproxy.server import RESOLVER, STORE
 from ytproxy.store import SCHEMA_VERSION
 
 VID = "dOcToR_ok_1"
@@ -204,6 +207,32 @@ async def test_cli_exits_0_when_nothing_fails(
     assert not [line for line in result.out.splitlines() if line.startswith("fail")]
 
 
+async def test_daemon_line_names_the_player_client_in_use(
+    tmp_path: Path, no_env_proxy: None
+) -> None:
+    config_file = write_toml(tmp_path / "config.toml", {
+        "server": {"port": free_port()}, "store": {"path": str(tmp_path / "tracks.db")}})
+    config = load_config(str(config_file))
+    async with running_daemon(config_file) as daemon:
+        fresh = await _check_daemon(config, 2.0)
+        # What the resolver sets from the c= of the last URL it resolved.
+        daemon.app[RESOLVER].last_client = "VISIONOS"
+        using = await _check_daemon(config, 2.0)
+    assert fresh.level == "ok" and "player client" not in fresh.detail
+    assert using.level == "ok" and using.detail.endswith("; player client in use: VISIONOS")
+
+
+async def test_the_example_config_is_valid(tmp_path: Path) -> None:
+    example = REPO / "config.example.toml"
+    config, check = _check_config(str(example))
+    assert check.level == "ok" and config is not None, check
+    assert config.resolver.js_runtime == "auto" and config.resolver.cookies_file == ""
+    assert config.resolver.ytdlp_options == {}
+    result = await run_ytproxy(cli_env(tmp_path), "--config", str(example), "check-config")
+    assert result.rc == 0, result.err
+    assert "max_available_wait" in result.out and "cookies_from_browser" in result.out
+
+
 async def test_mpd_on_a_unix_socket_and_a_greeting_that_is_not_mpd(tmp_path: Path) -> None:
     greeting = b"OK MPD 0.23.12\n"
 
@@ -259,19 +288,66 @@ def test_ytdlp_age() -> None:
     assert _check_ytdlp(released + dt.timedelta(days=61)).level == "warn"
 
 
+def first_version_line(executable: str) -> str:
+    return subprocess.run([executable, "--version"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[0]
+
+
 def test_js_runtime_the_install_brought_is_ok_with_its_version_and_path() -> None:
-    deno = Path(sys.executable).parent / "deno"
+    deno = Path(sys.executable).parent / "deno"  # yt-dlp's deno extra put it here
+    version = re.match(r"deno (\d+\.\d+\.\d+)", first_version_line(str(deno)))
+    assert version
     check = _check_js_runtime("auto")
     assert check.level == "ok", check
-    assert check.detail.startswith("deno ") and f"at {deno} (given to yt-dlp)" in check.detail
+    assert check.detail == f"deno {version.group(1)} at {deno} (given to yt-dlp)"
+
+
+def test_js_runtime_named_in_the_config_is_the_one_reported() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node on PATH to name")
+    check = _check_js_runtime("node")
+    assert check.level == "ok", check
+    said = first_version_line(node)  # v22.1.0: node does not say its name
+    assert check.detail == f"node {said} at {node} (given to yt-dlp)"
 
 
 def test_js_runtime_missing_fails_and_says_how_to_get_one() -> None:
     check = _check_js_runtime("auto", find=lambda _: None)
-    assert check.level == "fail"
-    assert "yt-dlp[default,deno]" in check.fix and "js_runtime" in check.fix
-    named = _check_js_runtime("/opt/nowhere/bun")
-    assert named.level == "fail" and "'/opt/nowhere/bun'" in named.detail
+    assert check.level == "fail" and check.detail.startswith("none found")
+    assert "pip install --force-reinstall 'yt-dlp[default,deno]'" in check.fix
+    assert "deno, node, bun or quickjs" in check.fix and "[resolver] js_runtime" in check.fix
+    # Shown as it is printed: a failure with its fix under it.
+    text = format_checks([check])
+    assert "fail  js runtime  none found" in text and "→ reinstall ytproxy" in text
+
+
+def test_js_runtime_named_but_not_found_fails_naming_it(tmp_path: Path) -> None:
+    absent = _check_js_runtime("/opt/nowhere/bun")
+    assert absent.level == "fail"
+    assert "resolver.js_runtime = '/opt/nowhere/bun' is not found" in absent.detail
+    assert 'set it to "auto"' in absent.fix
+    not_executable = tmp_path / "deno"
+    not_executable.write_text("#!/bin/sh\necho deno 9.9.9\n")
+    not_executable.chmod(0o644)
+    check = _check_js_runtime(str(not_executable))
+    assert check.level == "fail" and repr(str(not_executable)) in check.detail
+
+
+async def test_run_checks_asks_for_the_runtime_the_config_names(
+    tmp_path: Path, no_env_proxy: None
+) -> None:
+    config_file = write_toml(tmp_path / "config.toml", {
+        "server": {"port": free_port()},
+        "store": {"path": str(tmp_path / "tracks.db")},
+        "resolver": {"source_url_template": f"http://127.0.0.1:{free_port()}/w?v={{id}}",
+                     "js_runtime": str(tmp_path / "gone" / "node")},
+        "upstream": {"allowed_hosts": ["*.example.org"]},
+    })
+    named = by_name(await run_checks(str(config_file), timeout=1.0))
+    assert named["js runtime"].level == "fail"
+    assert str(tmp_path / "gone" / "node") in named["js runtime"].detail
+    assert named["cookies"].level == "ok" and "none given" in named["cookies"].detail
 
 
 def test_cookies_check(tmp_path: Path) -> None:

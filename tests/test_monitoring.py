@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 from tests.fakes.googlevideo import FakeGooglevideo
-from tests.proxy_fixture import ProxyFactory, random_audio
+from tests.fakes.tube import FakeTube
+from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.config import Config
 from ytproxy.monitoring import redacted_config
 from ytproxy.server import STORE
@@ -54,13 +60,18 @@ def test_secrets_are_masked_in_the_reported_config() -> None:
 async def test_health_ok_degraded_and_down(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
 ) -> None:
+    other = "Watched0002"
     googlevideo.add_track(VID, random_audio(1000), title="Fine")
-    proxy = await make_proxy(breaker={"failures": 1, "reset_after": 60})
+    googlevideo.add_track(other, random_audio(1000), title="Also fine")
+    proxy = await make_proxy(breaker={"failures": 2, "reset_after": 60})
     async with proxy.session.get(proxy.url("/health")) as resp:
         assert resp.status == 200 and await resp.json() == {"status": "ok"}
-    googlevideo.set_watch_status(VID, 503)  # yt-dlp fails: the resolver's breaker opens
-    async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
-        assert resp.status == 503
+    # yt-dlp fails for two tracks (one track's failures never stand for the
+    # source): the resolver's breaker opens.
+    for video_id in (VID, other):
+        googlevideo.set_watch_status(video_id, 503)
+        async with proxy.session.get(proxy.url(f"/proxy/{video_id}")) as resp:
+            assert resp.status == 503
     async with proxy.session.get(proxy.url("/health")) as resp:
         body = await resp.json()
         assert resp.status == 503
@@ -122,3 +133,70 @@ async def test_status_page_is_self_contained_html(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert VID in page and ">ok<" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # no external assets
+
+
+async def get_status(proxy: RunningProxy) -> tuple[dict[str, Any], str]:
+    async with proxy.session.get(proxy.url("/status")) as resp:
+        assert resp.status == 200
+        return await resp.json(), await resp.text()
+
+
+async def get_page(proxy: RunningProxy) -> str:
+    async with proxy.session.get(proxy.url("/")) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def test_status_and_page_name_the_js_runtime_the_client_and_never_a_cookie(
+    faketube: FakeTube, make_tube_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    """The real yt-dlp (FakeTube's extractor) resolves with a cookies file: /status
+    and the page say which runtime it was given, which player client served,
+    and that cookies came from a file — never what the cookies are."""
+    secret = "m0nitor-cookie-v4lue"
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n"
+                       f"127.0.0.1\tFALSE\t/\tFALSE\t0\tSID\t{secret}\n")
+    cookies.chmod(0o600)
+    data = random_audio(100_000)
+    faketube.add_track(VID, data, title="Known Client")
+    proxy = await make_tube_proxy(resolver={"cookies_file": str(cookies)})
+
+    before, _ = await get_status(proxy)
+    assert before["resolver"]["client"] is None  # nothing resolved yet
+    assert "player client — (nothing resolved yet)" in await get_page(proxy)
+    async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
+        assert resp.status == 200 and await resp.read() == data
+
+    status, raw = await get_status(proxy)
+    deno = Path(sys.executable).parent / "deno"  # what `pip install` brought
+    done = await asyncio.to_thread(subprocess.run, [str(deno), "--version"],
+                                   capture_output=True, text=True, check=True)
+    said = done.stdout.splitlines()[0]
+    resolver = status["resolver"]
+    assert resolver["js_runtime"] == {"name": "deno", "path": str(deno), "version": said}
+    assert resolver["client"] == "TVHTML5"  # FakeTube's default tv_samsung: c=TVHTML5
+    assert resolver["cookies"] == "file"
+    assert secret not in raw and "SID" not in raw
+
+    page = await get_page(proxy)
+    version = re.match(r"deno (\d+\.\d+\.\d+)", said)
+    assert version, said
+    assert f"JavaScript runtime deno {version.group(1)} at <code>{deno}</code>" in page
+    assert "player client TVHTML5" in page and "cookies file" in page
+    assert secret not in page
+
+
+async def test_status_without_a_runtime_and_with_browser_cookies(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-deno"
+    proxy = await make_proxy(resolver={"js_runtime": str(missing),
+                                       "cookies_from_browser": "firefox"})
+    status, _ = await get_status(proxy)
+    assert status["resolver"]["js_runtime"] is None
+    assert status["resolver"]["cookies"] == "browser:firefox"
+    assert status["resolver"]["client"] is None
+    page = await get_page(proxy)
+    assert "no JavaScript runtime (run <code>ytproxy doctor</code>)" in page
+    assert "cookies browser:firefox" in page

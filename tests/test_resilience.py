@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,8 +52,27 @@ def test_gap_budget_counts_time_and_caps_retry_after() -> None:
     gap = RetryGap(policy)
     assert gap.next_delay(retry_after=100) == 4  # capped
     assert RetryGap(policy).next_delay(retry_after=3) == 3
-    gap.started -= 8  # eight seconds already spent in this gap
+    gap._own_started -= 8  # type: ignore[operator]  # eight seconds spent on this track's failures
     assert gap.next_delay(retry_after=3) is None  # would overrun the 10 s budget
+
+
+def test_a_held_gap_waits_out_the_hold_budget_without_counting_attempts() -> None:
+    policy = RetryConfig(attempts=2, base_delay=0.0, max_delay=0.0, gap_budget=10,
+                         hold_budget=60, retry_after_cap=4)
+    gap = RetryGap(policy)
+    for _ in range(10):  # far more than attempts: an outage is not the track's fault
+        assert gap.next_delay(hold=True) == 0.0
+    assert gap.next_delay(retry_after=30, hold=True) == 30  # a breaker's rest, uncapped
+    gap.started -= 55  # type: ignore[operator]
+    assert gap.next_delay(retry_after=30, hold=True) == pytest.approx(5, abs=0.1)
+    gap.started -= 5  # type: ignore[operator]
+    assert gap.next_delay(hold=True) is None and gap.held
+    # Upstream back, but the track's own failures still get their own budget.
+    fresh = RetryGap(policy)
+    fresh.next_delay(hold=True)
+    fresh.started -= 50  # type: ignore[operator]
+    assert fresh.next_delay() == 0.0 and fresh.next_delay() == 0.0
+    assert fresh.next_delay() is None and not fresh.held
 
 
 def test_one_tracks_failures_never_open_the_breaker() -> None:

@@ -61,16 +61,18 @@ async def test_resolver_breaker_opens_spares_stored_urls_and_closes(
     for n in range(4):
         googlevideo.add_track(f"NewTrack00{n}", random_audio(1000), title="New")
         googlevideo.set_watch_status(f"NewTrack00{n}", 503)
-    proxy = await make_proxy(breaker={"failures": 3, "reset_after": 1.0})
+    proxy = await make_proxy(breaker={"failures": 3, "reset_after": 3.0},
+                             retry={"gap_budget": 1.0, "hold_budget": 1.0})
     assert (await status_of(proxy, "StoredOk001"))[0] == 200  # resolved while healthy
     for n in range(3):
         assert (await status_of(proxy, f"NewTrack00{n}"))[0] == 503
     hits = sum(googlevideo.watch_hits.values())
     started = time.monotonic()
     status, headers, body = await status_of(proxy, "NewTrack003")
+    # Held while the resolver rests (retry.hold_budget), then the 503.
     assert status == 503 and int(headers["Retry-After"]) >= 1
     assert b"yt-dlp failed 3 times in a row" in body
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started >= 0.9
     assert sum(googlevideo.watch_hits.values()) == hits  # yt-dlp was not called
     # A track whose stored URL is good plays on.
     status, _, body = await status_of(proxy, "StoredOk001")
@@ -78,7 +80,9 @@ async def test_resolver_breaker_opens_spares_stored_urls_and_closes(
     async with proxy.session.get(proxy.url("/status")) as resp:
         assert (await resp.json())["resolver"]["breaker"]["state"] == "open"
     googlevideo.set_watch_status("NewTrack003", None)  # the source recovers
-    await asyncio.sleep(1.1)
+    async with proxy.session.get(proxy.url("/status")) as resp:
+        rest = (await resp.json())["resolver"]["breaker"]["retry_after"]
+    await asyncio.sleep(rest + 0.1)
     assert (await status_of(proxy, "NewTrack003"))[0] == 200  # the trial call closes it
     async with proxy.session.get(proxy.url("/status")) as resp:
         assert (await resp.json())["resolver"]["breaker"]["state"] == "closed"

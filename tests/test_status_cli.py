@@ -4,6 +4,8 @@ loop (with a live, throttled stream), against an unhealthy one, and against none
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,12 +76,18 @@ async def test_status_shows_a_live_stream(
     assert "KiB" in row  # bytes sent so far
     assert "totals:" in shown.out and "store:" in shown.out
     assert "resolver:" in shown.out and "upstream:" in shown.out
+    # The runtime every yt-dlp call is given: the deno `pip install` brought.
+    deno = Path(sys.executable).parent / "deno"
+    assert re.search(rf"js runtime deno \d+\.\d+\.\d+ at {re.escape(str(deno))}; "
+                     r"player client —", shown.out), shown.out
 
     assert raw.rc == 0, raw.err
     payload = json.loads(raw.out)
     [stream] = payload["streams"]
     assert stream["id"] == VID and stream["bytes_sent"] >= 150_000
     assert "googlevideo" not in raw.out and "sig=" not in raw.out  # no signed URLs
+    assert payload["resolver"]["js_runtime"]["path"] == str(deno)
+    assert payload["resolver"]["cookies"] is None
 
 
 async def test_status_exits_1_with_the_reasons_when_unhealthy(
@@ -130,6 +138,13 @@ def test_render_names_the_js_runtime_and_the_player_client() -> None:
             "version": "1", "resolver": {"calls": 1, **resolver}}, DaemonHealth(200, "ok", [])))
 
     text = rendered({"js_runtime": {"name": "deno", "path": "/v/bin/deno",
-                                    "version": "deno 2.9.8"}, "client": "VISIONOS"})
-    assert "js runtime deno 2.9.8 at /v/bin/deno; player client VISIONOS" in text
+                                    "version": "deno 2.9.8 (stable, release, x86_64)"},
+                     "client": "VISIONOS", "cookies": "file"})
+    assert "js runtime deno 2.9.8 at /v/bin/deno; player client VISIONOS; cookies file" in text
+    assert "resolver: calls 1\n" in text  # the three are not repeated as counters
+    node = rendered({"js_runtime": {"name": "node", "path": "/usr/bin/node",
+                                    "version": "v22.1.0"}, "client": None, "cookies": None})
+    assert "js runtime node v22.1.0 at /usr/bin/node; player client —\n" in node
     assert "js runtime none (see `ytproxy doctor`)" in rendered({"js_runtime": None})
+    # A daemon from before these keys: no runtime line part, nothing fails.
+    assert "player client —" in rendered({}) and "js runtime" not in rendered({})

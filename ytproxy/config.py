@@ -129,6 +129,10 @@ class RetryConfig:
     max_delay: float = 8.0
     gap_budget: float = 30.0
     retry_after_cap: float = 15.0
+    # Seconds a request (or a playing stream) is held while the network or a
+    # dependency is down, before it is given up; one track's own failures
+    # keep gap_budget.
+    hold_budget: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -446,6 +450,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(t.max_delay >= t.base_delay, "retry.max_delay", "must be >= retry.base_delay",
          t.max_delay)
     need(t.gap_budget > 0, "retry.gap_budget", "must be > 0 seconds", t.gap_budget)
+    need(t.hold_budget >= t.gap_budget and t.hold_budget <= 3600, "retry.hold_budget",
+         "must be between retry.gap_budget and 3600 seconds", t.hold_budget)
     need(t.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds",
          t.retry_after_cap)
     m = config.mpd

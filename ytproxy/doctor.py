@@ -29,6 +29,7 @@ from ytproxy.client import DaemonNotAnswering, daemon_base_url, fetch_report
 from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
 from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.reachability import Target, Unreachable, proxy_for, reach
+from ytproxy.status_view import runtime_label
 from ytproxy.store import SCHEMA_VERSION
 
 __all__ = [
@@ -184,15 +185,19 @@ def _check_js_runtime(
     """The runtime the daemon gives yt-dlp (blocking: asks it its version)."""
     runtime = find(setting)
     if runtime is None:
-        named = ("" if setting.strip() in ("", "auto")
-                 else f" (resolver.js_runtime = {setting!r} names none)")
-        return Check("js runtime", "fail",
-                     f"no JavaScript runtime found{named}: yt-dlp falls back to one player "
-                     "client and YouTube finds fewer formats, or none",
-                     "reinstall so yt-dlp's deno comes along: pip install --force-reinstall "
-                     "'yt-dlp[default,deno]'; or install deno, node, bun or quickjs on the "
-                     "daemon's PATH, or point [resolver] js_runtime at one")
-    said = version(runtime.path) or f"{runtime.name} (version unknown)"
+        fix = ("reinstall ytproxy so yt-dlp's deno comes along: pip install --force-reinstall "
+               "'yt-dlp[default,deno]'; or install deno, node, bun or quickjs on the "
+               "daemon's PATH, or point [resolver] js_runtime at one")
+        if setting.strip() in ("", "auto"):
+            detail = ("none found (deno next to ytproxy's Python, nor deno, node, bun or qjs "
+                      "on PATH)")
+        else:
+            detail = (f"resolver.js_runtime = {setting!r} is not found (not installed, or not "
+                      "an executable file)")
+            fix += ', or set it to "auto"'
+        return Check("js runtime", "fail", f"{detail}: yt-dlp may fall back to one player "
+                     "client and find fewer formats, or none", fix)
+    said = runtime_label(runtime.name, version(runtime.path))
     return Check("js runtime", "ok", f"{said} at {runtime.path} (given to yt-dlp)")
 
 
@@ -205,7 +210,7 @@ def _check_cookies(config: ResolverConfig) -> Check:
         if browser:
             return Check("cookies", "ok", f"yt-dlp reads cookies from {browser} on every call")
         return Check("cookies", "ok", "none given; cookies from a signed-in browser are the "
-                     "way past \"Sign in to confirm you're not a bot\" ([resolver] "
+                     "documented way past \"Sign in to confirm you're not a bot\" ([resolver] "
                      "cookies_file or cookies_from_browser)")
     try:
         mode = path.stat().st_mode

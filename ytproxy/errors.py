@@ -22,6 +22,7 @@ __all__ = [
     "UpstreamGone",
     "UpstreamHostNotAllowed",
     "UpstreamUnavailable",
+    "UpstreamUnreachable",
     "YtproxyError",
 ]
 
@@ -118,11 +119,13 @@ class ResolverFailed(YtproxyError):
 
 
 class ResolverUnavailable(YtproxyError):
-    """yt-dlp failed in a way that may pass (network, rate limit): try again later."""
+    """yt-dlp failed in a way that may pass (network, rate limit): try again later.
+    ``offline``: its breaker is open or the network failed, for every track."""
 
     code = "resolver_unavailable"
     status = 503
     retry_after = 30.0
+    offline = False
 
 
 class UpstreamFailed(YtproxyError):
@@ -143,6 +146,13 @@ class UpstreamUnavailable(UpstreamFailed):
     code = "upstream_unavailable"
     status = 503
     retry_after = 30.0
+
+
+class UpstreamUnreachable(UpstreamFailed):
+    """No answer from upstream at all (refused, reset before an answer, DNS, TLS,
+    connect or header timeout): the network or the host is down, not the track."""
+
+    code = "upstream_unreachable"
 
 
 class UpstreamHostNotAllowed(UpstreamFailed):

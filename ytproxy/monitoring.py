@@ -28,6 +28,7 @@ from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolver import Resolver
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
+from ytproxy.status_view import runtime_label
 from ytproxy.store import Store
 from ytproxy.tracks import Tracks
 from ytproxy.upstream import UpstreamFetcher
@@ -139,6 +140,7 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "resumes": fetcher.stats["resumes"],
             "refreshes": fetcher.stats["refreshes"],
             "hosts": {host: b.as_dict() for host, b in sorted(fetcher.breakers.items())},
+            "holding": fetcher.holds.as_dict(),
         },
     })
     return payload
@@ -156,6 +158,7 @@ async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
         if breaker.state != "closed":
             reasons.append(f"{breaker.name}: breaker {breaker.state.replace('_', '-')} "
                            f"after {breaker.failures} failures (last: {breaker.last_error})")
+    reasons += daemon.fetcher.holds.reasons()
     if reasons:
         return 503, {"status": "degraded", "reasons": reasons}
     return 200, {"status": "ok"}
@@ -241,6 +244,22 @@ def _fmt_rate(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.0%}"
 
 
+def _youtube_line(resolver: dict[str, Any]) -> str:
+    """What yt-dlp is given and what YouTube handed out: runtime, player client, cookies."""
+    runtime = resolver.get("js_runtime")
+    if isinstance(runtime, dict):
+        label = runtime_label(runtime.get("name"), runtime.get("version"))
+        shown = (f"JavaScript runtime {html.escape(label)} "
+                 f"at <code>{html.escape(str(runtime.get('path')))}</code>")
+    else:
+        shown = "no JavaScript runtime (run <code>ytproxy doctor</code>)"
+    client = resolver.get("client")
+    using = html.escape(client) if isinstance(client, str) else "— (nothing resolved yet)"
+    cookies = resolver.get("cookies")
+    given = html.escape(cookies) if isinstance(cookies, str) else "none"
+    return f"yt-dlp: {shown} · player client {using} · cookies {given}"
+
+
 def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:
     """A small self-refreshing status page: no scripts, no external assets."""
     e = html.escape
@@ -274,6 +293,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 <ul>{reasons}</ul>
 <p>up {status['uptime_seconds']:.0f} s · {status['slots']['in_use']} of
 {status['slots']['capacity']} stream slots in use · {status['store']['tracks']} tracks stored</p>
+<p>{_youtube_line(resolver)}</p>
 <h2>Playing</h2>
 <table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
 <th>range</th><th>retries/refreshes</th></tr>{rows}</table>

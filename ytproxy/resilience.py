@@ -59,26 +59,55 @@ class RetryGap:
         self._policy = policy
         self.attempts = 0
         self.started: float | None = None
+        # The failures that are the track's own (not the network's), counted
+        # and timed from the first of them: a gap held through an outage
+        # still gives the track its own budget when upstream is back.
+        self._own = 0
+        self._own_started: float | None = None
+        # The last failure was the network's or a resting dependency's.
+        self.held = False
 
     def progress(self) -> None:
         self.attempts = 0
         self.started = None
+        self._own = 0
+        self._own_started = None
+        self.held = False
 
-    def next_delay(self, retry_after: float | None = None) -> float | None:
-        """How long to wait before the next attempt, or None when the budget is spent."""
+    def next_delay(self, retry_after: float | None = None, *,
+                   hold: bool = False) -> float | None:
+        """How long to wait before the next attempt, or None when the budget is spent.
+
+        ``hold``: this failure is the network's or a resting dependency's, not
+        the track's: it is waited out for up to ``hold_budget`` from the gap's
+        start, with no count of attempts, and a ``retry_after`` (a breaker's
+        rest) is waited whole.  The track's own failures get ``attempts``
+        tries within ``gap_budget`` from the first of them.
+        """
         policy = self._policy
+        now = time.monotonic()
         if self.started is None:
-            self.started = time.monotonic()
+            self.started = now
         self.attempts += 1
-        if self.attempts > policy.attempts:
-            return None
-        if retry_after is not None:
-            delay = min(retry_after, policy.retry_after_cap)
+        self.held = hold
+        if hold:
+            left = policy.hold_budget - (now - self.started)
+            step = self.attempts
         else:
-            delay = full_jitter(self.attempts - 1, policy.base_delay, policy.max_delay)
-        if time.monotonic() + delay - self.started > policy.gap_budget:
+            self._own += 1
+            if self._own_started is None:
+                self._own_started = now
+            if self._own > policy.attempts:
+                return None
+            left = policy.gap_budget - (now - self._own_started)
+            step = self._own
+        if retry_after is not None:
+            delay = retry_after if hold else min(retry_after, policy.retry_after_cap)
+        else:
+            delay = full_jitter(min(step, 30) - 1, policy.base_delay, policy.max_delay)
+        if left <= 0 or (delay > left and not hold):
             return None
-        return delay
+        return min(delay, left)
 
     @property
     def elapsed(self) -> float:

@@ -84,6 +84,8 @@ _TRANSIENT_PHRASES = (
     "remote end closed connection",
     "urlopen error",
 )
+# Of those, the ones that say the network itself failed (every track's problem).
+_NETWORK_PHRASES = tuple(p for p in _TRANSIENT_PHRASES if p != "too many requests")
 _HTTP_STATUS_RE = re.compile(r"HTTP Error (\d{3})")
 # A flat listing of a long playlist pages through several requests in one call.
 _PLAYLIST_TIMEOUT_FACTOR = 4
@@ -276,6 +278,13 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
     )
 
 
+def _offline(error: ResolverUnavailable) -> ResolverUnavailable:
+    """Mark ``error`` as one of every track's (the network, a resting resolver):
+    a new request is held through it rather than answered."""
+    error.offline = True
+    return error
+
+
 class Resolver:
     """Turns a source page URL into a ``StreamInfo``; concurrent asks share one call."""
 
@@ -362,12 +371,12 @@ class Resolver:
             self.breaker.check()
         except BreakerOpen as exc:
             self.failures["breaker_open"] += 1
-            raise ResolverUnavailable(
+            raise _offline(ResolverUnavailable(
                 f"yt-dlp failed {self.breaker.failures} times in a row "
                 f"(last: {self.breaker.last_error}); not trying again for "
                 f"{exc.retry_after:.0f} s. Check the network, or upgrade yt-dlp",
                 retry_after=exc.retry_after,
-            ) from None
+            )) from None
         self.rate_limit_waiting += 1
         try:
             async with asyncio.timeout(self._config.rate_limit_wait):
@@ -422,8 +431,12 @@ class Resolver:
         if isinstance(error, ResolverUnavailable):
             # A network failure says the source is out of reach for every
             # track; anything else counts only beside other tracks' failures.
-            network = isinstance(exc, ExtractFailed) and exc.network
+            lower = str(exc).lower()
+            network = (isinstance(exc, ExtractFailed) and exc.network) or any(
+                phrase in lower for phrase in _NETWORK_PHRASES)
             self.breaker.record_failure(str(error), None if network else url)
+            if network:
+                _offline(error)
         else:
             self.breaker.record_success()  # the source answered: yt-dlp itself works
         return error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,14 @@ from ytproxy.client import (
 )
 from ytproxy.config import Config
 
-__all__ = ["EXIT_NOT_RUNNING", "format_bytes", "format_duration", "render_report", "run_status"]
+__all__ = [
+    "EXIT_NOT_RUNNING",
+    "format_bytes",
+    "format_duration",
+    "render_report",
+    "run_status",
+    "runtime_label",
+]
 
 # Like `systemctl status`: 3 means "not running", 1 "running but unhealthy".
 EXIT_NOT_RUNNING = 3
@@ -170,7 +178,8 @@ def render_report(report: DaemonReport) -> str:
         size = f", {format_bytes(store['size_bytes'])}" if "size_bytes" in store else ""
         lines.append(f"{'store:':<10}{store.get('tracks', '?')} tracks{size} "
                      f"({store.get('path', '?')})")
-    resolver = section("resolver", "resolver", skip=("breaker", "js_runtime", "client"))
+    resolver = section("resolver", "resolver",
+                       skip=("breaker", "js_runtime", "client", "cookies"))
     if isinstance(resolver.get("breaker"), Mapping):
         lines.append(f"{'':<10}breaker {_breaker(resolver['breaker'])}")
     if resolver:
@@ -184,17 +193,30 @@ def render_report(report: DaemonReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runtime_label(name: object, version: object) -> str:
+    """``deno 2.9.8`` from a runtime's name and the first line of its ``--version``
+    (``deno 2.9.8 (stable, release, x86_64-unknown-linux-gnu)``, node's ``v22.1.0``)."""
+    said = re.sub(r"\s*\(.*\)\s*$", "", version).strip() if isinstance(version, str) else ""
+    shown = str(name or "?")
+    if not said:
+        return f"{shown} (version unknown)"
+    return said if said.lower().startswith(shown.lower()) else f"{shown} {said}"
+
+
 def _youtube(resolver: Mapping[str, Any]) -> str:
-    """The JavaScript runtime yt-dlp is given and the player client in use."""
+    """The JavaScript runtime yt-dlp is given, the player client in use, and
+    where cookies come from (never what they are)."""
     runtime = resolver.get("js_runtime")
     if isinstance(runtime, Mapping):
-        said = runtime.get("version") or runtime.get("name") or "?"
-        shown = f"js runtime {said} at {runtime.get('path', '?')}"
+        shown = (f"js runtime {runtime_label(runtime.get('name'), runtime.get('version'))} "
+                 f"at {runtime.get('path', '?')}")
     else:
         shown = "js runtime none (see `ytproxy doctor`)" if "js_runtime" in resolver else ""
     client = resolver.get("client")
     using = f"player client {client}" if isinstance(client, str) else "player client —"
-    return "; ".join(filter(None, [shown, using]))
+    cookies = resolver.get("cookies")
+    given = f"cookies {cookies}" if isinstance(cookies, str) and cookies else ""
+    return "; ".join(filter(None, [shown, using, given]))
 
 
 def run_status(config: Config, *, as_json: bool = False) -> int:

@@ -18,10 +18,18 @@ from typing import Any
 from aiohttp import web
 
 from ytproxy.config import Config
-from ytproxy.errors import AtCapacity, InvalidTrackId, UpstreamFailed, YtproxyError
+from ytproxy.errors import (
+    AtCapacity,
+    InvalidTrackId,
+    ResolverUnavailable,
+    UpstreamFailed,
+    YtproxyError,
+)
+from ytproxy.holds import Held
 from ytproxy.icy import IcyFramer, wants_icy
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.ranges import requested_range
+from ytproxy.resilience import RetryGap
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
@@ -72,6 +80,10 @@ class StreamHandler:
             )
         try:
             return await self._serve(request, track_id)
+        except ConnectionResetError:
+            # The listener left while its request was held: nobody to answer.
+            log.debug("stream: %s: the listener left before the first byte", track_id)
+            return web.Response(status=503)
         finally:
             await self._slots.release()
 
@@ -126,7 +138,7 @@ class StreamHandler:
 
     async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
         received = time.monotonic()
-        track, info = await self._tracks.stream_for(track_id)
+        track, info = await self._stream_for(request, track_id)
         mime = info.mime
         size = info.size
         if size is None:
@@ -143,6 +155,32 @@ class StreamHandler:
             self._in_background(self._tracks.remember_size(track_id, exc.total))
             return await self._answer(request, track, info, exc.total,
                                       mime or _FALLBACK_MIME, received)
+
+    async def _stream_for(self, request: web.Request, track_id: str) -> tuple[Track, StreamInfo]:
+        """``Tracks.stream_for``, held while the resolver is out of reach for every
+        track (offline, breaker open) for up to ``retry.hold_budget``: MPD waits
+        for headers, and an error would make it skip the song."""
+        gap = RetryGap(self._policy)
+        held: Held | None = None
+        try:
+            while True:
+                try:
+                    return await self._tracks.stream_for(track_id)
+                except ResolverUnavailable as exc:
+                    if not exc.offline:
+                        raise
+                    delay = gap.next_delay(exc.retry_after, hold=True)
+                    if delay is None:
+                        raise
+                    if not _listening(request):
+                        raise ConnectionResetError("the listener went away") from None
+                    log.debug("stream: %s: holding for the resolver (%s); next try in "
+                              "%.1f s", track_id, exc, delay)
+                    held = held or self._fetcher.holds.hold("the resolver (yt-dlp)")
+                    await asyncio.sleep(delay)
+        finally:
+            if held is not None:
+                held.release()
 
     async def _answer(self, request: web.Request, track: Track, info: StreamInfo, size: int,
                       mime: str, received: float) -> web.StreamResponse:

@@ -31,7 +31,9 @@ from ytproxy.errors import (
     UpstreamGone,
     UpstreamHostNotAllowed,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
+from ytproxy.holds import Held, Holds
 from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, ShortResponse, Unsupported
 from ytproxy.models import StreamInfo, url_param
 from ytproxy.resilience import (
@@ -236,6 +238,8 @@ class UpstreamFetcher:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        # Requests held while upstream is out of reach, and since when it is.
+        self.holds = Holds()
         # URLs bound to an address family (ip=) are fetched over that family only.
         self._family_sessions: dict[socket.AddressFamily, aiohttp.ClientSession] = {}
 
@@ -428,10 +432,13 @@ class UpstreamFetcher:
                         )
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 breaker.record_failure(_describe(exc))
-                raise UpstreamFailed(f"cannot reach upstream {host}: {_describe(exc)}") from exc
+                self.holds.unreachable()
+                raise UpstreamUnreachable(
+                    f"cannot reach upstream {host}: {_describe(exc)}") from exc
             except asyncio.CancelledError:
                 breaker.release_trial()
                 raise
+            self.holds.reached()
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 location = response.headers["Location"]
                 response.release()
@@ -530,6 +537,7 @@ class RangeStream:
         self._max_available_wait = max_available_wait
         self._waited_for: str | None = None  # the URL whose available_at was awaited
         self._gap_clients: list[str] = []  # player clients refused in this gap
+        self._held: Held | None = None  # counted in the fetcher's Holds while held
         self._listening = listening
         self._info = info
         self._start = start
@@ -559,10 +567,13 @@ class RangeStream:
 
     async def _open(self, start: int, end: int) -> OpenRange:
         await self._until_available()
-        # Only a stream's very first request asks the host's breaker.
-        gate, self._gate = self._gate, False
-        return await self._fetcher.open_range(self._info, start, end, gate=gate,
-                                              first=start == self._start, track=self._label)
+        # A stream asks the host's breaker until its first range opens: a new
+        # stream waits for a resting host (held), a running one tries on.
+        opened = await self._fetcher.open_range(self._info, start, end, gate=self._gate,
+                                                first=start == self._start, track=self._label)
+        self._gate = False
+        self._unhold()
+        return opened
 
     async def _until_available(self) -> None:
         """Before a URL's first request, wait for its format's ``available_at``
@@ -704,6 +715,7 @@ class RangeStream:
                     if self._listening is not None and not self._listening():
                         raise ConnectionResetError("the listener went away")
         finally:
+            self._unhold()
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
@@ -714,14 +726,21 @@ class RangeStream:
         if isinstance(exc, UpstreamHostNotAllowed):
             raise exc
         retry_after: float | None = None
+        hold = False
         if isinstance(exc, UpstreamUnavailable):
-            raise exc  # a new stream meets an open breaker: 503 at once
+            # A new stream meets a resting host: held until the breaker's trial
+            # (MPD waits for headers with no timeout of its own).
+            retry_after, hold, cause = exc.retry_after, True, "breaker_open"
+        elif isinstance(exc, UpstreamUnreachable):
+            hold, cause = True, "unreachable"
         refused = isinstance(exc, UpstreamRefused) and exc.status in _REFRESH_STATUSES
         if isinstance(exc, UpstreamRefused) and self._not_yet_available(exc.status):
             # Refused before the format's available_at: not a revoked URL, a wait.
             assert self._info.available_at is not None
             retry_after = max(0.0, self._info.available_at - time.time()) + 0.05
             cause = "not_yet_available"
+        elif hold:
+            pass
         elif refused or isinstance(exc, FileChanged):
             assert isinstance(exc, UpstreamFailed)
             try:
@@ -732,6 +751,7 @@ class RangeStream:
                 # try again (the old URL's refusal will bring us back here).
                 exc = refresh_error
                 cause = "resolver"
+                hold = refresh_error.offline
         elif isinstance(exc, UpstreamRefused) and exc.status not in _TRANSIENT_STATUSES:
             raise exc  # 404 and other 4xx: another try will not help
         elif isinstance(exc, UpstreamRefused):
@@ -739,18 +759,46 @@ class RangeStream:
             cause = f"http_{exc.status}"
         else:
             cause = _cause_name(exc)
-        delay = gap.next_delay(retry_after)
+        delay = gap.next_delay(retry_after, hold=hold)
         if delay is None:
             # The one ERROR line is the handler's, which knows the listener's view.
+            if gap.held:
+                raise UpstreamUnavailable(
+                    f"upstream was out of reach for {gap.elapsed:.0f} s "
+                    f"(retry.hold_budget; last: {_describe(exc)})",
+                    retry_after=self._policy.base_delay + 30.0) from exc
             raise UpstreamFailed(
                 f"upstream kept failing for {gap.elapsed:.1f} s over {gap.attempts - 1} "
                 f"retries ({_describe(exc)})"
             ) from exc
         self.retries[cause] += 1
         self._fetcher.stats[f"retry_{cause}"] += 1
-        log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
-                    self._label, gap.attempts, pos, _describe(exc), delay)
+        if not hold:
+            log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
+                        self._label, gap.attempts, pos, _describe(exc), delay)
+            await asyncio.sleep(delay)
+            return
+        # Held: said once for all held requests (Holds), not per attempt.
+        log.debug("upstream: %s: holding at byte %d (%s); next try in %.2f s",
+                  self._label, pos, _describe(exc), delay)
+        self._still_listening()
+        reason = _hold_reason(exc)
+        if self._held is None or self._held.reason != reason:
+            self._unhold()
+            self._held = self._fetcher.holds.hold(reason)
         await asyncio.sleep(delay)
+        self._still_listening()
+
+    def _unhold(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
+
+    def _still_listening(self) -> None:
+        """Raise ConnectionResetError when the listener has gone: nobody to
+        fetch for, and its slot is for the next request."""
+        if self._listening is not None and not self._listening():
+            raise ConnectionResetError("the listener went away")
 
     def _not_yet_available(self, status: int) -> bool:
         available_at = self._info.available_at
@@ -989,6 +1037,15 @@ def _set_read_limit(transport: asyncio.Transport | None, size: int | None) -> No
     default = getattr(type(transport), "max_size", None)
     if transport is not None and isinstance(default, int):
         transport.max_size = default if size is None else min(size, default)  # type: ignore[attr-defined]
+
+
+def _hold_reason(exc: BaseException) -> str:
+    """What a held request waits for, as /status and the log say it."""
+    if isinstance(exc, ResolverUnavailable):
+        return "the resolver (yt-dlp)"
+    text = str(exc)
+    match = re.search(r"upstream (\S+?)[:\s]", text)
+    return f"host {match.group(1)}" if match else "upstream"
 
 
 def _cause_name(exc: BaseException) -> str:

@@ -274,6 +274,7 @@ class FakeGooglevideo:
         self.fault_log: list[tuple[str, str, int]] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._handlers: set[asyncio.Task[object]] = set()
         self._port: int | None = None
 
@@ -292,7 +293,29 @@ class FakeGooglevideo:
         site = web.TCPSite(runner, HOST, 0)
         await site.start()
         self._port = int(runner.addresses[0][1])
+        self._site = site
         self._runner = runner
+
+    async def go_offline(self) -> None:
+        """The network goes down: new connections are refused and open ones are
+        cut (state, tracks and the port are kept for ``go_online``)."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        for task in [t for t in self._handlers if not t.done()]:
+            task.cancel()
+        assert self._runner is not None and self._runner.server is not None
+        for handler in list(self._runner.server.connections):
+            handler.force_close()
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def go_online(self) -> None:
+        """Serve again on the same port."""
+        assert self._runner is not None and self._site is None
+        site = web.TCPSite(self._runner, HOST, self.port)
+        await site.start()
+        self._site = site
 
     async def close(self) -> None:
         """Stop serving; bodies still being written are cut off."""
