@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
@@ -38,3 +41,70 @@ async def test_a_dead_track_does_not_rest_its_host_for_the_next_one(
     assert googlevideo.counts["ok"] > before
     status = await (await proxy.session.get(proxy.url("/status"))).json()
     assert status["upstream"]["hosts"]["127.0.0.1"]["state"] == "closed"
+
+
+async def test_a_listener_who_leaves_frees_its_slot_and_its_retries_stop(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Reproduction: with max_streams = 1, a client that read 32 KB and closed left
+    # new requests answered 503 for 5 s while the daemon retried for nobody,
+    # then logged an ERROR.
+    long = random_audio(6_000_000, seed=3)  # beyond socket buffers: retries come after
+    other = random_audio(100_000, seed=4)
+    googlevideo.add_track("LeftTrack01", long, title="Left")
+    googlevideo.add_track("NextTrack01", other, title="Next")
+    proxy = await make_proxy(**{**FAST, "retry": {**FAST["retry"], "base_delay": 0.2,
+                                                  "max_delay": 0.5, "gap_budget": 5.0}},
+                             limits={"max_streams": 1, "max_connections": 8})
+    caplog.set_level(logging.WARNING)
+    async with aiohttp.ClientSession() as player, player.get(
+            proxy.url("/proxy/LeftTrack01")) as resp:
+        # The first range came with the headers; every range after it fails.
+        googlevideo.add_fault("LeftTrack01", Fault("status", status=503, times=10_000))
+        await resp.content.readexactly(32_768)
+        await googlevideo.wait_for(lambda: googlevideo.counts["fault_status"] >= 1, 5)
+    # The player has gone; the next song gets the slot within a retry's wait.
+    deadline = time.monotonic() + 2.0
+    while True:
+        async with proxy.session.get(proxy.url("/proxy/NextTrack01")) as resp:
+            if resp.status == 200:
+                assert await resp.read() == other
+                break
+        assert time.monotonic() < deadline, "the slot stayed taken for nobody"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    faults = googlevideo.counts["fault_status"]
+    await asyncio.sleep(1.0)
+    assert googlevideo.counts["fault_status"] == faults  # nobody retries for it any more
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_listener_who_leaves_before_the_first_byte_frees_its_slot(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = random_audio(100_000, seed=4)
+    googlevideo.add_track("LeftTrack01", random_audio(300_000, seed=3), title="Left")
+    googlevideo.add_track("NextTrack01", other, title="Next")
+    proxy = await make_proxy(**{**FAST, "retry": {**FAST["retry"], "base_delay": 0.2,
+                                                  "max_delay": 0.5, "gap_budget": 5.0}},
+                             limits={"max_streams": 1, "max_connections": 8})
+    async with proxy.session.head(proxy.url("/proxy/LeftTrack01")) as resp:
+        assert resp.status == 200
+    googlevideo.add_fault("LeftTrack01", Fault("status", status=503, times=10_000))
+    caplog.set_level(logging.WARNING)
+    async with aiohttp.ClientSession() as player:
+        waiting = asyncio.ensure_future(player.get(proxy.url("/proxy/LeftTrack01")))
+        await googlevideo.wait_for(lambda: googlevideo.counts["fault_status"] >= 1, 5)
+        waiting.cancel()  # the player gives up on this song
+    deadline = time.monotonic() + 2.0
+    while True:
+        async with proxy.session.get(proxy.url("/proxy/NextTrack01")) as resp:
+            if resp.status == 200:
+                assert await resp.read() == other
+                break
+        assert time.monotonic() < deadline, "the slot stayed taken for nobody"
+        await asyncio.sleep(0.1)
+    faults = googlevideo.counts["fault_status"]
+    await asyncio.sleep(1.0)
+    assert googlevideo.counts["fault_status"] == faults  # nobody retries for it any more
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -30,6 +30,7 @@ from ytproxy.listener import (
     ConnectionLimits,
     Runner,
 )
+from ytproxy.redact import RedactingFilter
 from ytproxy.server import SLOTS
 
 VID = "h0st1le_Vid"
@@ -359,6 +360,42 @@ async def test_a_crashing_handler_is_a_json_500_and_an_error_with_its_traceback(
     assert "boom" not in answer.body.decode()
     crashes = [r for r in caplog.records if r.name == "ytproxy.listener" and r.exc_info]
     assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR
+
+
+async def test_a_crash_after_the_first_byte_is_logged_with_its_traceback_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once output has started only the connection can be cut; the crash is still
+    an ERROR with its traceback, and a signed URL in it loses its query."""
+
+    async def crash_midway(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first bytes")
+        raise RuntimeError("boom at https://rr1.googlevideo.com/videoplayback?sig=SECRET1")
+
+    app = web.Application()
+    app.router.add_get("/crash", crash_midway)
+    app[CONNECTIONS] = ConnectionLimits(LimitsConfig())
+    runner = Runner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        answer = await send_raw(port, request("GET", "/crash"))
+    finally:
+        await runner.cleanup()
+    assert answer.status == 200 and b"first bytes" in answer.body
+    assert not answer.body.endswith(b"0\r\n\r\n")  # cut, not ended
+    crashes = [r for r in caplog.records if r.name == "ytproxy.listener" and r.exc_info]
+    assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR
+    assert "after its answer began" in crashes[0].getMessage()
+    record = crashes[0]
+    record.exc_text = None  # as the daemon's handler sees it: its filter runs first
+    RedactingFilter().filter(record)
+    assert record.exc_text is not None and "boom" in record.exc_text
+    assert "SECRET1" not in record.exc_text
 
 
 # ---------------------------------------------------------------------- resource limits

@@ -352,3 +352,36 @@ async def test_a_read_that_overlaps_a_write_is_not_cached(store: Store) -> None:
     await reading
     track = await store.get(VID)
     assert track is not None and track.play_count == 1
+
+
+async def test_a_playlist_is_replaced_all_or_not_at_all_beside_other_writes(
+    store: Store,
+) -> None:
+    # Reproduction: replace_playlist beside mark_played left the playlist empty,
+    # one coroutine's commit committing the other's half-done DELETE.
+    ids = ["TrackAAAAA1", "TrackBBBBB2", "TrackCCCCC3"]
+    for track_id in ids:
+        await store.upsert_track(track_id, f"https://www.youtube.com/watch?v={track_id}")
+    await store.replace_playlist("mix", ids)
+
+    async def count_plays() -> None:
+        for _ in range(40):
+            await store.mark_played(ids[0])
+
+    async def replace() -> None:
+        for _ in range(40):
+            await store.replace_playlist("mix", ids)
+
+    async def read() -> list[int]:
+        seen = []
+        for _ in range(80):
+            tracks = await store.playlist_tracks("mix")
+            seen.append(len(tracks or []))
+            await asyncio.sleep(0)
+        return seen
+
+    *_, seen = await asyncio.gather(count_plays(), replace(), read())
+    assert set(seen) == {3}, seen
+    assert [t.id for t in await store.playlist_tracks("mix") or []] == ids
+    track = await store.get(ids[0])
+    assert track is not None and track.play_count == 40

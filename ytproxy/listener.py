@@ -223,7 +223,12 @@ class _Connection(web.RequestHandler):
     ) -> web.StreamResponse:
         """A JSON answer for what aiohttp catches itself: bad heads, and handler crashes."""
         if request.writer.output_size > 0:
-            # Some of a response is out already: the connection is all that can be cut.
+            # Some of a response is out already: the connection is all that can be
+            # cut, and a crash there is still a bug to be told, with its traceback.
+            if status >= 500:
+                log.error("listener: %s %s from %s failed after its answer began; "
+                          "closing the connection", request.method, request.path,
+                          request.remote, exc_info=exc)
             raise ConnectionError("response already started; closing the connection")
         if status >= 500:
             # A handler crashed: a bug, with its traceback.

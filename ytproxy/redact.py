@@ -82,4 +82,11 @@ class RedactingFilter(logging.Filter):
         redacted = redact_urls(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # A traceback's messages may carry a signed URL too: format it here,
+            # redacted (handlers use exc_text when it is set).
+            record.exc_text = redact_urls(_FORMATTER.formatException(record.exc_info))
         return True
+
+
+_FORMATTER = logging.Formatter()

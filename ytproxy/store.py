@@ -114,6 +114,11 @@ class Store:
         self._cache: dict[str, tuple[float, Track]] = {}
         # Bumped by every write: a read that started before one must not cache.
         self._generation = 0
+        # One statement sequence at a time on the shared connection: a write
+        # transaction's statements interleaved with another coroutine's would
+        # let one's commit commit the other's half-done work (a playlist's
+        # DELETE without its INSERTs), and a read between them would see it.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
@@ -158,10 +163,8 @@ class Store:
     async def _refuse_foreign_schema(self) -> None:
         """Refuse an SQLite database that has tables but not ytproxy's."""
         version = await self._scalar("PRAGMA user_version")
-        async with self._conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        ) as cur:
-            tables = {row[0] for row in await cur.fetchall()}
+        tables = {row[0] for row in await self._fetch(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
         # A newer ytproxy's store is not foreign: _migrate says to upgrade.
         if (version == 0 and tables) or (0 < version <= SCHEMA_VERSION
                                          and "tracks" not in tables):
@@ -198,11 +201,12 @@ class Store:
 
     async def _write_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> int:
         """Run statements in one transaction (all or none), retried like ``_write``."""
-        self._forget()
-        try:
-            return await self._write_steps(steps)
-        finally:
-            self._forget()  # and what was read while it ran
+        async with self._lock:
+            self._forget()
+            try:
+                return await self._write_steps(steps)
+            finally:
+                self._forget()  # and what was read while it ran
 
     def _forget(self) -> None:
         self._generation += 1
@@ -235,10 +239,15 @@ class Store:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a query, in one trip to the connection's thread, never in the
+        middle of another coroutine's write transaction."""
+        async with self._lock:
+            return list(await self._conn.execute_fetchall(sql, params))
+
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return None if row is None else row[0]
+        rows = await self._fetch(sql, params)
+        return rows[0][0] if rows else None
 
     async def schema_version(self) -> int:
         return int(await self._scalar("PRAGMA user_version"))
@@ -255,9 +264,7 @@ class Store:
             return cached[1]
         generation = self._generation
         # One trip to the connection's thread, not three (execute, fetch, close).
-        rows = list(await self._conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM tracks WHERE id = ?", (track_id,)
-        ))
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM tracks WHERE id = ?", (track_id,))
         if not rows:
             return None
         track = _track(rows[0])
@@ -266,10 +273,7 @@ class Store:
         return track
 
     async def list_tracks(self) -> list[Track]:
-        async with self._conn.execute(
-            f"SELECT {_COLUMNS} FROM tracks ORDER BY added_at, id"
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM tracks ORDER BY added_at, id")
         return [_track(r) for r in rows]
 
     async def count(self) -> int:
@@ -410,7 +414,7 @@ class Store:
         return await self._playlists("", ())
 
     async def _playlists(self, where: str, params: Sequence[Any]) -> list[Playlist]:
-        async with self._conn.execute(
+        rows = await self._fetch(
             f"""
             SELECT p.name, p.source_url, p.title, p.created_at, p.updated_at,
                    count(pt.track_id)
@@ -418,8 +422,7 @@ class Store:
             {where} GROUP BY p.name ORDER BY p.name
             """,
             params,
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Playlist(*row) for row in rows]
 
     async def playlist_tracks(self, name: str) -> list[Track] | None:
@@ -427,14 +430,13 @@ class Store:
         if await self.get_playlist(name) is None:
             return None
         columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
-        async with self._conn.execute(
+        rows = await self._fetch(
             f"""
             SELECT {columns} FROM playlist_tracks pt JOIN tracks t ON t.id = pt.track_id
             WHERE pt.playlist = ? ORDER BY pt.position
             """,
             (name,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [_track(r) for r in rows]
 
     async def delete_playlist(self, name: str) -> bool:

@@ -773,15 +773,17 @@ class RangeStream:
             ) from exc
         self.retries[cause] += 1
         self._fetcher.stats[f"retry_{cause}"] += 1
+        # Nobody to fetch for: stop, and free the listener's slot.
+        self._still_listening()
         if not hold:
             log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
                         self._label, gap.attempts, pos, _describe(exc), delay)
             await asyncio.sleep(delay)
+            self._still_listening()
             return
         # Held: said once for all held requests (Holds), not per attempt.
         log.debug("upstream: %s: holding at byte %d (%s); next try in %.2f s",
                   self._label, pos, _describe(exc), delay)
-        self._still_listening()
         reason = _hold_reason(exc)
         if self._held is None or self._held.reason != reason:
             self._unhold()
