@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
+from tests.fakes.tube import FakeTube
 from tests.proxy_fixture import random_audio
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import ResolverUnavailable
@@ -114,3 +115,46 @@ async def test_yt_dlp_messages_reach_the_daemon_log_at_debug(
         processes.close()
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("yt-dlp: ")]
     assert any(VID in line for line in said), said
+
+
+async def test_a_stuck_call_kills_its_worker_and_the_next_call_still_runs(
+    faketube: FakeTube,
+) -> None:
+    # Reproduction: with workers = 1, call 1 timed out at 4 s and call 2 timed
+    # out at 4 s without having run; a stop waited for the stuck call.
+    faketube.add_track("StuckTrack1", random_audio(1000), title="Stuck")
+    faketube.add_track("NextTrack01", random_audio(1000), title="Next")
+    faketube.player_delay["StuckTrack1"] = 60.0
+    resolver = Resolver(ResolverConfig(source_url_template=faketube.watch_url_template,
+                                       workers=1, timeout=3.0, max_calls_per_minute=6000,
+                                       # yt-dlp's own socket timeout past ours: stuck.
+                                       ytdlp_options={"socket_timeout": 120}))
+    try:
+        stuck = asyncio.ensure_future(resolver.resolve(resolver.source_url_for("StuckTrack1")))
+        await faketube.wait_for(lambda: faketube.player_requests != [], 10)
+        stuck_pids = {w.proc.pid for w in resolver._workers._busy}
+        queued = asyncio.ensure_future(resolver.resolve(resolver.source_url_for("NextTrack01")))
+        with pytest.raises(ResolverUnavailable, match="longer than 3 s"):
+            await stuck
+        info = await queued  # it ran, in a fresh worker, after the stuck one was killed
+        assert info.title == "Next"
+        alive = set(_workers_of_this_process())
+        assert stuck_pids and not stuck_pids & alive, (stuck_pids, alive)
+    finally:
+        await resolver.close()
+
+
+async def test_closing_the_resolver_kills_a_call_in_flight(faketube: FakeTube) -> None:
+    faketube.add_track("StuckTrack1", random_audio(1000), title="Stuck")
+    faketube.player_delay["StuckTrack1"] = 60.0
+    resolver = Resolver(ResolverConfig(source_url_template=faketube.watch_url_template,
+                                       workers=1, timeout=60.0, max_calls_per_minute=6000,
+                                       ytdlp_options={"socket_timeout": 120}))
+    stuck = asyncio.ensure_future(resolver.resolve(resolver.source_url_for("StuckTrack1")))
+    await faketube.wait_for(lambda: faketube.player_requests != [], 10)
+    before = {w.proc.pid for w in resolver._workers._busy}
+    assert len(before) == 1
+    await asyncio.wait_for(resolver.close(), 10)  # not the 60 s the call would take
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+    await _wait_for(lambda: not (before & set(_workers_of_this_process())))

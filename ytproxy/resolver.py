@@ -34,7 +34,13 @@ from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.singleflight import SingleFlight
-from ytproxy.ytdlp_process import ExtractFailed, WorkerLost, YtdlpProcesses, failure_cause
+from ytproxy.ytdlp_process import (
+    CallTimedOut,
+    ExtractFailed,
+    WorkerLost,
+    YtdlpProcesses,
+    failure_cause,
+)
 
 __all__ = [
     "Resolver",
@@ -305,6 +311,7 @@ class Resolver:
         self._flights: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
             SingleFlight())
         self._warned_cookies: set[tuple[str, int]] = set()
+        self._calls: set[asyncio.Future[dict[str, Any] | None]] = set()
         self.failures: Counter[str] = Counter()
         self.last_duration: float | None = None
         # The JavaScript runtime every call names (None: yt-dlp finds none, and
@@ -401,15 +408,17 @@ class Resolver:
         await self._admit()
         started = time.monotonic()
         try:
-            async with asyncio.timeout(limit):
-                info = await self._workers.extract(url, options, avoid_clients=avoid_clients)
+            call = asyncio.ensure_future(self._workers.extract(
+                url, options, avoid_clients=avoid_clients, limit=limit))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+            info = await call
         except WorkerLost as exc:
             self.failures["worker_lost"] += 1
             self.breaker.record_failure(str(exc), url)
             raise ResolverUnavailable(f"{exc}; the next call starts a new one") from None
-        except TimeoutError:
-            # The call is left to end in its worker; yt-dlp's own socket
-            # timeout ends it soon after.
+        except CallTimedOut:
+            # Its worker was killed: the next call gets a fresh one.
             self.failures["timeout"] += 1
             self.breaker.record_failure("timeout", url)
             raise ResolverUnavailable(f"yt-dlp took longer than {limit:g} s {what}") from None
@@ -543,4 +552,10 @@ class Resolver:
         return result
 
     async def close(self) -> None:
-        """Nothing to release: the worker processes are shared, and exit when idle."""
+        """End this resolver's calls in flight (their workers are killed: a stop
+        does not wait for yt-dlp); idle workers are shared, and exit when idle."""
+        calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+        if calls:
+            await asyncio.gather(*calls, return_exceptions=True)

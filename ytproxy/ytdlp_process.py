@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IDLE_EXIT", "ExtractFailed", "WorkerLost", "YtdlpProcesses", "failure_cause"]
+__all__ = ["IDLE_EXIT", "CallTimedOut", "ExtractFailed", "WorkerLost", "YtdlpProcesses",
+           "failure_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class ExtractFailed(Exception):
 
 class WorkerLost(Exception):
     """The worker process died during a call (killed, out of memory)."""
+
+
+class CallTimedOut(Exception):
+    """A call outlived its deadline; its worker was killed."""
 
 
 # ------------------------------------------------------------------ the worker side
@@ -179,14 +184,22 @@ class _Worker:
         fresh = time.monotonic() - self.idle_since < idle_exit - margin
         return self.proc.poll() is None and fresh
 
-    def call(self, request: bytes) -> dict[str, Any]:
-        """Blocking: one request, one answer (run in a thread)."""
+    def call(self, request: bytes, limit: float) -> dict[str, Any]:
+        """Blocking: one request, one answer within ``limit`` seconds (run in a
+        thread).  A call past its limit kills the worker: yt-dlp stuck on a
+        socket would otherwise keep the worker, and every call queued behind it."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + limit
         try:
             self.proc.stdin.write(request)
             self.proc.stdin.flush()
+            while not select.select([self.proc.stdout], [], [],
+                                    max(0.0, deadline - time.monotonic()))[0]:
+                if time.monotonic() >= deadline:
+                    self.kill()
+                    raise CallTimedOut(f"yt-dlp took longer than {limit:g} s")
             line = self.proc.stdout.readline()
-        except (BrokenPipeError, OSError) as exc:
+        except (BrokenPipeError, OSError, ValueError) as exc:
             raise WorkerLost(f"the yt-dlp worker process died ({exc})") from None
         if not line:
             self.proc.wait()
@@ -195,6 +208,13 @@ class _Worker:
         self.idle_since = time.monotonic()
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+    def kill(self) -> None:
+        """End the worker now (a call past its deadline, or one nobody waits for)."""
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -226,6 +246,7 @@ class YtdlpProcesses:
         self._threads = ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="ytproxy-ytdlp")
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
         self.started = 0  # worker processes started so far
 
@@ -249,28 +270,45 @@ class YtdlpProcesses:
         with self._lock:
             self._idle.append(worker)
 
-    def _call(self, request: bytes) -> dict[str, Any]:
+    def _call(self, request: bytes, limit: float, taken: list[_Worker]) -> dict[str, Any]:
         worker = self._take()
+        taken.append(worker)  # the caller kills it if it stops waiting
+        with self._lock:
+            self._busy.add(worker)
         try:
-            answer = worker.call(request)
-        except WorkerLost:
+            answer = worker.call(request, limit)
+        except (WorkerLost, CallTimedOut):
             worker.stop()
             raise
-        self._give_back(worker)
+        finally:
+            with self._lock:
+                self._busy.discard(worker)
+        if worker.proc.poll() is None:
+            self._give_back(worker)
         return answer
 
     async def extract(self, url: str, options: dict[str, Any], *,
-                      avoid_clients: tuple[str, ...] = ()) -> dict[str, Any] | None:
+                      avoid_clients: tuple[str, ...] = (),
+                      limit: float = 60.0) -> dict[str, Any] | None:
         """yt-dlp's info dict for ``url`` (None if it gave none); raises
-        ExtractFailed (yt-dlp's error) or WorkerLost.  ``avoid_clients``: player
-        clients (googlevideo's ``c=`` names) not to take formats from.  A
-        caller that stops waiting leaves the call to end in its worker."""
+        ExtractFailed (yt-dlp's error), WorkerLost or CallTimedOut.
+        ``avoid_clients``: player clients (googlevideo's ``c=`` names) not to
+        take formats from.  ``limit``: seconds from when a worker takes the
+        call (time queued behind other calls does not count).  A call that
+        times out, or whose caller stops waiting, kills its worker."""
         env = {name: os.environ[name] for name in _CALL_ENV if name in os.environ}
         debug = log.isEnabledFor(logging.DEBUG)
         request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug,
                                "avoid_clients": list(avoid_clients)}) + "\n").encode()
         loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(self._threads, self._call, request)
+        taken: list[_Worker] = []
+        try:
+            answer = await loop.run_in_executor(self._threads, self._call, request, limit,
+                                                taken)
+        except asyncio.CancelledError:
+            for worker in taken:
+                worker.kill()  # nobody waits for its answer: free its slot now
+            raise
         for line in answer.get("chatter") or ():
             # Through the daemon's log, so its redaction of URL queries applies.
             log.debug("yt-dlp: %s", line)
@@ -280,12 +318,16 @@ class YtdlpProcesses:
         info = answer.get("info")
         return info if isinstance(info, dict) else None
 
-    def close(self) -> None:
-        """Let the idle workers go now (a call in flight ends in its own time)."""
+    def close(self, *, busy: bool = False) -> None:
+        """Let the idle workers go now; with ``busy``, kill those in a call too
+        (a daemon that stops does not wait for yt-dlp)."""
         with self._lock:
             idle, self._idle = self._idle, []
+            calling = list(self._busy) if busy else []
         for worker in idle:
             worker.stop()
+        for worker in calling:
+            worker.kill()
 
 
 _SHARED: dict[int, YtdlpProcesses] = {}

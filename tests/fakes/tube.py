@@ -18,6 +18,7 @@ what YouTube does in 2026 (../shared/docs/FACTS.md):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
@@ -109,6 +110,8 @@ class FakeTube(FakeGooglevideo):
         self.media: list[MediaRecord] = []
         self._behaviour: dict[str, _Behaviour] = {}
         self._issued: dict[str, _Issued] = {}
+        #: Seconds the player endpoint takes for these ids (a yt-dlp call that hangs).
+        self.player_delay: dict[str, float] = {}
 
     @property
     def watch_url_template(self) -> str:
@@ -134,7 +137,7 @@ class FakeTube(FakeGooglevideo):
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/faketube/player":
-            return self._player(request)
+            return await self._player(request)
         if request.path == "/faketube/watch":
             return web.Response(text="<html><body>FakeTube</body></html>",
                                 content_type="text/html")
@@ -154,7 +157,7 @@ class FakeTube(FakeGooglevideo):
             wanted = list(DEFAULT_CLIENTS)  # yt-dlp: nothing requested means the defaults
         return [c for c in dict.fromkeys(wanted) if c not in excluded]
 
-    def _player(self, request: web.Request) -> web.Response:
+    async def _player(self, request: web.Request) -> web.Response:
         video_id = request.query.get("v", "")
         asked = [c for c in request.query.get("clients", "").split(",") if c]
         cookie = request.headers.get("Cookie")
@@ -164,6 +167,8 @@ class FakeTube(FakeGooglevideo):
             video_id, asked, served, cookie, json.loads(request.query.get("seen", "{}")),
             time.time()))
         self._notify()
+        if video_id in self.player_delay:
+            await asyncio.sleep(self.player_delay[video_id])
         track = self.tracks.get(video_id)
         behaviour = self._behaviour.get(video_id, _Behaviour())
         if track is None:
