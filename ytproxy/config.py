@@ -140,7 +140,9 @@ class BreakerConfig:
     """Circuit breakers on the resolver and on each upstream host."""
 
     failures: int = 5
-    reset_after: float = 30.0
+    # Held requests probe at this pace (see Holds): short, since a probe costs
+    # one request and a listener waits for it.
+    reset_after: float = 10.0
 
 
 @dataclass(frozen=True)
