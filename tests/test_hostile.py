@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -335,6 +335,23 @@ async def test_odd_http_versions_are_answered_in_http1(
     assert answer.raw_head.startswith(answered), answer.raw_head
 
 
+async def answer_of(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> RawResponse:
+    """What a raw client gets from ytproxy's listener serving ``handler`` at /crash."""
+    app = web.Application()
+    app.router.add_get("/crash", handler)
+    app[CONNECTIONS] = ConnectionLimits(LimitsConfig())
+    runner = Runner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        return await send_raw(runner.addresses[0][1], request("GET", "/crash"))
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_crashing_handler_is_a_json_500_and_an_error_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -343,18 +360,7 @@ async def test_a_crashing_handler_is_a_json_500_and_an_error_with_its_traceback(
     async def crash(request: web.Request) -> web.Response:
         raise RuntimeError("boom")
 
-    app = web.Application()
-    app.router.add_get("/crash", crash)
-    app[CONNECTIONS] = ConnectionLimits(LimitsConfig())
-    runner = Runner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        answer = await send_raw(port, request("GET", "/crash"))
-    finally:
-        await runner.cleanup()
+    answer = await answer_of(crash)
     assert answer.status == 500
     assert answer.json()["error"] == "internal_error"
     assert "boom" not in answer.body.decode()
@@ -374,18 +380,7 @@ async def test_a_crash_after_the_first_byte_is_logged_with_its_traceback_redacte
         await response.write(b"first bytes")
         raise RuntimeError("boom at https://rr1.googlevideo.com/videoplayback?sig=SECRET1")
 
-    app = web.Application()
-    app.router.add_get("/crash", crash_midway)
-    app[CONNECTIONS] = ConnectionLimits(LimitsConfig())
-    runner = Runner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        answer = await send_raw(port, request("GET", "/crash"))
-    finally:
-        await runner.cleanup()
+    answer = await answer_of(crash_midway)
     assert answer.status == 200 and b"first bytes" in answer.body
     assert not answer.body.endswith(b"0\r\n\r\n")  # cut, not ended
     crashes = [r for r in caplog.records if r.name == "ytproxy.listener" and r.exc_info]
