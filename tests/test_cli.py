@@ -496,3 +496,26 @@ def test_render_m3u() -> None:
 )
 def test_proxy_base_url(host: str, port: int, expected: str) -> None:
     assert proxy_base_url(host, port) == expected
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+async def test_config_and_log_level_are_taken_before_or_after_the_command(
+    tmp_path: Path, db: Path, where: str,
+) -> None:
+    path = write_config(tmp_path / "mine.toml", db, server="port = 6999")
+    options = ["--config", str(path), "--log-level", "warning"]
+    args = [*options, "check-config"] if where == "before" else ["check-config", *options]
+    result = await run_ytproxy(cli_env(tmp_path), *args)
+    assert result.rc == 0, result.err
+    assert f"from {path}" in result.out and "port = 6999" in result.out
+
+
+async def test_a_config_after_the_command_wins_over_one_before_it(
+    tmp_path: Path, db: Path,
+) -> None:
+    first = write_config(tmp_path / "first.toml", db, server="port = 6001")
+    second = write_config(tmp_path / "second.toml", db, server="port = 6002")
+    result = await run_ytproxy(cli_env(tmp_path), "--config", str(first), "check-config",
+                               "--config", str(second))
+    assert result.rc == 0, result.err
+    assert "port = 6002" in result.out

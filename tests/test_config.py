@@ -13,6 +13,7 @@ import pytest
 from ytproxy.config import (
     Config,
     ConfigError,
+    config_from_mapping,
     find_config_file,
     load_config,
     render_config,
@@ -386,3 +387,12 @@ def test_env_override_shows_in_check_config(tmp_path: Path) -> None:
     result = run_cli("check-config", env=env)
     assert result.returncode == 0, result.stderr
     assert "port = 7000" in result.stdout.splitlines()
+
+
+def test_raising_max_streams_alone_makes_room_for_its_connections() -> None:
+    config = config_from_mapping({"limits": {"max_streams": 2000}})
+    assert config.limits.max_streams == 2000
+    assert config.limits.max_connections == 4000
+    # Set by the person, it is theirs to get right, and a clear error otherwise.
+    with pytest.raises(ConfigError, match=r"limits\.max_connections"):
+        config_from_mapping({"limits": {"max_streams": 2000, "max_connections": 300}})

@@ -34,46 +34,58 @@ __all__ = ["main"]
 log = logging.getLogger("ytproxy")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ytproxy",
-        description="A local streaming proxy that lets MPD play YouTube tracks.",
-    )
-    parser.add_argument("--version", action="version", version=f"ytproxy {__version__}")
-    parser.add_argument("--config", metavar="PATH",
+def _common_options(default: object) -> argparse.ArgumentParser:
+    """--config and --log-level, with ``default`` when not given."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=default,
                         help="config file (default: $YTPROXY_CONFIG, then "
                              "$XDG_CONFIG_HOME/ytproxy/config.toml, then built-in defaults)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="override server.log_level")
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=default, help="override server.log_level")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ytproxy", parents=[_common_options(None)],
+        description="A local streaming proxy that lets MPD play YouTube tracks.",
+    )
+    # After the command too (`ytproxy serve --config my.toml`), where people
+    # type them; there, an option not given leaves the one before the command.
+    common = _common_options(argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"ytproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the proxy daemon")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help)
+
+    serve = command("serve", help="run the proxy daemon")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
 
-    add = sub.add_parser("add", help="resolve and store tracks by id or page URL")
+    add = command("add", help="resolve and store tracks by id or page URL")
     add.add_argument("items", nargs="+", metavar="ID_OR_URL")
 
-    imp = sub.add_parser("import", help="store every track of a playlist as a named playlist")
+    imp = command("import", help="store every track of a playlist as a named playlist")
     imp.add_argument("url", metavar="PLAYLIST_URL")
     imp.add_argument("--name", help="the playlist's name (default: made from its title)")
 
-    sub.add_parser("list", help="list stored tracks")
+    command("list", help="list stored tracks")
 
-    remove = sub.add_parser("remove", help="remove stored tracks")
+    remove = command("remove", help="remove stored tracks")
     remove.add_argument("ids", nargs="+", metavar="ID")
 
-    m3u = sub.add_parser("m3u", help="print an M3U playlist of proxy URLs")
+    m3u = command("m3u", help="print an M3U playlist of proxy URLs")
     m3u.add_argument("--all", action="store_true", help="every stored track (the default)")
     m3u.add_argument("--playlist", metavar="NAME", help="the tracks of an imported playlist")
     m3u.add_argument("ids", nargs="*", metavar="ID")
 
-    sub.add_parser("check-config", help="print the effective config, or every error in it")
+    command("check-config", help="print the effective config, or every error in it")
 
-    status = sub.add_parser("status", help="what the running daemon is doing, and its health")
+    status = command("status", help="what the running daemon is doing, and its health")
     status.add_argument("--json", action="store_true", help="print /status as JSON")
 
-    doctor = sub.add_parser("doctor", help="check config, store, yt-dlp, network, daemon, MPD")
+    doctor = command("doctor", help="check config, store, yt-dlp, network, daemon, MPD")
     doctor.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="per network step (default 3)")
     return parser

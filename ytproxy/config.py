@@ -320,6 +320,14 @@ def config_from_mapping(
             errors.append(f"{source}: [{name}] must be a table, got {_type_name(value)}")
             continue
         sections[name] = _build_section(name, _SECTIONS[name], value, source, errors, origins)
+    limits = sections.get("limits")
+    given = raw.get("limits")
+    if (isinstance(limits, LimitsConfig) and isinstance(given, Mapping)
+            and "max_connections" not in given and limits.max_streams > limits.max_connections):
+        # Room for every stream and as many other connections: raising
+        # max_streams alone must not make the config invalid.
+        sections["limits"] = dataclasses.replace(
+            limits, max_connections=min(100_000, 2 * limits.max_streams))
     config = Config(**{k: v for k, v in sections.items() if v is not None}, source=source)
     errors.extend(_check_values(config, source, origins))
     if errors:

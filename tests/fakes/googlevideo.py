@@ -53,7 +53,7 @@ import socket
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -113,6 +113,12 @@ class RequestRecord:
     video_id: str | None
     # The client's port: requests with the same one came over one connection.
     client_port: int | None = None
+    # The request's Cookie header, if any.
+    cookie: str | None = None
+    # The peer's address family (socket.AF_INET or socket.AF_INET6).
+    family: int | None = None
+    # When it was recorded (time.time()).
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -174,6 +180,11 @@ class _FaultPlan:
 def _peer_port(request: web.Request) -> int | None:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return peer[1] if peer else None
+
+
+def _peer_family(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    return int(sock.family) if sock is not None else None
 
 
 def _unsent_bytes(transport: asyncio.BaseTransport) -> int:
@@ -374,28 +385,43 @@ class FakeGooglevideo:
         self.tracks[video_id] = Track(data=data, title=title, mime=mime)
         self._generation.setdefault(video_id, 0)
 
-    def _signature(self, video_id: str, expire: int, clen: int, gen: int) -> str:
-        msg = f"{video_id}\n{expire}\n{clen}\n{gen}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+    def _signature(
+        self, video_id: str, expire: int, clen: int, gen: int,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        msg = f"{video_id}\n{expire}\n{clen}\n{gen}"
+        if extra:
+            msg += "".join(f"\n{k}={extra[k]}" for k in sorted(extra))
+        return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()
 
-    def sign(self, video_id: str, *, ttl: float | None = None) -> str:
-        """A fresh signed stream URL for ``video_id``, valid for ``ttl`` seconds."""
+    def sign(
+        self, video_id: str, *, ttl: float | None = None, extra: Mapping[str, str] | None = None
+    ) -> str:
+        """A fresh signed stream URL for ``video_id``, valid for ``ttl`` seconds.
+
+        ``extra`` parameters go into the query and are covered by the signature
+        (their names listed in ``sparams=``, as googlevideo does): changing or
+        dropping one makes the URL a ``bad_signature``."""
         track = self.tracks[video_id]
         ttl = self.url_ttl if ttl is None else ttl
         expire = math.floor(self.clock() + ttl)
         clen = len(track.data)
         gen = self._generation[video_id]
-        query = urlencode(
-            {
-                "id": video_id,
-                "expire": str(expire),
-                "clen": str(clen),
-                "mime": track.mime,
-                "gen": str(gen),
-                "sig": self._signature(video_id, expire, clen, gen),
-            }
-        )
-        return f"{self.base_url}/videoplayback?{query}"
+        params = {
+            "id": video_id,
+            "expire": str(expire),
+            "clen": str(clen),
+            "mime": track.mime,
+            "gen": str(gen),
+        }
+        if extra:
+            clash = (set(params) | {"sig", "sparams", "range"}) & set(extra)
+            if clash or any("," in k for k in extra):
+                raise ValueError(f"extra parameters may not be named {sorted(clash)}")
+            params.update(extra)
+            params["sparams"] = ",".join(sorted(extra))
+        params["sig"] = self._signature(video_id, expire, clen, gen, extra)
+        return f"{self.base_url}/videoplayback?{urlencode(params)}"
 
     def revoke(self, video_id: str) -> None:
         """Every URL issued so far for ``video_id`` now answers 403 "revoked"."""
@@ -513,6 +539,8 @@ class FakeGooglevideo:
                 kind=kind,
                 video_id=video_id,
                 client_port=_peer_port(request),
+                cookie=request.headers.get("Cookie"),
+                family=_peer_family(request),
             )
         )
         self.counts[kind] += 1
@@ -594,9 +622,11 @@ class FakeGooglevideo:
             clen = int(q["clen"])
             gen = int(q["gen"])
             sig = q["sig"]
+            sparams = q.get("sparams")
+            extra = {k: q[k] for k in sparams.split(",")} if sparams else None
         except (KeyError, ValueError):
             return 403, KIND_BAD_SIGNATURE
-        if not hmac.compare_digest(sig, self._signature(video_id, expire, clen, gen)):
+        if not hmac.compare_digest(sig, self._signature(video_id, expire, clen, gen, extra)):
             return 403, KIND_BAD_SIGNATURE
         if gen < self._generation[video_id]:
             return 403, KIND_REVOKED
