@@ -38,14 +38,18 @@ class FakeTubeIE(InfoExtractor):
             "seen": json.dumps(seen, default=str),
         })
         base = f"http://{match.group('host')}:{match.group('port')}"
+        refused = None
         try:
             player = self._download_json(f"{base}/faketube/player?{query}", video_id)
         except ExtractorError as exc:
             cause = exc.cause
-            if isinstance(cause, HTTPError) and cause.status == 403:
-                raise ExtractorError(cause.response.read().decode(errors="replace"),
-                                     expected=True) from exc
-            raise
+            if not (isinstance(cause, HTTPError) and cause.status == 403):
+                raise
+            refused = cause.response.read().decode(errors="replace")
+        if refused is not None:
+            # Raised outside the except block, as YouTube's extractor raises its
+            # sign-in error: yt-dlp then records it as expected (not a bug).
+            raise ExtractorError(refused, expected=True)
         return {
             "id": video_id,
             "title": player["title"],
