@@ -125,3 +125,22 @@ async def test_a_listener_who_leaves_while_held_frees_its_slot(
     async def slot_free() -> bool:
         return proxy.app[SLOTS].in_use == 0
     await wait_until(slot_free, 3)
+
+
+async def test_a_new_track_is_held_while_yt_dlp_cannot_reach_the_source(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory,
+) -> None:
+    data = random_audio(300_000, seed=3)
+    googlevideo.add_track(VID, data, title="Not Yet Resolved")
+    proxy = await make_proxy(**HOLD)
+    await googlevideo.go_offline()  # the watch page too: yt-dlp's connection is refused
+    play = asyncio.ensure_future(proxy.session.get(proxy.url(f"/proxy/{VID}")))
+
+    async def held_for_the_resolver() -> bool:
+        held = (await status_of(proxy))["upstream"]["holding"]["held"]
+        return "the resolver (yt-dlp)" in held
+    await wait_until(held_for_the_resolver, 20)
+    await googlevideo.go_online()
+    async with await play as resp:
+        assert resp.status == 200
+        assert await resp.read() == data

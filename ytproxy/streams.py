@@ -169,7 +169,10 @@ class StreamHandler:
                 except ResolverUnavailable as exc:
                     if not exc.offline:
                         raise
-                    delay = gap.next_delay(exc.retry_after, hold=True)
+                    # Probe at the resolver breaker's pace at most (a network
+                    # failure's own retry_after is a generic 30 s).
+                    pace = min(exc.retry_after or 0.0, self._config.breaker.reset_after)
+                    delay = gap.next_delay(pace, hold=True)
                     if delay is None:
                         raise
                     if not _listening(request):
