@@ -177,7 +177,9 @@ fault_plans = st.lists(
                   st.sampled_from([500, 502, 503, 504, 429]), st.integers(1, 3)),
     ),
     max_size=4,
-)
+# A burst longer than retry.attempts (8) in one gap is a dead track, not a fault
+# to absorb: the status faults all land on the first request's gap.
+).filter(lambda plan: sum(f.times for f in plan if f.kind == "status") <= 6)
 
 
 @settings(max_examples=12, deadline=None,
