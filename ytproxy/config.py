@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "MAX_CHUNK_SIZE",
     "OWNED_YTDLP_OPTIONS",
+    "SECRET_KEYS",
     "BreakerConfig",
     "Config",
     "ConfigError",
@@ -246,7 +247,7 @@ _TOKEN_MIN_LENGTH = 16
 # RFC 6750's b64token: what may follow "Authorization: Bearer ".
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
 # Keys whose values are secrets: shown as "***" by check-config (and in /status).
-_SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
+SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
                           "cookies"})
 
 
@@ -350,7 +351,7 @@ def _build_section(
         expected = type(getattr(defaults, key))
         converted = _convert(value, expected)
         if converted is None:
-            shown = "" if key in _SECRET_KEYS else f" {value!r}"  # never print a secret
+            shown = "" if key in SECRET_KEYS else f" {value!r}"  # never print a secret
             errors.append(
                 f"{where}: {name}.{key} must be {_expected_name(expected)}, "
                 f"got {_type_name(value)}{shown}"
@@ -495,7 +496,7 @@ def render_config(config: Config) -> str:
         section = getattr(config, name)
         for f in fields(section):
             value = getattr(section, f.name)
-            if f.name in _SECRET_KEYS and value:
+            if f.name in SECRET_KEYS and value:
                 value = "***"
             elif isinstance(value, str) and "://" in value:
                 value = _mask_password(value)
@@ -516,7 +517,7 @@ def _toml_value(value: object) -> str:
     if isinstance(value, dict):
         items = ", ".join(
             f"{_toml_key(str(k))} = "
-            f"{_toml_value('***' if str(k).lower() in _SECRET_KEYS and v else v)}"
+            f"{_toml_value('***' if str(k).lower() in SECRET_KEYS and v else v)}"
             for k, v in value.items())
         return "{" + items + "}"
     if isinstance(value, list | tuple):

@@ -131,6 +131,13 @@ class ResolverUnavailable(YtproxyError):
 class UpstreamFailed(YtproxyError):
     code = "upstream_failed"
     status = 502
+    host: str | None = None  # the upstream host it is about, when one is
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None,
+                 host: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        if host is not None:
+            self.host = host
 
 
 class UpstreamGone(UpstreamFailed):

@@ -43,7 +43,7 @@ def _executable(path: Path) -> bool:
 
 def _next_to_interpreter(executable: str) -> str | None:
     """``executable`` in the running interpreter's scripts directory (a venv's bin/)."""
-    for directory in {Path(sys.executable).parent, Path(sys.prefix) / "bin"}:
+    for directory in dict.fromkeys((Path(sys.executable).parent, Path(sys.prefix) / "bin")):
         candidate = directory / executable
         if _executable(candidate):
             return str(candidate)

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ytproxy import __version__
-from ytproxy.config import Config
+from ytproxy.config import SECRET_KEYS, Config
 from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolver import Resolver
@@ -35,7 +35,6 @@ from ytproxy.upstream import UpstreamFetcher
 
 __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "status_payload"]
 
-_SECRET_KEYS = {"token", "password", "videopassword", "ap_password", "cookie", "cookies"}
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -63,7 +62,7 @@ def _mask_url(url: str) -> str:
 
 def _masked_table(table: dict[str, Any]) -> dict[str, Any]:
     """A table (resolver.ytdlp_options) with secret-named keys masked, at any depth."""
-    return {k: "***" if str(k).lower() in _SECRET_KEYS and v
+    return {k: "***" if str(k).lower() in SECRET_KEYS and v
             else _masked_table(v) if isinstance(v, dict) else v for k, v in table.items()}
 
 
@@ -76,7 +75,7 @@ def redacted_config(config: Config) -> dict[str, Any]:
             continue
         values = dataclasses.asdict(section)  # type: ignore[arg-type]
         for key, value in values.items():
-            if key in _SECRET_KEYS and value:
+            if key in SECRET_KEYS and value:
                 values[key] = "***"
             elif isinstance(value, str) and "://" in value:
                 values[key] = _mask_url(value)

@@ -311,6 +311,7 @@ class Resolver:
         self._flights: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
             SingleFlight())
         self._warned_cookies: set[tuple[str, int]] = set()
+        self._browser_cookies = browser_cookie_spec(config.cookies_from_browser)
         self._calls: set[asyncio.Future[dict[str, Any] | None]] = set()
         self.failures: Counter[str] = Counter()
         self.last_duration: float | None = None
@@ -348,9 +349,8 @@ class Resolver:
         sources = []
         if self._config.cookies_file.strip():
             sources.append("file")
-        spec = browser_cookie_spec(self._config.cookies_from_browser)
-        if spec is not None:
-            sources.append(f"browser:{spec[0]}")
+        if self._browser_cookies is not None:
+            sources.append(f"browser:{self._browser_cookies[0]}")
         return ", ".join(sources) or None
 
     def source_url_for(self, track_id: str) -> str:
@@ -471,9 +471,8 @@ class Resolver:
         if cookies is not None:
             self._check_cookies_file(cookies)
             options["cookiefile"] = str(cookies)
-        spec = browser_cookie_spec(self._config.cookies_from_browser)
-        if spec is not None:
-            options["cookiesfrombrowser"] = spec
+        if self._browser_cookies is not None:
+            options["cookiesfrombrowser"] = self._browser_cookies
         return options
 
     def _check_cookies_file(self, path: Path) -> None:

@@ -409,7 +409,7 @@ class UpstreamFetcher:
                 raise UpstreamUnavailable(
                     f"upstream {host} failed {breaker.failures} times in a row "
                     f"(last: {breaker.last_error}); resting it for {exc.retry_after:.0f} s",
-                    retry_after=exc.retry_after,
+                    retry_after=exc.retry_after, host=host,
                 ) from None
             self.requests += 1
             try:
@@ -434,7 +434,7 @@ class UpstreamFetcher:
                 breaker.record_failure(_describe(exc))
                 self.holds.unreachable()
                 raise UpstreamUnreachable(
-                    f"cannot reach upstream {host}: {_describe(exc)}") from exc
+                    f"cannot reach upstream {host}: {_describe(exc)}", host=host) from exc
             except asyncio.CancelledError:
                 breaker.release_trial()
                 raise
@@ -733,16 +733,13 @@ class RangeStream:
             retry_after, hold, cause = exc.retry_after, True, "breaker_open"
         elif isinstance(exc, UpstreamUnreachable):
             hold, cause = True, "unreachable"
-        refused = isinstance(exc, UpstreamRefused) and exc.status in _REFRESH_STATUSES
-        if isinstance(exc, UpstreamRefused) and self._not_yet_available(exc.status):
+        elif isinstance(exc, UpstreamRefused) and self._not_yet_available(exc.status):
             # Refused before the format's available_at: not a revoked URL, a wait.
             assert self._info.available_at is not None
             retry_after = max(0.0, self._info.available_at - time.time()) + 0.05
             cause = "not_yet_available"
-        elif hold:
-            pass
-        elif refused or isinstance(exc, FileChanged):
-            assert isinstance(exc, UpstreamFailed)
+        elif ((isinstance(exc, UpstreamRefused) and exc.status in _REFRESH_STATUSES)
+              or isinstance(exc, FileChanged)):
             try:
                 await self._new_url(exc, pos)
                 return
@@ -1045,9 +1042,8 @@ def _hold_reason(exc: BaseException) -> str:
     """What a held request waits for, as /status and the log say it."""
     if isinstance(exc, ResolverUnavailable):
         return "the resolver (yt-dlp)"
-    text = str(exc)
-    match = re.search(r"upstream (\S+?)[:\s]", text)
-    return f"host {match.group(1)}" if match else "upstream"
+    host = exc.host if isinstance(exc, UpstreamFailed) else None
+    return f"host {host}" if host else "upstream"
 
 
 def _cause_name(exc: BaseException) -> str:

@@ -197,6 +197,7 @@ class _Worker:
                                     max(0.0, deadline - time.monotonic()))[0]:
                 if time.monotonic() >= deadline:
                     self.kill()
+                    self.proc.wait()  # in this call's thread, not on the event loop
                     raise CallTimedOut(f"yt-dlp took longer than {limit:g} s")
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError, ValueError) as exc:
@@ -210,11 +211,11 @@ class _Worker:
         return answer
 
     def kill(self) -> None:
-        """End the worker now (a call past its deadline, or one nobody waits for)."""
+        """End the worker now (a call past its deadline, or one nobody waits for).
+        Not waited for: it may be called on the event loop; the thread whose
+        call it ends reaps it (``call`` sees EOF and waits)."""
         with contextlib.suppress(OSError):
             self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
