@@ -43,7 +43,7 @@ def _record_read_limits(monkeypatch: pytest.MonkeyPatch, *, with_room: bool) -> 
     """The read sizes set on upstream transports, in order; ``with_room=False``
     leaves out those set by RangeStream.room."""
     limits: list[int | None] = []
-    original = upstream._set_read_limit
+    original = upstream.set_read_limit
     in_room = False
 
     def record(transport: asyncio.Transport | None, size: int | None) -> None:
@@ -61,7 +61,7 @@ def _record_read_limits(monkeypatch: pytest.MonkeyPatch, *, with_room: bool) -> 
         finally:
             in_room = False
 
-    monkeypatch.setattr(upstream, "_set_read_limit", record)
+    monkeypatch.setattr(upstream, "set_read_limit", record)
     monkeypatch.setattr(RangeStream, "room", room)
     return limits
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ytproxy.loops import EVENT_LOOPS
+
 __all__ = [
     "MAX_CHUNK_SIZE",
     "OWNED_YTDLP_OPTIONS",
@@ -46,6 +48,8 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: float = 5.0
+    # "auto" (uvloop where it is installed, else asyncio's loop), "uvloop" or "asyncio".
+    event_loop: str = "auto"
     # Bearer token that write requests (POST/DELETE /tracks) must carry; empty: none.
     token: str = ""
     # Serve on a non-loopback host without a token (anyone who can reach it may write).
@@ -393,6 +397,8 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     need(bool(s.host.strip()), "server.host", "must not be empty", s.host)
     need(s.log_level.lower() in _LOG_LEVELS, "server.log_level",
          f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
+    need(s.event_loop.lower() in EVENT_LOOPS, "server.event_loop",
+         f"must be one of {', '.join(EVENT_LOOPS)}", s.event_loop)
     need(s.shutdown_timeout >= 0, "server.shutdown_timeout", "must be >= 0 seconds",
          s.shutdown_timeout)
     if s.token and not _TOKEN_RE.fullmatch(s.token):

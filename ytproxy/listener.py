@@ -13,10 +13,10 @@ aiohttp makes for each one (``_Connection``, a ``web.RequestHandler``): one
 over ``limits.max_connections`` in all, or ``limits.max_connections_per_client``
 from one address, is answered 503 JSON and closed before anything is read.
 aiohttp has no hook for the protocol class, so ``Runner`` (an ``AppRunner``)
-builds the server around it; the daemon (``serve``) and the tests run the
-app through it.  The same class answers malformed heads as JSON with the
-precise status (405, 414, 431, 400) and logs them at DEBUG: they are the
-client's problem, not ours.
+hands its sites a factory of them (ytproxy.aiohttp_private); the daemon
+(``serve``) and the tests run the app through it.  The same class answers
+malformed heads as JSON with the precise status (405, 414, 431, 400) and
+logs them at DEBUG: they are the client's problem, not ours.
 
 Idle and slow connections are cut by aiohttp's keep-alive timer, which is
 armed when a connection opens and re-armed after each response: a client gets
@@ -36,12 +36,13 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from aiohttp.http_exceptions import BadHttpMethod
 
+from ytproxy.aiohttp_private import head_error_kind, protocol_factory, with_version
 from ytproxy.config import LimitsConfig
 
 __all__ = [
@@ -248,15 +249,16 @@ class _Connection(web.RequestHandler):
             return _json_error(405, "method_not_allowed",
                                f"ytproxy answers only these methods: {self._allow}",
                                {"Allow": self._allow})
-        if isinstance(exc, LineTooLong):
-            if exc.args[1:2] == (self.max_line_size,):
-                return _json_error(414, "uri_too_long",
-                                   f"the request line is longer than {self.max_line_size} bytes")
+        kind = head_error_kind(exc, MAX_REQUEST_LINE)
+        if kind == "request_line":
+            return _json_error(414, "uri_too_long",
+                               f"the request line is longer than {MAX_REQUEST_LINE} bytes")
+        if kind == "header_field":
             return _json_error(431, "header_too_large",
-                               f"a request header is longer than {self.max_field_size} bytes")
-        if isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
+                               f"a request header is longer than {MAX_HEADER_FIELD} bytes")
+        if kind == "header_count":
             return _json_error(431, "too_many_headers",
-                               f"the request has more than {self.max_headers} headers")
+                               f"the request has more than {MAX_HEADERS} headers")
         what = str(getattr(exc, "message", "") or exc or "").strip().split("\n")[0]
         return _json_error(400, "bad_request",
                            f"malformed HTTP request: {what.rstrip(':') or 'unparsable'}")
@@ -296,35 +298,40 @@ def _answered_as_http1(factory: RequestFactory) -> RequestFactory:
     def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
         if message.version not in (HttpVersion10, HttpVersion11):
             version = HttpVersion10 if message.version.major < 1 else HttpVersion11
-            message = message._replace(version=version)
+            message = with_version(message, version)
         return factory(message, *args)
 
     return make
 
 
-class _Server(web.Server):
-    """aiohttp's connection factory, making ``_Connection``s (same settings otherwise)."""
-
-    def __init__(self, inner: web.Server, limits: ConnectionLimits, allow: str) -> None:
-        super().__init__(_http_errors_as_json(inner.request_handler),
-                         request_factory=_answered_as_http1(inner.request_factory),
-                         handler_cancellation=inner.handler_cancellation, loop=inner._loop,
-                         **inner._kwargs)
-        self._limits = limits
-        self._allow = allow
-
-    def __call__(self) -> web.RequestHandler:
-        return _Connection(self, loop=self._loop, limits=self._limits, allow=self._allow,
-                           **self._kwargs)
-
-
 class Runner(web.AppRunner):
-    """``web.AppRunner`` for the ytproxy app: connections obey ``app[CONNECTIONS]``."""
+    """``web.AppRunner`` for the ytproxy app: connections obey ``app[CONNECTIONS]``.
 
-    async def _make_server(self) -> web.Server:
-        inner = await super()._make_server()  # starts the app (cleanup contexts run here)
+    Its ``server`` (what a site listens with) makes a ``_Connection`` for each
+    accepted connection; aiohttp's own server behind it still tracks them all,
+    for the graceful shutdown.
+    """
+
+    _connections: Callable[[], web.RequestHandler] | None = None
+
+    async def setup(self) -> None:
+        await super().setup()  # starts the app (cleanup contexts run here)
+        inner = super().server
+        assert inner is not None
+        # Read by every connection when it is made: its request handler and factory.
+        inner.request_handler = _http_errors_as_json(inner.request_handler)
+        inner.request_factory = _answered_as_http1(inner.request_factory)
         methods = {route.method for route in self.app.router.routes()} - {"*"}
-        return _Server(inner, self.app[CONNECTIONS], ", ".join(sorted(methods)))
+        self._connections = protocol_factory(inner, _Connection, limits=self.app[CONNECTIONS],
+                                             allow=", ".join(sorted(methods)))
+
+    @property
+    def server(self) -> web.Server | None:
+        inner = super().server
+        if inner is None or self._connections is None:
+            return inner
+        # A site only calls it, once per accepted connection.
+        return cast(web.Server, self._connections)
 
 
 def serve(
@@ -335,24 +342,18 @@ def serve(
     on_ready: Callable[[], None],
     access_log: logging.Logger | None,
     shutdown_timeout: float,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM: ``web.run_app``'s job, through ``Runner``.
+    """Serve until SIGINT or SIGTERM: ``web.run_app``'s job, through ``Runner``,
+    on a loop from ``loop_factory`` (asyncio's own by default).
 
     Raises ``OSError`` when the address cannot be bound, and whatever the
     app's startup raises.
     """
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(_serve(app, host, port, on_ready, access_log, shutdown_timeout))
-    finally:
-        # As run_app: whatever is still running is cancelled and awaited, then the loop closes.
-        leftovers = asyncio.all_tasks(loop)
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    # As run_app: whatever is still running at the end is cancelled and
+    # awaited, async generators are closed, then the loop.
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(app, host, port, on_ready, access_log, shutdown_timeout))
 
 
 async def _serve(

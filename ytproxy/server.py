@@ -41,7 +41,7 @@ from ytproxy.store import Store
 from ytproxy.streams import StreamHandler
 from ytproxy.systemd import Notifier
 from ytproxy.tracks import Tracks
-from ytproxy.upstream import UpstreamFetcher
+from ytproxy.upstream import UpstreamFetcher, upstream_connector
 from ytproxy.validation import path_guard, read_json_object, string_field, track_id
 
 __all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
@@ -114,11 +114,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     # HTTP(S)_PROXY/NO_PROXY apply to upstream (upstream.proxy overrides them): the
     # fetcher reads them once per host rather than the session (trust_env) per request.
-    session, starter = (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                              auto_decompress=False)
-        for _ in range(2))
-    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker, starter=starter)
+    session = aiohttp.ClientSession(connector=upstream_connector(), auto_decompress=False)
+    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY])
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
@@ -130,7 +127,6 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[HANDLER].drain()
     await app[FETCHER].aclose()
     await session.close()
-    await starter.close()
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:

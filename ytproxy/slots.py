@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-
 __all__ = ["StreamSlots"]
 
 
 class StreamSlots:
+    """A counter of streams in progress.  No lock: the event loop runs one
+    callback at a time, and nothing here awaits."""
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use = 0
         self.rejected = 0
-        self._lock = asyncio.Lock()
 
-    async def try_acquire(self) -> bool:
-        async with self._lock:
-            if self.in_use >= self.capacity:
-                self.rejected += 1
-                return False
-            self.in_use += 1
-            return True
+    def try_acquire(self) -> bool:
+        if self.in_use >= self.capacity:
+            self.rejected += 1
+            return False
+        self.in_use += 1
+        return True
 
-    async def release(self) -> None:
-        async with self._lock:
-            self.in_use = max(0, self.in_use - 1)
+    def release(self) -> None:
+        self.in_use = max(0, self.in_use - 1)

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ytproxy.aiohttp_private import payload_writer
 from ytproxy.config import Config
 from ytproxy.errors import (
     AtCapacity,
@@ -73,7 +74,7 @@ class StreamHandler:
             raise InvalidTrackId(
                 f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
             )
-        if not await self._slots.try_acquire():
+        if not self._slots.try_acquire():
             raise AtCapacity(
                 f"all {self._slots.capacity} stream slots are busy; "
                 "try again shortly or raise limits.max_streams"
@@ -85,7 +86,7 @@ class StreamHandler:
             log.debug("stream: %s: the listener left before the first byte", track_id)
             return web.Response(status=503)
         finally:
-            await self._slots.release()
+            self._slots.release()
 
     def _in_background(self, bookkeeping: Coroutine[Any, Any, None]) -> None:
         """Store writes the listener does not wait for (a busy store must not delay bytes)."""
@@ -231,7 +232,7 @@ class StreamHandler:
             except UpstreamFailed as exc:
                 log.error("stream: %s: giving up before the first byte: %s", track_id, exc)
                 raise
-            response = _Answer(status=status, headers=headers)
+            response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             if self.on_first_byte is not None:
                 self.on_first_byte(time.monotonic() - received)
@@ -320,15 +321,6 @@ class StreamHandler:
             self._registry.finish(entry, ok=ok)
 
 
-class _Answer(web.StreamResponse):
-    """A stream's answer, whose head goes out with the first piece of its body
-    in one send (as ``web.Response`` does): the listener's first bytes come in
-    one packet and one wake-up, not two.  The first piece is already here when
-    the answer is prepared (``RangeStream.ready``), so nothing waits for it."""
-
-    _send_headers_immediately = False
-
-
 # The kernel's send buffer for a listener's connection.  Linux otherwise grows
 # it to megabytes for a reader on loopback, and a listener that reads 20 KB/s
 # would have us fetch and push megabytes ahead: work and memory for nothing,
@@ -391,22 +383,9 @@ def _writer(
     response: web.StreamResponse,
 ) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]]:
     """The response's write, which leaves all waiting to the relay, and its
-    wait-for-the-transport.
-
-    ``StreamResponse.write`` waits for the transport itself once 64 KiB went
-    out since its last wait: then a full socket is over before the relay can
-    see it, and a listener never tells as slow (it always is, with pieces of
-    64 KiB or more).  The payload writer (private in aiohttp; ``write`` with
-    ``drain`` and ``drain`` are its documented methods, and what the public
-    ones call) lets the relay do every wait.  Without it, the public write
-    waits, and the relay's own waits find nothing left.
-    """
-    writer = getattr(response, "_payload_writer", None)
-    drain = getattr(writer, "drain", None)
-    write = getattr(writer, "write", None)
-    if writer is None or not callable(drain) or not callable(write):
-        return response.write, _nothing
-    return partial(write, drain=False), drain
+    wait-for-the-transport (ytproxy.aiohttp_private.payload_writer); without
+    such a writer, the public write, which waits itself, and no wait."""
+    return payload_writer(response) or (response.write, _nothing)
 
 
 async def _nothing() -> None:

@@ -15,15 +15,16 @@ import logging
 import re
 import socket
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from ytproxy.aiohttp_private import close_when_done, set_read_limit
 from ytproxy.config import BreakerConfig, RetryConfig, UpstreamConfig
 from ytproxy.errors import (
     ResolverUnavailable,
@@ -34,7 +35,6 @@ from ytproxy.errors import (
     UpstreamUnreachable,
 )
 from ytproxy.holds import Held, Holds
-from ytproxy.http1 import ConnectFailed, Disconnected, FirstRanges, ShortResponse, Unsupported
 from ytproxy.models import StreamInfo, url_param
 from ytproxy.resilience import (
     BreakerOpen,
@@ -52,6 +52,7 @@ __all__ = [
     "UpstreamRefused",
     "address_family",
     "host_allowed",
+    "upstream_connector",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ PACED_READ = 8 * 1024
 # busy with those); then the pieces left over here are PACED_READ.
 START_READ = 32 * 1024
 # A stream's first range is at most this long: it comes whole with the response
-# headers, so a listener who leaves at once (MPD seeks by reconnecting) leaves
-# a connection that can be reused rather than one that must be closed.
+# headers (aiohttp hands its connection back to the pool at once), so a
+# listener who leaves at once (MPD seeks by reconnecting) leaves a connection
+# that can be reused rather than one that must be closed.
 FIRST_RANGE = 32 * 1024
 # After it, this pause (seconds) lets such a listener go before the next range
 # is asked for on its behalf; it is paid once per stream, and covered many
@@ -129,6 +131,15 @@ class FileChanged(UpstreamFailed):
                          f"{expected} bytes of this stream")
         self.total = total
         self.expected = expected
+
+
+def upstream_connector(family: socket.AddressFamily = socket.AF_UNSPEC) -> aiohttp.TCPConnector:
+    """The one place the upstream connection pool is tuned: no limit on
+    connections (streams are capped by limits.max_streams), idle connections
+    kept 15 s for the next range or stream (aiohttp's default; googlevideo
+    closes idle ones after about a minute), host names cached 5 minutes."""
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=15.0, ttl_dns_cache=300,
+                                family=family)
 
 
 def address_family(url: str) -> socket.AddressFamily | None:
@@ -178,15 +189,11 @@ def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-# An upstream response: aiohttp's, or a short range's from ytproxy.http1.
-_Response = aiohttp.ClientResponse | ShortResponse
-
-
 @dataclass
 class OpenRange:
     """An upstream response whose body holds bytes ``start..end`` of a ``total``-byte stream."""
 
-    response: _Response
+    response: aiohttp.ClientResponse
     start: int
     end: int
     total: int | None
@@ -210,28 +217,19 @@ class UpstreamFetcher:
         config: UpstreamConfig,
         session: aiohttp.ClientSession,
         breaker: BreakerConfig | None = None,
-        *,
-        starter: aiohttp.ClientSession | None = None,
     ) -> None:
         self.config = config
         self._session = session
-        # A stream's first range (a track start or a seek: the moment a
-        # listener waits) is fetched by a lean client of its own over kept
-        # connections (ytproxy.http1), at half aiohttp's cost.  Through a proxy,
-        # or what that client cannot carry, aiohttp reads it: it comes whole
-        # with its headers, and aiohttp puts its connection back in the pool at
-        # once; in a pool of their own such connections wait for the next
-        # stream's first range, instead of being taken by the rest of the
-        # same stream.
-        self._starter = starter or session
-        self._first_ranges = FirstRanges()
         self._breaker_config = breaker or BreakerConfig()
         self._timeout = aiohttp.ClientTimeout(
             total=None,  # never a whole-stream deadline; a paused listener may idle for hours
             sock_connect=config.connect_timeout,
-            # Waiting for the response headers; a body's reads are timed by
-            # RangeStream, only while the relay waits for them (_read).
-            sock_read=config.read_timeout,
+            # No read timer: aiohttp's runs whenever no bytes come, also while
+            # nobody reads (a paused listener, a held socket), and would fail a
+            # healthy connection.  The response headers are awaited for
+            # connect_timeout + read_timeout (open_range); a body's reads are
+            # timed by RangeStream, only while the relay waits for them (_read).
+            sock_read=None,
         )
         self.requests = 0
         self.stats: Counter[str] = Counter()
@@ -243,13 +241,9 @@ class UpstreamFetcher:
         # URLs bound to an address family (ip=) are fetched over that family only.
         self._family_sessions: dict[socket.AddressFamily, aiohttp.ClientSession] = {}
 
-    def close(self) -> None:
-        """Close the connections kept for first ranges (the sessions are the caller's)."""
-        self._first_ranges.close()
-
     async def aclose(self) -> None:
-        """``close``, and the sessions this fetcher made for one address family."""
-        self.close()
+        """Close the sessions this fetcher made for one address family (the
+        main session is the caller's)."""
         sessions, self._family_sessions = self._family_sessions, {}
         for session in sessions.values():
             await session.close()
@@ -257,41 +251,28 @@ class UpstreamFetcher:
     def _session_for(self, family: socket.AddressFamily) -> aiohttp.ClientSession:
         session = self._family_sessions.get(family)
         if session is None:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, family=family),
-                auto_decompress=False)
+            session = aiohttp.ClientSession(connector=upstream_connector(family),
+                                            auto_decompress=False)
             self._family_sessions[family] = session
         return session
-
-    async def _first_range(self, url: str, headers: dict[str, str],
-                           start: int, end: int) -> _Response | None:
-        """A stream's first range, through the lean client (ytproxy.http1);
-        None when that client cannot carry this request, and aiohttp must."""
-        try:
-            return await self._first_ranges.get(
-                url, headers, start, end, connect_timeout=self.config.connect_timeout,
-                read_timeout=self.config.read_timeout)
-        except Unsupported as exc:
-            log.debug("upstream: asking aiohttp for a first range: %s", exc)
-            return None
 
     def finish(self, opened: OpenRange) -> None:
         """Done with a range: its connection goes back to the pool when it can
         carry another request (the whole body came, nothing went wrong), so the
         next range or stream to this host skips the TCP and TLS handshakes.
 
-        A short range (a stream's first, FIRST_RANGE, through the lean client
-        of ytproxy.http1 or aiohttp) left before all of it came is read to its
-        end in the background first: a few KiB that are mostly on their way
-        already, for a connection kept.  Otherwise (a connection lowered for a
-        slow listener, a long range left midway) it is closed.
+        A short range (a stream's first, FIRST_RANGE) left before all of it
+        came is read to its end in the background first: a few KiB that are
+        mostly on their way already, for a connection kept.  Otherwise (a
+        connection lowered for a slow listener, a long range left midway, a
+        server that ignored Range and sends the whole file) it is closed.
         """
         response = opened.response
         if opened.slowed:
             response.close()
             return
-        _set_read_limit(_transport(opened), None)  # the next user starts afresh
-        if (response.content.is_eof() or response.closed
+        set_read_limit(_transport(opened), None)  # the next user starts afresh
+        if (response.content.is_eof() or response.closed or response.status != 206
                 or opened.end - opened.start >= FIRST_RANGE):
             response.release()  # closes it unless the whole body came
             return
@@ -373,27 +354,25 @@ class UpstreamFetcher:
         key = (parts.scheme, parts.hostname or "")
         found = self._env_proxies.get(key)
         if found is None:
-            try:
-                proxy, auth = get_env_proxy_for_url(URL(url))
-                found = (str(proxy), auth)
-            except LookupError:
-                found = (None, None)
+            found = _env_proxy(parts.scheme, parts.hostname or "")
             if len(self._env_proxies) < _PROXY_CACHE_HOSTS:
                 self._env_proxies[key] = found
         return found
 
     async def open_range(
         self, info: StreamInfo, start: int, end: int, *, gate: bool = True,
-        first: bool = False, track: str | None = None,
+        track: str | None = None,
     ) -> OpenRange:
         """GET bytes ``start..end`` (inclusive); ``end - start + 1`` must be <= chunk_size.
 
         With ``gate``, an open breaker for the host refuses at once (a new stream
         should not wait on a host that keeps failing); a stream already running
-        retries under its own budget and passes ``gate=False``.  ``first`` (a
-        stream's first range) takes a connection from the starters' pool.
+        retries under its own budget and passes ``gate=False``.
         """
-        session = self._starter if first else self._session
+        session = self._session
+        # The response headers: connecting, then read_timeout for the answer.
+        head_timeout = min(self.config.range_timeout,
+                           self.config.connect_timeout + self.config.read_timeout)
         assert 0 <= start <= end and end - start < self.config.chunk_size
         headers = {k: v for k, v in info.http_headers.items() if k.lower() not in _DROP_HEADERS}
         headers["Accept-Encoding"] = "identity"
@@ -413,23 +392,19 @@ class UpstreamFetcher:
                 ) from None
             self.requests += 1
             try:
-                async with asyncio.timeout(self.config.range_timeout):
+                async with asyncio.timeout(head_timeout):
                     proxy, proxy_auth = self._proxy_for(url)
-                    response = None
                     family = address_family(url) if proxy is None else None
                     if family is not None:
                         # googlevideo refuses a URL from another address than the
                         # one it was made for: an IPv4 URL over IPv6 is a 403.
                         _check_family(host, family)
                         session = self._session_for(family)
-                    elif first and proxy is None:
-                        response = await self._first_range(url, headers, start, end)
-                    if response is None:
-                        response = await session.get(
-                            url, headers={**headers, "Range": f"bytes={start}-{end}"},
-                            allow_redirects=False, timeout=self._timeout,
-                            proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
-                        )
+                    response = await session.get(
+                        url, headers={**headers, "Range": f"bytes={start}-{end}"},
+                        allow_redirects=False, timeout=self._timeout,
+                        proxy=proxy, proxy_auth=proxy_auth, read_bufsize=READ_BUFSIZE,
+                    )
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 breaker.record_failure(_describe(exc))
                 self.holds.unreachable()
@@ -459,12 +434,11 @@ class UpstreamFetcher:
                 breaker.record_failure(str(exc), track or url)
                 raise
             breaker.record_success()
-            _untimed(response)
             return opened
         raise UpstreamFailed(f"upstream redirected more than {_MAX_REDIRECTS} times")
 
     def _accept(
-        self, response: _Response, host: str, start: int, end: int
+        self, response: aiohttp.ClientResponse, host: str, start: int, end: int
     ) -> OpenRange:
         content_type = response.headers.get("Content-Type")
         if response.status == 206:
@@ -570,7 +544,7 @@ class RangeStream:
         # A stream asks the host's breaker until its first range opens: a new
         # stream waits for a resting host (held), a running one tries on.
         opened = await self._fetcher.open_range(self._info, start, end, gate=self._gate,
-                                                first=start == self._start, track=self._label)
+                                                track=self._label)
         self._gate = False
         self._unhold()
         return opened
@@ -697,8 +671,7 @@ class RangeStream:
                                 handed = [piece]
                                 del piece
                                 yield handed.pop()
-                        except (aiohttp.ClientError, Disconnected, TimeoutError,
-                                UpstreamFailed) as exc:
+                        except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
                             self._fetcher.record_failure(current.host, exc, self._label)
                             current.close()  # never reuse a connection that broke
                             raise _Broken(pos, exc) from exc
@@ -917,7 +890,7 @@ class RangeStream:
         if size != self._room:
             self._room = size
             if self._slow and self._current is not None:
-                _set_read_limit(_transport(self._current), size)
+                set_read_limit(_transport(self._current), size)
 
     def filled(self) -> None:
         """The relay's word that its listener's socket is full: the first gulp
@@ -925,7 +898,7 @@ class RangeStream:
         if not self._filled:
             self._filled = True
             if self._current is not None:
-                _set_read_limit(_transport(self._current), self._read_size)
+                set_read_limit(_transport(self._current), self._read_size)
 
     @property
     def _read_size(self) -> int | None:
@@ -940,7 +913,7 @@ class RangeStream:
         return sum(self.retries.values())
 
 
-async def _drain(response: _Response) -> None:
+async def _drain(response: aiohttp.ClientResponse) -> None:
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT):
             while await response.content.readany():
@@ -962,8 +935,6 @@ def _transport(opened: OpenRange) -> asyncio.Transport | None:
 
 def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None:
     response = opened.response
-    if not isinstance(response, aiohttp.ClientResponse):
-        return  # a short range through ytproxy.http1: no socket here to size
     connection = response.connection
     transport = connection.transport if connection is not None else None
     if connection is None or transport is None:
@@ -981,23 +952,11 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
     if slow:
         # aiohttp hands a connection back to its pool as soon as the whole body
         # came, before finish() could close it: tell it to close it instead.
-        if connection.protocol is not None:
-            connection.protocol.force_close()
+        close_when_done(response)
         # Its socket is held while the listener's drains (RangeStream.hold),
         # and reads may be ROOM_READ: aiohttp's own pauses would only add to each.
         response.content.set_read_chunk_size(ROOM_READ)
-    _set_read_limit(transport, read_size)
-
-
-def _untimed(response: _Response) -> None:
-    """Stop aiohttp's read timer for ``response``'s body: it runs whenever no
-    bytes come, also while nobody reads (a paused listener, a held socket),
-    and would fail a healthy connection; ``_read`` times the reads instead."""
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    if protocol is not None:
-        protocol.read_timeout = None
-        protocol.start_timeout()  # drops the timer set while the headers came
+    set_read_limit(transport, read_size)
 
 
 async def _read(opened: OpenRange, patience: float) -> bytes:
@@ -1026,18 +985,6 @@ def _hold(opened: OpenRange) -> None:
         transport.pause_reading()
 
 
-def _set_read_limit(transport: asyncio.Transport | None, size: int | None) -> None:
-    """Bytes per recv() for ``transport``: ``size``, or asyncio's default (None).
-
-    asyncio's selector transports read ``max_size`` bytes per recv() (a class
-    attribute, 256 KiB); other event loops have no such knob, and lose only
-    the memory saving.
-    """
-    default = getattr(type(transport), "max_size", None)
-    if transport is not None and isinstance(default, int):
-        transport.max_size = default if size is None else min(size, default)  # type: ignore[attr-defined]
-
-
 def _hold_reason(exc: BaseException) -> str:
     """What a held request waits for, as /status and the log say it."""
     if isinstance(exc, ResolverUnavailable):
@@ -1050,14 +997,26 @@ def _cause_name(exc: BaseException) -> str:
     root = exc.__cause__ if isinstance(exc, UpstreamFailed) and exc.__cause__ else exc
     if isinstance(root, TimeoutError):
         return "timeout"
-    if isinstance(root, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError
-                  | Disconnected):
+    if isinstance(root, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return "reset"
-    if isinstance(root, aiohttp.ClientConnectorError | ConnectFailed):
+    if isinstance(root, aiohttp.ClientConnectorError):
         return "connect"
     if isinstance(exc, UpstreamFailed) and "ended early" in str(exc):
         return "truncated"
     return "error"
+
+
+def _env_proxy(scheme: str, host: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTP(S)_PROXY names for ``scheme``, unless NO_PROXY exempts
+    ``host``; credentials in its URL become the proxy's authorization."""
+    if host and urllib.request.proxy_bypass(host):
+        return None, None
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy:
+        return None, None
+    url = URL(proxy)
+    auth = aiohttp.BasicAuth.from_url(url)
+    return str(url.with_user(None)) if auth is not None else proxy, auth
 
 
 def _describe(exc: BaseException) -> str:

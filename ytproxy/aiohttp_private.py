@@ -1,0 +1,116 @@
+"""Every use of aiohttp's (and asyncio's) private or undocumented parts, in one place.
+
+Each is here because no public API does the job (the reason is with each);
+everything else in ytproxy uses public APIs only.  ``tests/test_aiohttp_private.py``
+checks each one against the installed aiohttp and fails naming the piece
+that changed; pyproject.toml keeps aiohttp below 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http import HttpVersion, RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+__all__ = [
+    "close_when_done",
+    "head_error_kind",
+    "payload_writer",
+    "protocol_factory",
+    "set_read_limit",
+    "with_version",
+]
+
+
+def protocol_factory(
+    server: web.Server, cls: type[web.RequestHandler], **extra: Any
+) -> Callable[[], web.RequestHandler]:
+    """Make ``cls`` (a ``web.RequestHandler`` subclass) for each connection to
+    ``server`` with the settings the runner gave ``server`` (its loop and
+    handler arguments: head limits, keep-alive timer, access log).
+
+    aiohttp has no hook for the protocol class (``web.Server.__call__`` makes
+    a plain ``RequestHandler``), and ytproxy counts connections when they are
+    accepted, before anything is read (``ytproxy.listener``).  Private:
+    ``Server._loop`` and ``Server._kwargs``.
+    """
+    loop: asyncio.AbstractEventLoop = server._loop
+    kwargs: dict[str, Any] = server._kwargs
+    return lambda: cls(server, loop=loop, **kwargs, **extra)
+
+
+def with_version(message: RawRequestMessage, version: HttpVersion) -> RawRequestMessage:
+    """``message`` claiming another HTTP version.
+
+    aiohttp's C parser makes ``RawRequestMessage`` a class of its own whose
+    only way to change a field is ``_replace`` (the pure-Python one is a
+    NamedTuple, with the same method).
+    """
+    return message._replace(version=version)
+
+
+def head_error_kind(exc: BaseException | None, max_line_size: int) -> str | None:
+    """What was too big in a request head aiohttp refused: ``"request_line"``
+    (414), ``"header_field"`` or ``"header_count"`` (431), else None.
+
+    aiohttp raises one ``LineTooLong`` for both the request line and a header
+    (the limit it names, ``args[1]``, tells which: the two limits differ) and
+    a plain ``BadHttpMessage`` with the text "Too many headers" for the count.
+    """
+    if isinstance(exc, LineTooLong):
+        return "request_line" if exc.args[1:2] == (max_line_size,) else "header_field"
+    if isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
+        return "header_count"
+    return None
+
+
+def payload_writer(
+    response: web.StreamResponse,
+) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]] | None:
+    """A prepared response's body write that never waits, and its wait for
+    the transport; None when aiohttp has no such writer.
+
+    ``StreamResponse.write`` waits for the transport itself once 64 KiB went
+    out since its last wait, so a full socket is over before the relay can
+    see it and a slow listener never tells as one.  The payload writer
+    (``StreamResponse._payload_writer``; its ``write(data, drain=False)`` and
+    ``drain()`` are what the public ``write`` calls) leaves every wait to the
+    relay.
+    """
+    writer = getattr(response, "_payload_writer", None)
+    drain = getattr(writer, "drain", None)
+    write = getattr(writer, "write", None)
+    if writer is None or not callable(drain) or not callable(write):
+        return None
+    return partial(write, drain=False), drain
+
+
+def close_when_done(response: aiohttp.ClientResponse) -> None:
+    """Never hand ``response``'s connection back to the pool, even when its
+    whole body comes (aiohttp does that before the caller could close it).
+
+    For a connection whose receive buffer was lowered for a slow listener.
+    ``ResponseHandler.force_close`` is not in aiohttp's documentation.
+    """
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.force_close()
+
+
+def set_read_limit(transport: asyncio.BaseTransport | None, size: int | None) -> None:
+    """Bytes per recv() for ``transport``: ``size``, or the loop's default (None).
+
+    asyncio's plain selector transports read ``max_size`` bytes per recv() (a
+    class attribute, 256 KiB, not documented); uvloop's and TLS transports
+    have no such knob, and there this does nothing: a slow listener's stream
+    then holds up to one full read of upstream bytes, not one small one.
+    """
+    default = getattr(type(transport), "max_size", None)
+    if transport is not None and isinstance(default, int):
+        transport.max_size = default if size is None else min(size, default)  # type: ignore[attr-defined]
