@@ -1,6 +1,12 @@
+import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+
+from ytproxy.loops import loop_factory, resolve_event_loop
 
 pytest_plugins = ["tests.fakes.googlevideo", "tests.fakes.tube", "tests.mpd_harness",
                   "tests.proxy_fixture"]
@@ -11,3 +17,18 @@ pytest_plugins = ["tests.fakes.googlevideo", "tests.fakes.tube", "tests.mpd_harn
 PLUGINS = str(Path(__file__).resolve().parent / "ytdlp_plugins")
 sys.path.insert(0, PLUGINS)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH")]))
+
+# The event loop of the tests, as of the daemons they start: the daemon's own
+# YTPROXY_SERVER_EVENT_LOOP (auto: uvloop where installed).  CI runs the suite
+# once with each loop.
+LOOP = os.environ.get("YTPROXY_SERVER_EVENT_LOOP", "auto")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item,
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {resolve_event_loop(LOOP): loop_factory(LOOP)}
+
+
+def pytest_report_header() -> str:
+    return f"event loop: {resolve_event_loop(LOOP)} (YTPROXY_SERVER_EVENT_LOOP={LOOP})"

@@ -13,6 +13,7 @@ import pytest
 from ytproxy.config import (
     Config,
     ConfigError,
+    LimitsConfig,
     config_from_mapping,
     find_config_file,
     load_config,
@@ -393,6 +394,26 @@ def test_raising_max_streams_alone_makes_room_for_its_connections() -> None:
     config = config_from_mapping({"limits": {"max_streams": 2000}})
     assert config.limits.max_streams == 2000
     assert config.limits.max_connections == 4000
+    assert config.limits.max_connections_per_client == 2016
+    small = config_from_mapping({"limits": {"max_streams": 50}})
+    assert (small.limits.max_connections, small.limits.max_connections_per_client) == (256, 66)
+    assert config_from_mapping({}).limits == LimitsConfig()  # the defaults stand as written
     # Set by the person, it is theirs to get right, and a clear error otherwise.
     with pytest.raises(ConfigError, match=r"limits\.max_connections"):
         config_from_mapping({"limits": {"max_streams": 2000, "max_connections": 300}})
+    with pytest.raises(ConfigError, match=r"limits\.max_connections_per_client must be between 1 "
+                       r"and limits\.max_connections, got 500"):
+        config_from_mapping({"limits": {"max_connections": 300,
+                                        "max_connections_per_client": 500}})
+    # Given, the per-client limit is kept as it is, even below max_streams.
+    given = config_from_mapping({"limits": {"max_streams": 100, "max_connections_per_client": 8}})
+    assert given.limits.max_connections_per_client == 8
+
+
+def test_the_event_loop_is_auto_uvloop_or_asyncio() -> None:
+    assert Config().server.event_loop == "auto"
+    for name in ("auto", "uvloop", "asyncio", "AsyncIO"):
+        assert config_from_mapping({"server": {"event_loop": name}}).server.event_loop == name
+    with pytest.raises(ConfigError, match=r"server\.event_loop must be one of auto, uvloop, "
+                       r"asyncio, got 'trio'"):
+        config_from_mapping({"server": {"event_loop": "trio"}})

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import LOOP
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.config import Config
+from ytproxy.loops import loop_name, resolve_event_loop
 from ytproxy.monitoring import redacted_config
 from ytproxy.server import STORE
 
@@ -33,6 +35,7 @@ async def test_status_shows_a_live_stream_and_every_section(
         raw = await status_resp.text()
     resp.close()
     assert status["version"] and status["uptime_seconds"] >= 0
+    assert status["event_loop"] == loop_name() == resolve_event_loop(LOOP)
     [stream] = status["streams"]
     assert stream["id"] == VID and stream["name"].startswith("On Air")
     assert stream["client"] == "127.0.0.1" and stream["range"] == "bytes=10-"

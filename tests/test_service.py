@@ -27,8 +27,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import LOOP
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import random_audio
+from ytproxy.loops import resolve_event_loop
 from ytproxy.systemd import Notifier, sd_notify, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
@@ -375,6 +377,8 @@ async def test_ready_once_serving_then_status_then_stopping_and_exit_0(
     lines = stderr.splitlines()
     assert lines and all(TIMESTAMP.match(line) for line in lines), stderr
     assert "listening on " + daemon.base_url in stderr
+    # The loop the daemon runs on is named: the one this test run asked for.
+    assert f"(event loop: {resolve_event_loop(LOOP)})" in stderr
     assert "shutdown: no streams left open" in stderr
     assert "aiohttp.access" not in stderr  # access log is off by default
 

@@ -19,6 +19,8 @@ from ytproxy.config import Config, ConfigError, load_config, render_config
 from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
 from ytproxy.listener import serve
+from ytproxy.loops import loop_factory as new_loop_factory
+from ytproxy.loops import loop_name
 from ytproxy.malloc import tune_malloc
 from ytproxy.models import Track
 from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u, write_m3u_file
@@ -194,13 +196,18 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     warning = bind_warning(config.server)
     if warning is not None:
         log.warning("%s", warning)
+    try:
+        loop_factory = new_loop_factory(config.server.event_loop)
+    except LookupError as exc:
+        print(f"ytproxy: {exc}", file=sys.stderr)
+        return 1
     tune_malloc()
     app = create_app(config)
     base = proxy_base_url(config.server.host, config.server.port)
 
     def announce() -> None:
         # Called once the socket is bound and the store is open.
-        log.info("ytproxy %s listening on %s", __version__, base)
+        log.info("ytproxy %s listening on %s (event loop: %s)", __version__, base, loop_name())
         app[NOTIFIER].ready()
 
     access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
@@ -210,7 +217,8 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
         # request that started after it.  serve() is web.run_app with the
         # connection limits of ytproxy.listener.
         serve(app, host=config.server.host, port=config.server.port, on_ready=announce,
-              access_log=access_log, shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP)
+              access_log=access_log, shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP,
+              loop_factory=loop_factory)
     except OSError as exc:
         print(f"ytproxy: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror}", file=sys.stderr)

@@ -327,12 +327,8 @@ def config_from_mapping(
         sections[name] = _build_section(name, _SECTIONS[name], value, source, errors, origins)
     limits = sections.get("limits")
     given = raw.get("limits")
-    if (isinstance(limits, LimitsConfig) and isinstance(given, Mapping)
-            and "max_connections" not in given and limits.max_streams > limits.max_connections):
-        # Room for every stream and as many other connections: raising
-        # max_streams alone must not make the config invalid.
-        sections["limits"] = dataclasses.replace(
-            limits, max_connections=min(100_000, 2 * limits.max_streams))
+    if isinstance(limits, LimitsConfig) and isinstance(given, Mapping):
+        sections["limits"] = _derived_limits(limits, given)
     config = Config(**{k: v for k, v in sections.items() if v is not None}, source=source)
     errors.extend(_check_values(config, source, origins))
     if errors:
@@ -383,6 +379,23 @@ def _convert(value: Any, expected: type[Any]) -> Any:
             return tuple(value)
         return None
     return None
+
+
+def _derived_limits(limits: LimitsConfig, given: Mapping[str, Any]) -> LimitsConfig:
+    """Connection limits not set follow ``max_streams``: raising it alone
+    must not make the config invalid.  Set, they are the person's to get right
+    (a contradiction is an error naming both keys)."""
+    if "max_connections" not in given:
+        # Room for every stream and as many other connections.
+        limits = dataclasses.replace(limits, max_connections=min(
+            100_000, max(LimitsConfig.max_connections, 2 * limits.max_streams)))
+    if "max_connections_per_client" not in given:
+        # One address may hold every stream (many players behind one NAT, or
+        # one machine), plus a connection for a moment on each seek.
+        limits = dataclasses.replace(limits, max_connections_per_client=min(
+            limits.max_connections,
+            max(LimitsConfig.max_connections_per_client, limits.max_streams + 16)))
+    return limits
 
 
 def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> list[str]:

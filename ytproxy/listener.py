@@ -198,9 +198,10 @@ class _Connection(web.RequestHandler):
         client = _client_of(transport)
         refusal = self._limits.admit(client)
         if refusal is not None:
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_refusal(refusal))
-            transport.close()
+            # A stream transport (uvloop's is not an asyncio.Transport subclass).
+            stream = cast(asyncio.Transport, transport)
+            stream.write(_refusal(refusal))
+            stream.close()
             return
         self._client = client
         super().connection_made(transport)

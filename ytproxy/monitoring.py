@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from ytproxy import __version__
 from ytproxy.config import SECRET_KEYS, Config
+from ytproxy.loops import loop_name
 from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolver import Resolver
@@ -57,7 +58,7 @@ def _mask_url(url: str) -> str:
     if parts.password is None:
         return url
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _masked_table(table: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +109,7 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
     payload: dict[str, Any] = redact_strings({
         "version": __version__,
         "uptime_seconds": round(time.time() - daemon.started, 1),
+        "event_loop": loop_name(),
         "config": redacted_config(daemon.config),
         "streams": [s.as_dict() for s in registry.active()],
         "totals": {
@@ -290,8 +292,9 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 </style></head><body>
 <h1>ytproxy {e(status['version'])} — <span class="{e(state)}">{e(state)}</span></h1>
 <ul>{reasons}</ul>
-<p>up {status['uptime_seconds']:.0f} s · {status['slots']['in_use']} of
-{status['slots']['capacity']} stream slots in use · {status['store']['tracks']} tracks stored</p>
+<p>up {status['uptime_seconds']:.0f} s on {e(status.get('event_loop', '?'))} ·
+{status['slots']['in_use']} of {status['slots']['capacity']} stream slots in use ·
+{status['store']['tracks']} tracks stored</p>
 <p>{_youtube_line(resolver)}</p>
 <h2>Playing</h2>
 <table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
