@@ -1,5 +1,6 @@
-"""The processes a benchmark run starts, all on 127.0.0.1: the upstream, nginx as a
-peer proxy, and the ytproxy daemon (with its CPU time and memory read from /proc)."""
+"""The processes a benchmark run starts, all on 127.0.0.1: the upstream (and an HTTPS
+one with a self-signed certificate), nginx as a peer proxy (default buffers, and tuned
+for big bodies), and the ytproxy daemon (with its CPU time and memory read from /proc)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any
 
 from bench.listeners import raise_nofile
 
-__all__ = ["Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port", "make_media"]
+__all__ = ["Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port", "make_certificate",
+           "make_media", "peer_proxy", "tls_upstream", "tuned_peer_proxy", "write_watch_page"]
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -151,13 +153,15 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, within: floa
 class Nginx:
     """One nginx master (one worker) with its own prefix, config and logs."""
 
-    def __init__(self, workdir: Path, name: str, servers: str, listen_options: str = "") -> None:
+    def __init__(self, workdir: Path, name: str, servers: str, listen_options: str = "",
+                 http_extra: str = "") -> None:
         self.binary = shutil.which("nginx") or next(
             (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None)
         self.prefix = workdir / name
         self.name = name
         self.servers = servers
         self.listen_options = listen_options
+        self.http_extra = http_extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -187,6 +191,7 @@ http {{
     tcp_nopush on;
     keepalive_timeout 65;
     keepalive_requests 100000;
+{self.http_extra}
     server {{
         listen {HOST}:{port}{self.listen_options};
 {self.servers}
@@ -257,6 +262,43 @@ def peer_proxy(workdir: Path, upstream_port: int) -> Nginx:
 """)
 
 
+def tuned_peer_proxy(workdir: Path, upstream_port: int) -> Nginx:
+    """nginx ``proxy_pass`` as a person would tune it to relay big bodies: big
+    buffers, no temporary files, kept upstream connections."""
+    return Nginx(workdir, "peer-tuned", """        location / {
+            proxy_pass http://ytupstream;
+            proxy_buffering on;
+            proxy_buffers 16 256k;
+            proxy_buffer_size 256k;
+            proxy_max_temp_file_size 0;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+""", http_extra=f"""    upstream ytupstream {{
+        server {HOST}:{upstream_port};
+        keepalive 16;
+    }}""")
+
+
+def make_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (the ``openssl`` command)."""
+    cert, key = workdir / "tls-cert.pem", workdir / "tls-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def tls_upstream(workdir: Path, root: Path, cert: Path, key: Path) -> Nginx:
+    """The upstream's files over HTTPS (googlevideo speaks only TLS), same socket caps."""
+    return Nginx(workdir, "upstream-tls", f"""        root {root};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+""", listen_options=f" ssl sndbuf={UPSTREAM_SNDBUF}")
+
+
 def _known_keys(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Only the keys this version of ytproxy knows (the benchmark may outlive a key)."""
     from ytproxy.config import Config
@@ -280,8 +322,12 @@ class Daemon:
     """The real ytproxy daemon (``python -m ytproxy serve``) as a child process."""
 
     def __init__(self, workdir: Path, upstream_port: int, *, log_level: str = "info",
-                 extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 extra: dict[str, dict[str, Any]] | None = None, name: str = "daemon",
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        # Its files: {name}.toml, {name}-tracks.db, {name}-N.log ("daemon": the run's own).
+        self.name = name
+        self.env = env or {}
         self.port = free_port()
         self.upstream_port = upstream_port
         self.log_level = log_level
@@ -293,7 +339,8 @@ class Daemon:
     def _config(self) -> Path:
         sections: dict[str, dict[str, Any]] = {
             "server": {"host": HOST, "port": self.port, "log_level": self.log_level},
-            "store": {"path": str(self.workdir / "tracks.db")},
+            "store": {"path": str(self.workdir / ("tracks.db" if self.name == "daemon"
+                                                  else f"{self.name}-tracks.db"))},
             "resolver": {
                 "source_url_template": f"http://{HOST}:{self.upstream_port}/watch/{{id}}.html",
                 "max_calls_per_minute": 6000,
@@ -311,16 +358,17 @@ class Daemon:
         text = "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n"
                                               for k, v in values.items())
                        for name, values in sections.items())
-        path = self.workdir / "ytproxy.toml"
+        path = self.workdir / ("ytproxy.toml" if self.name == "daemon" else f"{self.name}.toml")
         path.write_text(text)
         return path
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.workdir / f"daemon-{self.starts}.log").open("wb")
+        log = (self.workdir / f"{self.name}-{self.starts}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ytproxy", "--config", str(self._config()), "serve"],
-            cwd=REPO, env=_env(), stdout=log, stderr=log, preexec_fn=raise_nofile,
+            cwd=REPO, env={**_env(), **self.env}, stdout=log, stderr=log,
+            preexec_fn=raise_nofile,
         )
         wait_port(self.port, self.proc, "the ytproxy daemon")
         self.stats = ProcStats(self.proc.pid)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,24 +18,35 @@ MACHINE = {"cpus": 2, "cpu_model": "Test CPU", "ram_gib": 24.0, "os": "Linux",
            "python": "3.11", "aiohttp": "3.x", "upstream": "nginx 1.22.1"}
 
 
-def results(*, warm_ms: float, stalls: int, calls: int) -> dict[str, object]:
+def level(listeners: int, stalls: int) -> dict[str, object]:
+    return {"listeners": listeners, "rate_bytes_per_s": 20000, "duration_s": 30,
+            "join_per_s": 100, "stalls": stalls, "errors": 0,
+            "cpu_percent_of_one_core": 12.0, "cpu_percent_whole_run": 30.0,
+            "peak_rss_mb": 110.0, "rss_before_mb": 45.0, "worst_wait_s": 0.2,
+            "first_byte_p50_s": 0.01, "first_byte_max_s": 0.3}
+
+
+def results(*, warm_ms: float, stalls: int, calls: int, asyncio_mb_s: float = 500.0,
+            tls_stalls: int = 0, identical: bool = True) -> dict[str, Any]:
     return {
         "throughput": {"bytes": 200_000_000, "runs": 5, "ytproxy_mb_s": 700.0,
-                       "direct_mb_s": 2000.0, "nginx_mb_s": 600.0,
-                       "ratio_vs_direct": 0.35, "ratio_vs_nginx": 700 / 600},
+                       "direct_mb_s": 2000.0, "nginx_mb_s": 600.0, "nginx_tuned_mb_s": 1400.0,
+                       "ratio_vs_direct": 0.35, "ratio_vs_nginx": 700 / 600,
+                       "ratio_vs_nginx_tuned": 0.5, "event_loop": "uvloop",
+                       "asyncio_event_loop": "asyncio", "ytproxy_asyncio_mb_s": asyncio_mb_s,
+                       "uvloop_speedup": 700 / asyncio_mb_s},
         "ttfb": {"requests": 200, "warm_p50_ms": warm_ms, "warm_p99_ms": 3.0,
                  "direct_p50_ms": 0.3, "direct_p99_ms": 0.5,
                  "warm_p50_over_direct_ms": warm_ms - 0.3, "seek_p50_ms": 1.0,
                  "seek_p99_ms": 2.0, "seek_direct_p50_ms": 0.3, "seek_direct_p99_ms": 0.5,
                  "cold_runs": 10, "cold_p50_ms": 110.0, "ytdlp_alone_p50_ms": 100.0},
-        "scale": [{"listeners": 1000, "rate_bytes_per_s": 20000, "duration_s": 30,
-                   "join_per_s": 100, "stalls": stalls, "errors": 0,
-                   "cpu_percent_of_one_core": 12.0, "cpu_percent_whole_run": 30.0,
-                   "peak_rss_mb": 110.0, "rss_before_mb": 45.0, "worst_wait_s": 0.2,
-                   "first_byte_p50_s": 0.01, "first_byte_max_s": 0.3}],
+        "scale": [level(1000, stalls)],
         "memory": {"rss_after_10mb_mb": 45.0, "rss_after_1gb_mb": 46.0, "idle_rss_mb": 44.0,
                    "difference_mb": 1.0},
         "singleflight": {"requests": 50, "ok": 50, "ytdlp_calls": calls},
+        "tls": {"bytes": 200_000_000, "runs": 5, "identical": identical,
+                "event_loop": "uvloop", "mb_s": 350.0, "all_mb_s": [350.0],
+                "listeners": level(1000, tls_stalls)},
     }
 
 
@@ -43,17 +55,87 @@ def test_the_table_marks_every_target_met() -> None:
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     targets = [line.rsplit("|", 2)[1].strip() for line in lines[1:]]
     assert [t for t in targets if t != "—"] == [
-        ">= 0.75x nginx: yes", "<= direct + 1 ms: yes",
-        "0 stalls, CPU <= 20 %, RSS <= 120 MB: yes", "within 10 MB: yes", "exactly 1: yes"]
+        ">= 0.75x nginx: yes", "uvloop >= 1.3x asyncio: yes", "<= direct + 1.5 ms: yes",
+        "0 stalls, CPU <= 20 %, RSS <= 120 MB: yes", "within 10 MB: yes", "exactly 1: yes",
+        "bytes identical: yes", "0 stalls, CPU <= 20 %, RSS <= 120 MB: yes"]
     assert "2 CPUs (Test CPU), 24 GiB RAM" in text
 
 
+def cells(text: str, figure: str) -> list[str]:
+    """The cells of the table row whose figure starts with ``figure``."""
+    rows = [[c.strip() for c in line.strip("|").split(" | ")]
+            for line in text.splitlines() if line.startswith(f"| {figure}")]
+    assert len(rows) == 1, (figure, text)
+    return rows[0]
+
+
+def test_throughput_against_both_nginx_peers_and_both_loops() -> None:
+    text = table(results(warm_ms=1.0, stalls=0, calls=1), MACHINE)
+    row = cells(text, "relay throughput, one 200 MB stream")
+    assert row[1:] == ["700 MB/s (uvloop)",
+                       "nginx 600 MB/s; tuned nginx 1400 MB/s; direct 2000 MB/s",
+                       "1.17x nginx, 0.50x tuned nginx, 0.35x direct", ">= 0.75x nginx: yes"]
+    loops = cells(text, "the same relay on asyncio's own loop")
+    assert loops[1:] == ["500 MB/s (asyncio)", 'uvloop ("auto") 700 MB/s', "uvloop 1.40x asyncio",
+                         "uvloop >= 1.3x asyncio: yes"]
+    slow = table(results(warm_ms=1.0, stalls=0, calls=1, asyncio_mb_s=600.0), MACHINE)
+    assert cells(slow, "the same relay on asyncio's own loop")[3:] == [
+        "uvloop 1.17x asyncio", "uvloop >= 1.3x asyncio: **no**"]
+
+
+def test_without_uvloop_the_loop_target_is_not_judged() -> None:
+    figures = results(warm_ms=1.0, stalls=0, calls=1, asyncio_mb_s=700.0)
+    figures["throughput"].update(event_loop="asyncio")
+    row = cells(table(figures, MACHINE), "the same relay on asyncio's own loop")
+    assert row[3:] == ["asyncio 1.00x asyncio", "uvloop >= 1.3x asyncio: n/a (asyncio on both)"]
+
+
+def test_without_a_tuned_peer_the_row_keeps_its_old_form() -> None:
+    figures = results(warm_ms=1.0, stalls=0, calls=1)
+    for key in ("nginx_tuned_mb_s", "ratio_vs_nginx_tuned"):
+        del figures["throughput"][key]
+    row = cells(table(figures, MACHINE), "relay throughput, one 200 MB stream")
+    assert row[2:4] == ["nginx 600 MB/s; direct 2000 MB/s", "1.17x nginx, 0.35x direct"]
+
+
+def test_the_tls_rows() -> None:
+    text = table(results(warm_ms=1.0, stalls=0, calls=1, tls_stalls=4, identical=False),
+                 MACHINE)
+    relay = cells(text, "relay throughput, TLS upstream")
+    assert relay == ["relay throughput, TLS upstream (nginx, HTTPS), one 200 MB stream "
+                     "(median of 5)", "350 MB/s (uvloop)", "plain-HTTP upstream 700 MB/s",
+                     "0.50x plain HTTP", "bytes identical: **no**"]
+    listeners = cells(text, "1000 listeners x 20 KB/s, together for 30 s (joining 100/s), TLS")
+    assert listeners[0].endswith(", TLS upstream")
+    assert listeners[1].startswith("4 stalls, CPU 12.0 % while all play")
+    assert listeners[4] == "0 stalls, CPU <= 20 %, RSS <= 120 MB: **no**"
+    # The plain scale row is its own, and still met.
+    plain = cells(text, "1000 listeners x 20 KB/s, together for 30 s (joining 100/s) |")
+    assert plain[4] == "0 stalls, CPU <= 20 %, RSS <= 120 MB: yes"
+    lines = text.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("| relay throughput, TLS"))) > \
+        lines.index(next(x for x in lines if x.startswith("| cold burst")))
+
+
+def test_a_skipped_tls_section_says_why() -> None:
+    figures = results(warm_ms=1.0, stalls=0, calls=1)
+    figures["tls"] = {"skipped": "openssl not installed"}
+    assert cells(table(figures, MACHINE), "TLS upstream") == [
+        "TLS upstream", "skipped: openssl not installed", "", "", "—"]
+
+
 def test_the_table_marks_each_missed_target() -> None:
-    text = table(results(warm_ms=1.5, stalls=3, calls=2), MACHINE)
-    assert "<= direct + 1 ms: **no**" in text
+    text = table(results(warm_ms=1.9, stalls=3, calls=2), MACHINE)
+    assert "<= direct + 1.5 ms: **no**" in text
     assert "0 stalls, CPU <= 20 %, RSS <= 120 MB: **no**" in text
     assert "exactly 1: **no**" in text
     assert "| 3 stalls" in text
+
+
+def test_only_picks_the_new_section() -> None:
+    assert parse_args(["--only", "tls"]).only == ["tls"]
+    assert parse_args(["--only", "throughput, tls"]).only == ["throughput", "tls"]
+    assert parse_args([]).only[-1] == "tls"
 
 
 def test_an_unknown_section_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,11 +5,16 @@ counts connections: what googlevideo's ways and a failing network ask of it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from ytproxy.config import UpstreamConfig
 from ytproxy.errors import UpstreamUnreachable
@@ -202,3 +207,60 @@ async def test_a_refused_connection_is_unreachable_naming_the_port(
     info = StreamInfo(url=f"http://127.0.0.1:{port}/videoplayback", expires_at=time.time() + 60)
     with pytest.raises(UpstreamUnreachable, match=rf"127\.0\.0\.1:{port}"):
         await fetcher.open_range(info, 0, 999)
+
+
+@pytest.fixture
+def tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's context, and a
+    client context that trusts it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+async def test_a_paced_stream_over_tls_comes_whole(
+    tls_context: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Over TLS a paced, held stream (its read-ahead bounded by
+    set_tls_read_buffer) comes whole, byte for byte, with no retry."""
+    body = bytes(range(256)) * 12_000  # ~3 MB: three 1 MiB ranges
+
+    async def videoplayback(request: web.Request) -> web.Response:
+        first, last = (int(x) for x in request.headers["Range"][6:].split("-"))
+        part = body[first:last + 1]
+        return web.Response(status=206, body=part, headers={
+            "Content-Range": f"bytes {first}-{first + len(part) - 1}/{len(body)}"})
+
+    app = web.Application()
+    app.router.add_get("/videoplayback", videoplayback)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_context[0])
+    await site.start()
+    port = runner.addresses[0][1]
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls_context[1]),
+                                    auto_decompress=False)
+    fetcher = UpstreamFetcher(UpstreamConfig(allowed_hosts=("127.0.0.1",)), session)
+    info = StreamInfo(url=f"https://127.0.0.1:{port}/videoplayback?expire=1",
+                      expires_at=time.time() + 3600)
+    got = bytearray()
+    try:
+        async with asyncio.timeout(30), RangeStream(fetcher, info, 0, len(body) - 1,
+                                                    refresh=no_refresh) as stream:
+            stream.pace()  # a slow listener's stream: small reads, held sockets
+            while (piece := await stream.next_piece()) is not None:
+                got += piece
+                stream.hold()  # as the relay does while its listener's socket drains
+    finally:
+        await session.close()
+        await runner.cleanup()
+    assert bytes(got) == body
+    assert stream.retry_count == 0

@@ -23,7 +23,9 @@ __all__ = [
     "head_error_kind",
     "payload_writer",
     "protocol_factory",
+    "read_size_settable",
     "set_read_limit",
+    "set_tls_read_buffer",
     "with_version",
 ]
 
@@ -103,14 +105,34 @@ def close_when_done(response: aiohttp.ClientResponse) -> None:
         connection.protocol.force_close()
 
 
+def read_size_settable(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether ``set_read_limit`` can size ``transport``'s reads."""
+    return transport is not None and isinstance(getattr(type(transport), "max_size", None), int)
+
+
 def set_read_limit(transport: asyncio.BaseTransport | None, size: int | None) -> None:
     """Bytes per recv() for ``transport``: ``size``, or the loop's default (None).
 
     asyncio's plain selector transports read ``max_size`` bytes per recv() (a
     class attribute, 256 KiB, not documented); uvloop's and TLS transports
-    have no such knob, and there this does nothing: a slow listener's stream
-    then holds up to one full read of upstream bytes, not one small one.
+    have no such knob, and there this does nothing (ytproxy.upstream bounds
+    what the kernel may hold for them instead).
     """
     default = getattr(type(transport), "max_size", None)
     if transport is not None and isinstance(default, int):
-        transport.max_size = default if size is None else min(size, default)  # type: ignore[attr-defined]
+        setattr(transport, "max_size", default if size is None else min(size, default))  # noqa: B010
+
+
+def set_tls_read_buffer(transport: asyncio.BaseTransport | None, high: int | None) -> None:
+    """The bytes a TLS transport may read from its socket ahead of its
+    protocol: at most ``high``, or the loop's default (256 KiB) for None.
+
+    A paused protocol (aiohttp's, for a slow listener's stream) stops the
+    decrypting, not the reading: the encrypted bytes pile up to this limit in
+    every connection.  ``set_read_buffer_limits`` of asyncio's and uvloop's
+    TLS transports is not in asyncio's documentation; plain transports have
+    none, and there this does nothing.
+    """
+    limits = getattr(transport, "set_read_buffer_limits", None)
+    if callable(limits):
+        limits(high=high, low=None if high is None else high // 4)

@@ -24,7 +24,12 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from yarl import URL
 
-from ytproxy.aiohttp_private import close_when_done, set_read_limit
+from ytproxy.aiohttp_private import (
+    close_when_done,
+    read_size_settable,
+    set_read_limit,
+    set_tls_read_buffer,
+)
 from ytproxy.config import BreakerConfig, RetryConfig, UpstreamConfig
 from ytproxy.errors import (
     ResolverUnavailable,
@@ -110,6 +115,23 @@ PREFETCH_LEAD = 4.0
 # it) holds a whole ROOM_READ piece, and carries ~2 MB/s at 50 ms RTT, a
 # hundred times a 160 kbit/s track.
 PACED_RECEIVE_BUFFER = 128 * 1024
+# The same where a transport's reads cannot be sized (uvloop's, TLS ones): one
+# recv() takes whatever the kernel holds, up to 256 KiB, so what the kernel may
+# hold is what bounds the bytes a slow listener's stream has in this process.
+# 16 KiB (32 KiB in the kernel's count) still carries ~600 KB/s at 50 ms RTT,
+# thirty times a 160 kbit/s track.  Only for a listener known to be slow:
+# lowered on a connection a fast sender fills (a stream's start), the kernel
+# drops what no longer fits and the sender backs off for seconds to minutes
+# (measured: a 200 MB relay on uvloop fell from 1,200 to 0-100 MB/s).  What
+# a stream takes in before its listener tells slow (one recv() of up to
+# 256 KiB on uvloop) stays here until relayed: a thousand listeners on uvloop
+# peak at ~460 MB, on asyncio's loop (reads sized) ~110 MB.
+UNSIZED_PACED_RECEIVE_BUFFER = 16 * 1024
+# Encrypted bytes a paced stream's TLS transport may read ahead of its
+# decrypting (set_tls_read_buffer; 256 KiB by default, in every connection).
+# More than one TLS record (16 KiB and its overhead): with less, a record
+# that never comes whole would stall the stream for good.
+TLS_PACED_READ_AHEAD = 64 * 1024
 # Otherwise: room for a fast listener (capped by net.core.rmem_max).
 RECEIVE_BUFFER = 1 << 20
 
@@ -272,6 +294,7 @@ class UpstreamFetcher:
             response.close()
             return
         set_read_limit(_transport(opened), None)  # the next user starts afresh
+        set_tls_read_buffer(_transport(opened), None)
         if (response.content.is_eof() or response.closed or response.status != 206
                 or opened.end - opened.start >= FIRST_RANGE):
             response.release()  # closes it unless the whole body came
@@ -640,7 +663,7 @@ class RangeStream:
                         try:
                             while pos <= stop:
                                 before = clock()
-                                piece = await _read(current, read_timeout)
+                                piece = await _read(current, read_timeout, self._read_size)
                                 waited += clock() - before
                                 if not piece:
                                     raise UpstreamFailed(
@@ -939,6 +962,11 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
     transport = connection.transport if connection is not None else None
     if connection is None or transport is None:
         return  # its whole body came: the connection is the pool's again
+    sized = read_size_settable(transport)
+    if not slow:
+        receive_buffer = RECEIVE_BUFFER
+    else:
+        receive_buffer = PACED_RECEIVE_BUFFER if sized else UNSIZED_PACED_RECEIVE_BUFFER
     opened.slowed = opened.slowed or slow
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -947,31 +975,40 @@ def _set_read_size(opened: OpenRange, read_size: int | None, slow: bool) -> None
         # connection is not reused); otherwise set large at once, since Linux's
         # autotuning would start every new connection small.
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
-                            PACED_RECEIVE_BUFFER if slow else RECEIVE_BUFFER)
-    if slow:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if opened.slowed:
         # aiohttp hands a connection back to its pool as soon as the whole body
         # came, before finish() could close it: tell it to close it instead.
         close_when_done(response)
+    if slow and sized:
         # Its socket is held while the listener's drains (RangeStream.hold),
         # and reads may be ROOM_READ: aiohttp's own pauses would only add to each.
+        # (Where reads cannot be sized, those pauses are what bounds the body
+        # waiting here: one recv() past READ_BUFSIZE.)
         response.content.set_read_chunk_size(ROOM_READ)
     set_read_limit(transport, read_size)
+    set_tls_read_buffer(transport, TLS_PACED_READ_AHEAD if read_size else None)
 
 
-async def _read(opened: OpenRange, patience: float) -> bytes:
-    """The next bytes of ``opened``'s body, failing with TimeoutError when none
-    come within ``patience`` seconds of asking; a held socket is read again."""
+async def _read(opened: OpenRange, patience: float, size: int | None = None) -> bytes:
+    """The next bytes of ``opened``'s body (at most ``size``, when given),
+    failing with TimeoutError when none come within ``patience`` seconds of
+    asking; a held socket is read again.
+
+    ``size`` keeps a piece within what the listener's socket has room for
+    where the socket's reads cannot be sized (uvloop, TLS): the rest waits in
+    the response's buffer, not in the listener's transport as well."""
     if opened.held:
         opened.held = False
         transport = _transport(opened)
         if transport is not None:
             transport.resume_reading()
     content = opened.response.content
-    piece = content.read_nowait()
+    piece = content.read_nowait(size or -1)
     if not piece and not content.is_eof():
         async with asyncio.timeout(patience):
-            piece = await content.readany()
+            # read(n) waits for the first byte and takes up to n; readany, all there is.
+            piece = await (content.read(size) if size else content.readany())
     return piece
 
 
