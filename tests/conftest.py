@@ -24,10 +24,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get
 LOOP = os.environ.get("YTPROXY_SERVER_EVENT_LOOP", "auto")
 
 
+# Looked up once: the hook below is asked for every test.
+LOOP_FACTORIES = {resolve_event_loop(LOOP): loop_factory(LOOP)}
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item,
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    return {resolve_event_loop(LOOP): loop_factory(LOOP)}
+    return LOOP_FACTORIES
 
 
 def pytest_report_header() -> str:

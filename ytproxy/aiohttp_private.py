@@ -118,8 +118,8 @@ def set_read_limit(transport: asyncio.BaseTransport | None, size: int | None) ->
     have no such knob, and there this does nothing (ytproxy.upstream bounds
     what the kernel may hold for them instead).
     """
-    default = getattr(type(transport), "max_size", None)
-    if transport is not None and isinstance(default, int):
+    if read_size_settable(transport):
+        default = getattr(type(transport), "max_size")  # noqa: B009
         setattr(transport, "max_size", default if size is None else min(size, default))  # noqa: B010
 
 

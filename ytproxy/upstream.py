@@ -293,8 +293,9 @@ class UpstreamFetcher:
         if opened.slowed:
             response.close()
             return
-        set_read_limit(_transport(opened), None)  # the next user starts afresh
-        set_tls_read_buffer(_transport(opened), None)
+        transport = _transport(opened)
+        set_read_limit(transport, None)  # the next user starts afresh
+        set_tls_read_buffer(transport, None)
         if (response.content.is_eof() or response.closed or response.status != 206
                 or opened.end - opened.start >= FIRST_RANGE):
             response.release()  # closes it unless the whole body came
