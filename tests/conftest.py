@@ -1,6 +1,7 @@
 import asyncio
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,10 @@ pytest_plugins = ["tests.fakes.googlevideo", "tests.fakes.tube", "tests.mpd_harn
 PLUGINS = str(Path(__file__).resolve().parent / "ytdlp_plugins")
 sys.path.insert(0, PLUGINS)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH")]))
+
+# Daemons the tests start keep their download-ahead cache out of the home
+# directory ([cache] directory defaults to $XDG_CACHE_HOME/ytproxy/audio).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ytproxy-tests-cache-")
 
 # The event loop of the tests, as of the daemons they start: the daemon's own
 # YTPROXY_SERVER_EVENT_LOOP (auto: uvloop where installed).  CI runs the suite

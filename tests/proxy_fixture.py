@@ -25,6 +25,9 @@ def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[
     """A config that resolves through the fake's watch page and may fetch only from it."""
     config = Config()
     config = config.replace("store", path=str(tmp_path / "tracks.db"))
+    # The relay's own tests run without the download-ahead cache (as with
+    # [cache] max_size = 0); tests/test_cache.py turns it on.
+    config = config.replace("cache", directory=str(tmp_path / "cache"), max_size=0)
     # No rate limit by default (a test of the limit sets its own): tests resolve often.
     config = config.replace("resolver", source_url_template=googlevideo.watch_url_template,
                             timeout=20.0, max_calls_per_minute=6000)

@@ -24,6 +24,7 @@ __all__ = [
     "OWNED_YTDLP_OPTIONS",
     "SECRET_KEYS",
     "BreakerConfig",
+    "CacheConfig",
     "Config",
     "ConfigError",
     "IcyConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "browser_cookie_spec",
     "find_config_file",
     "load_config",
+    "parse_size",
     "render_config",
 ]
 
@@ -152,10 +154,15 @@ class BreakerConfig:
 
 @dataclass(frozen=True)
 class MpdConfig:
-    """Where MPD is, for `ytproxy doctor` and for playlists written for `mpc load`."""
+    """Where MPD is: followed for look-ahead, checked by `ytproxy doctor`, and
+    where playlists are written for `mpc load`.  An empty host: MPD_HOST and
+    MPD_PORT as mpc reads them, else no MPD."""
 
     host: str = ""
     port: int = 6600
+    password: str = ""
+    # How many of the songs MPD plays next are downloaded ahead (0: none).
+    lookahead: int = 2
     playlist_directory: str = ""
 
     @property
@@ -163,6 +170,53 @@ class MpdConfig:
         if not self.playlist_directory:
             return None
         return Path(os.path.expandvars(self.playlist_directory)).expanduser()
+
+
+DEFAULT_CACHE_SIZE = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The download-ahead disk cache (ytproxy.cache)."""
+
+    # Empty: $XDG_CACHE_HOME/ytproxy/audio (~/.cache/ytproxy/audio).
+    directory: str = ""
+    # Bytes, or a string with a unit ("2 GiB", "500 MB"); 0 turns the cache off.
+    max_size: int = DEFAULT_CACHE_SIZE
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_size > 0
+
+    @property
+    def resolved_directory(self) -> Path:
+        if self.directory.strip():
+            return Path(os.path.expandvars(self.directory)).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or ""
+        root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+        return root / "ytproxy" / "audio"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+# Keys whose value is a number of bytes: an integer, or a string with a unit.
+SIZE_KEYS = frozenset({"max_size"})
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes from an integer or a string such as ``"2 GiB"``; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        return None
+    match = _SIZE_RE.fullmatch(value)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        return None
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 @dataclass(frozen=True)
@@ -176,6 +230,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     mpd: MpdConfig = field(default_factory=MpdConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -202,6 +257,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "retry": RetryConfig,
     "breaker": BreakerConfig,
     "mpd": MpdConfig,
+    "cache": CacheConfig,
 }
 
 # googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
@@ -349,11 +405,13 @@ def _build_section(
             errors.append(f"{where}: unknown key {name}.{key}{_did_you_mean(key, known)}")
             continue
         expected = type(getattr(defaults, key))
-        converted = _convert(value, expected)
+        converted = parse_size(value) if key in SIZE_KEYS else _convert(value, expected)
         if converted is None:
             shown = "" if key in SECRET_KEYS else f" {value!r}"  # never print a secret
+            wanted = ('a number of bytes or a size such as "2 GiB"' if key in SIZE_KEYS
+                      else _expected_name(expected))
             errors.append(
-                f"{where}: {name}.{key} must be {_expected_name(expected)}, "
+                f"{where}: {name}.{key} must be {wanted}, "
                 f"got {_type_name(value)}{shown}"
             )
             continue
@@ -486,6 +544,9 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          t.retry_after_cap)
     m = config.mpd
     need(1 <= m.port <= 65535, "mpd.port", "must be between 1 and 65535", m.port)
+    need(0 <= m.lookahead <= 20, "mpd.lookahead", "must be between 0 and 20 songs", m.lookahead)
+    need(config.cache.max_size >= 0, "cache.max_size", "must be >= 0 bytes (0: no cache)",
+         config.cache.max_size)
     b = config.breaker
     need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
     need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)

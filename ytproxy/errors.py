@@ -166,6 +166,13 @@ class UpstreamHostNotAllowed(UpstreamFailed):
     code = "upstream_host_not_allowed"
 
 
+class CacheOff(YtproxyError):
+    """A cache request while ``[cache] max_size = 0``."""
+
+    code = "cache_off"
+    status = 409
+
+
 class AtCapacity(YtproxyError):
     code = "at_capacity"
     status = 503

@@ -11,7 +11,7 @@ import dataclasses
 import html
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ytproxy import __version__
+from ytproxy.cache import TrackCache
 from ytproxy.config import SECRET_KEYS, Config
 from ytproxy.loops import loop_name
 from ytproxy.redact import redact_strings
@@ -39,7 +40,7 @@ __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "sta
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Daemon:
     """The parts of a running daemon that report on themselves."""
 
@@ -51,6 +52,9 @@ class Daemon:
     resolver: Resolver
     tracks: Tracks
     fetcher: UpstreamFetcher
+    cache: TrackCache | None = None
+    # The MPD follower (look-ahead) reports here: {"connected": ..., ...}; None: off.
+    mpd: Callable[[], dict[str, Any]] | None = None
 
 
 def _mask_url(url: str) -> str:
@@ -143,8 +147,16 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "hosts": {host: b.as_dict() for host, b in sorted(fetcher.breakers.items())},
             "holding": fetcher.holds.as_dict(),
         },
+        "cache": cache_summary(daemon),
+        "mpd": daemon.mpd() if daemon.mpd is not None else {"following": False},
     })
     return payload
+
+
+def cache_summary(daemon: Daemon) -> dict[str, Any]:
+    if daemon.cache is None:
+        return {"enabled": False, "limit_bytes": 0}
+    return daemon.cache.summary()
 
 
 async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
@@ -214,6 +226,32 @@ class _StateCollector(Collector):
         for breaker in [d.resolver.breaker, *d.fetcher.breakers.values()]:
             state.add_metric([breaker.name], _BREAKER_VALUES[breaker.state])
         yield state
+        if d.cache is not None:
+            yield from _cache_metrics(d.cache)
+
+
+def _cache_metrics(cache: TrackCache) -> Iterator[Metric]:
+    summary = cache.summary()
+    for name, key, text in (
+            ("ytproxy_cache_hits", "hits", "Streams served from a complete cache file"),
+            ("ytproxy_cache_misses", "misses", "Streams that needed upstream"),
+            ("ytproxy_cache_served_bytes", "bytes_served", "Bytes listeners read from cache files"),
+            ("ytproxy_cache_saved_bytes", "bytes_saved",
+             "Bytes served from disk that upstream did not send for that stream"),
+            ("ytproxy_cache_evictions", "evictions", "Cache files evicted to stay under the limit"),
+            ("ytproxy_cache_downloads_completed", "downloads_done", "Tracks downloaded whole"),
+            ("ytproxy_cache_disk_full", "disk_full", "Downloads turned into relays: disk full")):
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], summary[key])
+        yield counter
+    for name, value, text in (
+            ("ytproxy_cache_size_bytes", summary["size_bytes"], "Bytes on disk in cache files"),
+            ("ytproxy_cache_limit_bytes", summary["limit_bytes"], "[cache] max_size"),
+            ("ytproxy_cache_tracks", summary["tracks"], "Complete tracks in the cache"),
+            ("ytproxy_cache_downloading", len(summary["downloading"]), "Downloads running")):
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], value)
+        yield gauge
 
 
 class Metrics:
@@ -261,6 +299,33 @@ def _youtube_line(resolver: dict[str, Any]) -> str:
     return f"yt-dlp: {shown} · player client {using} · cookies {given}"
 
 
+def _source_label(stream: dict[str, Any]) -> str:
+    source = stream.get("source", "relay")
+    if source == "download":
+        return f"download ({stream.get('downloaded_percent') or 0:.0f} %)"
+    return str(source)
+
+
+def _cache_line(cache: dict[str, Any]) -> str:
+    if not cache.get("enabled"):
+        return "off (<code>[cache] max_size = 0</code>): every stream is relayed"
+    downloading = ", ".join(f"{d['id']} {d['percent']:.0f} %" for d in cache["downloading"])
+    return (f"{_fmt_bytes(cache['size_bytes'])} of {_fmt_bytes(cache['limit_bytes'])} · "
+            f"{cache['tracks']} tracks · {cache['hits']} hits · "
+            f"{_fmt_bytes(cache['bytes_saved'])} saved · "
+            f"downloading: {html.escape(downloading or 'nothing')} · "
+            f"<code>{html.escape(cache['directory'])}</code>")
+
+
+def _mpd_line(mpd: dict[str, Any]) -> str:
+    if not mpd.get("following"):
+        return "MPD look-ahead: off (no [mpd] host, MPD_HOST, or MPD not reached yet)"
+    state = "connected" if mpd.get("connected") else "not connected, retrying"
+    upcoming = ", ".join(mpd.get("upcoming") or []) or "nothing queued after this song"
+    return (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
+            f"{html.escape(upcoming)}")
+
+
 def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:
     """A small self-refreshing status page: no scripts, no external assets."""
     e = html.escape
@@ -268,9 +333,9 @@ def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:
         f"<tr><td><code>{e(s['id'])}</code></td><td>{e(s['name'])}</td>"
         f"<td>{e(s['client'])}</td><td>{_fmt_bytes(s['bytes_sent'])}</td>"
         f"<td>{_fmt_bytes(s['rate_bytes_per_sec'])}/s</td><td>{e(str(s['range'] or '—'))}</td>"
-        f"<td>{s['retries']}/{s['refreshes']}</td></tr>"
+        f"<td>{s['retries']}/{s['refreshes']}</td><td>{e(_source_label(s))}</td></tr>"
         for s in status["streams"]
-    ) or '<tr><td colspan="7">nothing playing</td></tr>'
+    ) or '<tr><td colspan="8">nothing playing</td></tr>'
     reasons = "".join(f"<li>{e(r)}</li>" for r in health_body.get("reasons", []))
     totals, resolver, upstream = status["totals"], status["resolver"], status["upstream"]
     hosts = "".join(
@@ -298,7 +363,10 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 <p>{_youtube_line(resolver)}</p>
 <h2>Playing</h2>
 <table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
-<th>range</th><th>retries/refreshes</th></tr>{rows}</table>
+<th>range</th><th>retries/refreshes</th><th>from</th></tr>{rows}</table>
+<h2>Cache</h2>
+<p>{_cache_line(status.get("cache", {}))}</p>
+<p>{_mpd_line(status.get("mpd", {}))}</p>
 <h2>Counters</h2>
 <table>
 <tr><td>streams served / failed / rejected</td>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,10 +14,12 @@ import aiohttp
 from aiohttp import web
 
 from ytproxy.auth import token_middleware
+from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
     BadRange,
     BadRequest,
+    CacheOff,
     InvalidTrackId,
     PlaylistNotFound,
     TrackNotFound,
@@ -31,6 +34,7 @@ from ytproxy.listener import (
     handler_args,
     json_http_error,
 )
+from ytproxy.models import is_video_id
 from ytproxy.monitoring import Daemon, Metrics, health, render_page, status_payload
 from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u
 from ytproxy.redact import redact_urls
@@ -117,14 +121,23 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=upstream_connector(), auto_decompress=False)
     app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
-    app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY])
+    cache: TrackCache | None = None
+    if config.cache.enabled:
+        cache = TrackCache(config, app[STORE], app[TRACKS], app[FETCHER])
+        await cache.open()
+    else:
+        log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
+    app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
+                                 cache)
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
-                         app[RESOLVER], app[TRACKS], app[FETCHER])
+                         app[RESOLVER], app[TRACKS], app[FETCHER], cache)
     metrics = app[METRICS] = Metrics(app[DAEMON])
     app[RESOLVER].on_duration = metrics.resolver_duration.observe
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
     await app[HANDLER].drain()
+    if cache is not None:
+        await cache.aclose()
     await app[FETCHER].aclose()
     await session.close()
 
@@ -198,6 +211,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/tracks", _add_track)
     app.router.add_get("/tracks/{id}", _get_track, allow_head=False)
     app.router.add_delete("/tracks/{id}", _delete_track)
+    app.router.add_get("/cache", _cache_list, allow_head=False)
+    app.router.add_delete("/cache", _cache_clear)
+    app.router.add_post("/cache/prefetch", _cache_prefetch)
     return app
 
 
@@ -310,6 +326,54 @@ async def _add_track(request: web.Request) -> web.Response:
     except InvalidTrackId as exc:
         raise InvalidTrackId(f'field "{key}": {exc}') from exc
     return web.json_response(track_json(track), status=201)
+
+
+# Ids one prefetch request may name (each may take a yt-dlp call).
+MAX_PREFETCH_IDS = 200
+
+
+def _cache(request: web.Request) -> TrackCache:
+    cache = request.app[DAEMON].cache
+    if cache is None:
+        raise CacheOff("the cache is off ([cache] max_size = 0); set a size to use it")
+    return cache
+
+
+async def _cache_list(request: web.Request) -> web.Response:
+    cache = request.app[DAEMON].cache
+    if cache is None:
+        return web.json_response({"enabled": False, "tracks": []})
+    return web.json_response({"enabled": True, **cache.summary(), "tracks": cache.listing()})
+
+
+async def _cache_clear(request: web.Request) -> web.Response:
+    dropped, in_use = _cache(request).files.clear()
+    return web.json_response({"dropped": dropped, "kept_in_use": in_use})
+
+
+async def _cache_prefetch(request: web.Request) -> web.Response:
+    """Download tracks whole now; answers when each is on disk or has failed."""
+    cache = _cache(request)
+    body = await read_json_object(request, within=request.app[CONFIG].limits.idle_timeout)
+    shape = 'give the tracks as {"ids": ["<11-char id>", ...]}'
+    ids = body.get("ids")
+    if set(body) != {"ids"} or not isinstance(ids, list) or not ids:
+        raise BadRequest(f'field "ids" must be a non-empty array of track ids; {shape}')
+    if len(ids) > MAX_PREFETCH_IDS:
+        raise BadRequest(f'field "ids" names {len(ids)} tracks, at most {MAX_PREFETCH_IDS}')
+    for value in ids:
+        if not isinstance(value, str) or not is_video_id(value):
+            raise BadRequest(f'field "ids": {str(value)[:40]!r} is not a track id '
+                             "(11 characters of A-Z a-z 0-9 _ -)")
+
+    async def one(track_id: str) -> str:
+        try:
+            return await cache.prefetch(track_id)
+        except YtproxyError as exc:
+            return f"failed: {redact_urls(str(exc))}"
+
+    results = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
+    return web.json_response({"results": dict(zip(dict.fromkeys(ids), results, strict=True))})
 
 
 async def _delete_track(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ class ActiveStream:
     refreshes: int = 0
     retries: int = 0
     resumes: int = 0
+    # Where the bytes come from: ("cache" | "download" | "relay", percent on disk).
+    source: Callable[[], tuple[str, float | None]] | None = None
     # (monotonic time, bytes_sent) a few seconds back, for the current rate.
     _mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
 
@@ -38,7 +41,10 @@ class ActiveStream:
         return rate
 
     def as_dict(self) -> dict[str, Any]:
+        source, percent = self.source() if self.source is not None else ("relay", None)
         return {
+            "source": source,
+            "downloaded_percent": percent,
             "id": self.track_id,
             "name": self.name,
             "client": self.client,

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ytproxy.errors import StoreError
 from ytproxy.models import Playlist, StreamInfo, Track
 from ytproxy.playlists import check_playlist_name
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "CacheRow", "Store"]
 
 log = logging.getLogger(__name__)
 # aiosqlite logs every statement with its parameters at DEBUG, and stream URLs
@@ -83,6 +84,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tracks ADD COLUMN stream_format_id TEXT;
     ALTER TABLE tracks ADD COLUMN stream_available_at REAL;
     ALTER TABLE tracks ADD COLUMN stream_avoid_clients TEXT;
+    """,
+    # 4 -> 5: the download-ahead cache (ytproxy.cache): which byte ranges of a
+    # track's file are on disk, of which format and size, and when last played.
+    """
+    CREATE TABLE cache_files (
+        track_id TEXT PRIMARY KEY,
+        file_name TEXT NOT NULL,
+        format_id TEXT,
+        size INTEGER NOT NULL,
+        mime TEXT,
+        ranges TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0,
+        last_used REAL NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -199,9 +214,13 @@ class Store:
         """
         return await self._write_all([(sql, params)])
 
-    async def _write_all(self, steps: Sequence[tuple[str, Sequence[Any]]]) -> int:
-        """Run statements in one transaction (all or none), retried like ``_write``."""
+    async def _write_all(self, steps: Sequence[tuple[str, Sequence[Any]]], *,
+                         tracks: bool = True) -> int:
+        """Run statements in one transaction (all or none), retried like ``_write``.
+        ``tracks=False``: they touch no track row, so what ``get`` remembers stays."""
         async with self._lock:
+            if not tracks:
+                return await self._write_steps(steps)
             self._forget()
             try:
                 return await self._write_steps(steps)
@@ -442,6 +461,47 @@ class Store:
     async def delete_playlist(self, name: str) -> bool:
         """Forget a playlist (its tracks stay stored); False when there was none."""
         return await self._write("DELETE FROM playlists WHERE name = ?", (name,)) > 0
+
+
+    # -- the download-ahead cache's records ----------------------------------
+
+    async def cache_rows(self) -> list[CacheRow]:
+        rows = await self._fetch(
+            "SELECT track_id, file_name, format_id, size, mime, ranges, complete, last_used "
+            "FROM cache_files")
+        return [CacheRow(r[0], r[1], r[2], int(r[3]), r[4],
+                         tuple((int(a), int(b)) for a, b in json.loads(r[5])),
+                         bool(r[6]), float(r[7])) for r in rows]
+
+    async def save_cache_row(self, row: CacheRow) -> None:
+        await self._write_all([(
+            "INSERT INTO cache_files (track_id, file_name, format_id, size, mime, ranges, "
+            "complete, last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (track_id) DO UPDATE SET file_name = excluded.file_name, "
+            "format_id = excluded.format_id, size = excluded.size, mime = excluded.mime, "
+            "ranges = excluded.ranges, complete = excluded.complete, "
+            "last_used = excluded.last_used",
+            (row.track_id, row.file_name, row.format_id, row.size, row.mime,
+             json.dumps([list(r) for r in row.ranges]), int(row.complete), row.last_used),
+        )], tracks=False)
+
+    async def delete_cache_rows(self, track_ids: Sequence[str]) -> None:
+        await self._write_all([("DELETE FROM cache_files WHERE track_id = ?", (track_id,))
+                               for track_id in track_ids], tracks=False)
+
+
+@dataclass(frozen=True)
+class CacheRow:
+    """What the store keeps of one cache file (ytproxy.cache)."""
+
+    track_id: str
+    file_name: str
+    format_id: str | None
+    size: int
+    mime: str | None
+    ranges: tuple[tuple[int, int], ...]  # [start, end) byte ranges on disk
+    complete: bool
+    last_used: float
 
 
 def _make_private_dirs(directory: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from ytproxy.aiohttp_private import payload_writer
+from ytproxy.cache import CachedBody, CacheFile, TrackCache, refresher
 from ytproxy.config import Config
 from ytproxy.errors import (
     AtCapacity,
@@ -34,7 +35,10 @@ from ytproxy.resilience import RetryGap
 from ytproxy.slots import StreamSlots
 from ytproxy.status import StreamRegistry
 from ytproxy.tracks import Tracks
-from ytproxy.upstream import FileChanged, RangeStream, Refresh, UpstreamFetcher
+from ytproxy.upstream import FileChanged, RangeStream, UpstreamFetcher, probe_size
+
+# What a stream's bytes come from: upstream directly, or a cache file.
+Body = RangeStream | CachedBody
 
 __all__ = ["StreamHandler"]
 
@@ -55,8 +59,10 @@ class StreamHandler:
         fetcher: UpstreamFetcher,
         slots: StreamSlots,
         registry: StreamRegistry,
+        cache: TrackCache | None = None,
     ) -> None:
         self._config = config
+        self._cache = cache
         self._tracks = tracks
         self._fetcher = fetcher
         self._slots = slots
@@ -117,28 +123,23 @@ class StreamHandler:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    def _refresher(self, track_id: str) -> Refresh:
-        async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
-            return await self._tracks.refresh(track_id, format_id=current.format_id,
-                                              avoid_clients=avoid_clients)
-
-        return refresh
-
     async def _learn_size(self, track_id: str, info: StreamInfo) -> tuple[int, StreamInfo, str]:
-        """Size and type from a one-byte range: googlevideo throttles HEAD, so never HEAD."""
-        async with RangeStream(
-            self._fetcher, info, 0, 0, refresh=self._refresher(track_id),
-            policy=self._policy, label=track_id,
-            max_available_wait=self._config.resolver.max_available_wait,
-        ) as probe:
-            await probe.next_piece()
-            if probe.total is None:
-                raise YtproxyError("upstream did not say how long the stream is")
-            self._in_background(self._tracks.remember_size(track_id, probe.total))
-            return probe.total, probe.info, probe.content_type or _FALLBACK_MIME
+        size, info, mime = await probe_size(
+            self._fetcher, info, refresh=refresher(self._tracks, track_id), policy=self._policy,
+            label=track_id, max_available_wait=self._config.resolver.max_available_wait)
+        self._in_background(self._tracks.remember_size(track_id, size))
+        return size, info, mime or _FALLBACK_MIME
 
     async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
         received = time.monotonic()
+        cached = self._cache.complete(track_id) if self._cache is not None else None
+        if cached is not None:
+            # On disk whole: no yt-dlp call, no upstream byte (also offline).
+            track = await self._tracks.store.get(track_id)
+            if track is not None:
+                return await self._answer(request, track, None, cached.size,
+                                          cached.mime or track.stream_mime or _FALLBACK_MIME,
+                                          received, cached=cached)
         track, info = await self._stream_for(request, track_id)
         mime = info.mime
         size = info.size
@@ -186,8 +187,9 @@ class StreamHandler:
             if held is not None:
                 held.release()
 
-    async def _answer(self, request: web.Request, track: Track, info: StreamInfo, size: int,
-                      mime: str, received: float) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, track: Track, info: StreamInfo | None,
+                      size: int, mime: str, received: float, *,
+                      cached: CacheFile | None = None) -> web.StreamResponse:
         track_id = track.id
         icy_client = wants_icy(request.headers)
         icy = self._config.icy.inline_metadata and icy_client
@@ -218,11 +220,7 @@ class StreamHandler:
             await response.write_eof()
             return response
 
-        async with RangeStream(
-            self._fetcher, info, start, end, refresh=self._refresher(track_id),
-            policy=self._policy, label=track_id, listening=partial(_listening, request),
-            expected_total=size, max_available_wait=self._config.resolver.max_available_wait,
-        ) as body:
+        async with self._body(request, track_id, info, start, end, size, mime, cached) as body:
             # Wait for the first bytes before answering, so a failure to start
             # is a clear JSON error rather than a truncated 200.
             try:
@@ -243,11 +241,44 @@ class StreamHandler:
                               first_byte=start, length=end - start + 1)
         return response
 
+    def _body(self, request: web.Request, track_id: str, info: StreamInfo | None, start: int,
+              end: int, size: int, mime: str, cached: CacheFile | None) -> Body:
+        """The listener's bytes: from the cache file (downloading it whole if it is
+        not), or relayed from upstream when there is no cache or no room in it."""
+        cache = self._cache
+        if cache is not None:
+            entry = cached
+            if entry is None:
+                assert info is not None
+                cache.files.stats.misses += 1
+                entry = cache.start(track_id, info, size, mime, focus=start)
+            else:
+                cache.files.stats.hits += 1
+            if entry is not None:
+                return cache.body(entry, start, end,
+                                  relay=partial(self._late_relay, request, track_id, info, size))
+        assert info is not None
+        return self._range_stream(request, track_id, info, start, end, size)
+
+    def _range_stream(self, request: web.Request, track_id: str, info: StreamInfo, start: int,
+                      end: int, size: int) -> RangeStream:
+        return RangeStream(
+            self._fetcher, info, start, end, refresh=refresher(self._tracks, track_id),
+            policy=self._policy, label=track_id, listening=partial(_listening, request),
+            expected_total=size, max_available_wait=self._config.resolver.max_available_wait)
+
+    async def _late_relay(self, request: web.Request, track_id: str, info: StreamInfo | None,
+                          size: int, start: int, end: int) -> RangeStream:
+        """A relay for the rest of a stream whose cache file cannot be filled."""
+        if info is None:
+            _, info = await self._tracks.stream_for(track_id)
+        return self._range_stream(request, track_id, info, start, end, size)
+
     async def _relay(
         self,
         request: web.Request,
         response: web.StreamResponse,
-        body: RangeStream,
+        body: Body,
         track: Track,
         *,
         framer: IcyFramer | None,
@@ -256,6 +287,7 @@ class StreamHandler:
     ) -> None:
         client = request.remote or "?"
         entry = self._registry.start(track.id, track.name, client, request.headers.get("Range"))
+        entry.source = partial(_source_of, body)
         transport = request.transport
         _limit_send_buffer(transport)
         write, drain = _writer(response)
@@ -340,6 +372,12 @@ _SLOW_DRAIN = 0.1
 # buffers) stays paced, a download does not.
 _UNPACE_AFTER = 4 * 1_048_576
 _UNPACE_RATE = 4_000_000
+
+
+def _source_of(body: Body) -> tuple[str, float | None]:
+    if isinstance(body, CachedBody):
+        return body.source, round(body.percent, 1)
+    return "relay", None
 
 
 def _listening(request: web.Request) -> bool:

@@ -38,6 +38,7 @@ from ytproxy.errors import (
     UpstreamHostNotAllowed,
     UpstreamUnavailable,
     UpstreamUnreachable,
+    YtproxyError,
 )
 from ytproxy.holds import Held, Holds
 from ytproxy.models import StreamInfo, url_param
@@ -57,6 +58,7 @@ __all__ = [
     "UpstreamRefused",
     "address_family",
     "host_allowed",
+    "probe_size",
     "upstream_connector",
 ]
 
@@ -935,6 +937,19 @@ class RangeStream:
     @property
     def retry_count(self) -> int:
         return sum(self.retries.values())
+
+
+async def probe_size(fetcher: UpstreamFetcher, info: StreamInfo, *, refresh: Refresh,
+                     policy: RetryConfig, label: str, max_available_wait: float
+                     ) -> tuple[int, StreamInfo, str | None]:
+    """Size, URL and type of a stream from a one-byte range: googlevideo
+    throttles HEAD, so never HEAD."""
+    async with RangeStream(fetcher, info, 0, 0, refresh=refresh, policy=policy, label=label,
+                           max_available_wait=max_available_wait) as probe:
+        await probe.next_piece()
+        if probe.total is None:
+            raise YtproxyError("upstream did not say how long the stream is")
+        return probe.total, probe.info, probe.content_type
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -1,0 +1,10 @@
+"""The download-ahead disk cache: tracks fetched whole at upstream's speed into
+sparse files, listeners served from them, replays with no upstream at all."""
+
+from ytproxy.cache.body import CachedBody
+from ytproxy.cache.download import DiskFull, Download
+from ytproxy.cache.files import AudioCache, CacheFile
+from ytproxy.cache.service import TrackCache, refresher
+
+__all__ = ["AudioCache", "CacheFile", "CachedBody", "DiskFull", "Download", "TrackCache",
+           "refresher"]

@@ -1,0 +1,152 @@
+"""A listener's bytes from a cache file, waiting for a download where it must.
+
+``CachedBody`` has the part of ``RangeStream``'s face the relay uses, so the
+relay does not know where bytes come from.  Pieces are read with ``os.pread``
+from the page cache, sized to what the listener's socket has room for once it
+proves slow, so a paused listener holds nothing here and nothing upstream.  If
+the download cannot write its file (a full disk), the body goes on from its
+position with a ``RangeStream`` of its own: the listener hears nothing of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from ytproxy.cache.download import DiskFull, Download
+from ytproxy.cache.files import AudioCache, CacheFile
+from ytproxy.upstream import RangeStream
+
+__all__ = ["CachedBody"]
+
+# Pieces for a listener that keeps up; one that is slow gets what its socket
+# has room for (at least _SLOW_PIECE), as RangeStream.room does.
+_FAST_PIECE = 256 * 1024
+_SLOW_PIECE = 4096
+
+
+class CachedBody:
+    """Bytes ``start..end`` of a track from its cache file."""
+
+    def __init__(self, cache: AudioCache, entry: CacheFile, start: int, end: int, *,
+                 relay: Callable[[int, int], Awaitable[RangeStream]]) -> None:
+        self._cache = cache
+        self._entry = entry
+        self._download = entry.download if isinstance(entry.download, Download) else None
+        self._fd = cache.use(entry)
+        self._pos = start
+        self._end = end
+        self._relay_from = relay
+        self._relay: RangeStream | None = None
+        self._piece = _FAST_PIECE
+        self._slow = False
+        self._head: bytes | None = None
+        self._closed = False
+        # Bytes on disk before this stream began: what upstream did not send for it.
+        self._saved_below = entry.size if entry.complete else entry.ranges.held_from(start)
+        self.refreshes = 0
+        self.resumes = 0
+        self.retry_count = 0
+
+    @property
+    def source(self) -> Literal["cache", "download", "relay"]:
+        if self._relay is not None:
+            return "relay"
+        return "cache" if self._entry.complete else "download"
+
+    @property
+    def percent(self) -> float:
+        entry = self._entry
+        return 100.0 if entry.complete else 100.0 * entry.ranges.total / max(entry.size, 1)
+
+    async def __aenter__(self) -> CachedBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._relay is not None:
+            await self._relay.aclose()
+        if not self._closed:
+            self._closed = True
+            self._cache.release(self._entry)
+
+    async def ready(self) -> None:
+        self._head = await self.next_piece()
+
+    async def next_piece(self) -> bytes | None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        if self._relay is not None:
+            piece = await self._relay.next_piece()
+            self._count(self._relay)
+            return piece
+        pos = self._pos
+        if pos > self._end:
+            return None
+        held = self._entry.ranges.held_from(pos)
+        if not held:
+            download = self._entry.download
+            if not isinstance(download, Download):
+                return await self._switch_to_relay()
+            try:
+                held = await download.wait(pos)
+            except DiskFull:
+                return await self._switch_to_relay()
+        size = min(held, self._end + 1 - pos, self._piece)
+        piece = os.pread(self._fd, size, pos)
+        if not piece:
+            return await self._switch_to_relay()
+        self._pos = pos + len(piece)
+        stats = self._cache.stats
+        stats.bytes_served += len(piece)
+        if pos < self._saved_below:
+            stats.bytes_saved += min(len(piece), self._saved_below - pos)
+        return piece
+
+    async def _switch_to_relay(self) -> bytes | None:
+        """Go on from upstream (the file cannot be filled): today's relay."""
+        relay = await self._relay_from(self._pos, self._end)
+        await relay.__aenter__()
+        self._relay = relay
+        piece = await relay.next_piece()
+        self._count(relay)
+        return piece
+
+    def _count(self, relay: RangeStream) -> None:
+        self.refreshes = relay.refreshes
+        self.resumes = relay.resumes
+        self.retry_count = relay.retry_count
+
+    # -- the relay's words on its listener (see RangeStream) ----------------
+
+    @property
+    def paced(self) -> bool:
+        return self._relay.paced if self._relay is not None else self._slow
+
+    @property
+    def slow(self) -> bool:
+        return self._relay.slow if self._relay is not None else self._slow
+
+    def pace(self, paced: bool = True) -> None:
+        if self._relay is not None:
+            self._relay.pace(paced)
+        self._slow = paced
+        self._piece = _FAST_PIECE if not paced else max(_SLOW_PIECE, min(self._piece,
+                                                                         _FAST_PIECE))
+
+    def hold(self) -> None:
+        if self._relay is not None:
+            self._relay.hold()
+
+    def filled(self) -> None:
+        if self._relay is not None:
+            self._relay.filled()
+
+    def room(self, nbytes: int) -> None:
+        if self._relay is not None:
+            self._relay.room(nbytes)
+        self._piece = max(_SLOW_PIECE, min(nbytes, _FAST_PIECE))

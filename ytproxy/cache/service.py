@@ -1,0 +1,180 @@
+"""The cache as the rest of the daemon sees it: which body a stream gets,
+prefetching (MPD look-ahead, ``ytproxy cache prefetch``), and its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ytproxy.cache.body import CachedBody
+from ytproxy.cache.download import Download
+from ytproxy.cache.files import AudioCache, CacheFile
+from ytproxy.config import Config
+from ytproxy.errors import YtproxyError
+from ytproxy.models import StreamInfo
+from ytproxy.store import Store
+from ytproxy.tracks import Tracks
+from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
+
+__all__ = ["TrackCache", "refresher"]
+
+log = logging.getLogger(__name__)
+
+# Downloads started by prefetching (look-ahead, the CLI) that run at once; a
+# listener's own track never waits for these.
+_PREFETCHES_AT_ONCE = 2
+
+
+def refresher(tracks: Tracks, track_id: str) -> Refresh:
+    """A stream's way to a fresh URL for the same format, avoiding failed clients."""
+    async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
+        return await tracks.refresh(track_id, format_id=current.format_id,
+                                    avoid_clients=avoid_clients)
+
+    return refresh
+
+
+class TrackCache:
+    """Download-ahead: every played or prefetched track is fetched whole into
+    ``AudioCache`` and its listeners read the file."""
+
+    def __init__(self, config: Config, store: Store, tracks: Tracks,
+                 fetcher: UpstreamFetcher) -> None:
+        self._config = config
+        self.files = AudioCache(config.cache, store)
+        self._tracks = tracks
+        self._fetcher = fetcher
+        self._prefetching: dict[str, asyncio.Task[str]] = {}
+        self._prefetch_slots = asyncio.Semaphore(_PREFETCHES_AT_ONCE)
+
+    async def open(self) -> None:
+        await self.files.open()
+
+    async def aclose(self) -> None:
+        for task in self._prefetching.values():
+            task.cancel()
+        for entry in self.files.files():
+            if isinstance(entry.download, Download):
+                await entry.download.aclose()
+        await self.files.aclose()
+
+    # -- streams -----------------------------------------------------------
+
+    def complete(self, track_id: str) -> CacheFile | None:
+        return self.files.complete(track_id)
+
+    def start(self, track_id: str, info: StreamInfo, size: int, mime: str | None,
+              focus: int = 0) -> CacheFile | None:
+        """The track's file, its download started if it is not complete and none
+        runs; None when the track cannot be cached (relay it)."""
+        entry = self.files.claim(track_id, size, info.format_id, mime)
+        if entry is None:
+            return None
+        if not entry.complete and entry.download is None:
+            retry = self._config.retry
+            Download(self.files, entry, self._fetcher, info,
+                     refresh=refresher(self._tracks, track_id), policy=retry,
+                     max_available_wait=self._config.resolver.max_available_wait,
+                     ).start(focus)
+        return entry
+
+    def body(self, entry: CacheFile, start: int, end: int,
+             relay: Callable[[int, int], Awaitable[RangeStream]]) -> CachedBody:
+        self.files.played(entry)
+        return CachedBody(self.files, entry, start, end, relay=relay)
+
+    # -- prefetching -------------------------------------------------------
+
+    def want(self, track_ids: list[str]) -> None:
+        """Have these tracks on disk soon (MPD's next songs): prefetch each one
+        not complete, downloading or already asked for."""
+        for track_id in track_ids:
+            entry = self.files.get(track_id)
+            if entry is not None and (entry.complete or entry.download is not None):
+                continue
+            if track_id not in self._prefetching:
+                task = asyncio.create_task(self._prefetch_quietly(track_id))
+                self._prefetching[track_id] = task
+                task.add_done_callback(self._prefetched)
+
+    def _prefetched(self, task: asyncio.Task[str]) -> None:
+        for track_id, running in list(self._prefetching.items()):
+            if running is task:
+                del self._prefetching[track_id]
+
+    async def prefetch(self, track_id: str) -> str:
+        """Start downloading a track (resolving it first if needed); says what it did."""
+        entry = self.files.get(track_id)
+        if entry is not None and entry.complete:
+            self.files.played(entry)
+            return "cached"
+        if entry is not None and entry.download is not None:
+            return "downloading"
+        async with self._prefetch_slots:
+            _, info = await self._tracks.stream_for(track_id)
+            size, mime = info.size, info.mime
+            if size is None:
+                size, info, mime = await probe_size(
+                    self._fetcher, info, refresh=refresher(self._tracks, track_id),
+                    policy=self._config.retry, label=track_id,
+                    max_available_wait=self._config.resolver.max_available_wait)
+                await self._tracks.remember_size(track_id, size)
+            entry = self.start(track_id, info, size, mime or info.mime)
+            if entry is None:
+                return "not cached (bigger than the room left in the cache)"
+            if isinstance(entry.download, Download):
+                # A slot is held until its download ends: two at a time.
+                await entry.download.finished()
+            return "cached" if entry.complete else "downloading"
+
+    async def _prefetch_quietly(self, track_id: str) -> str:
+        try:
+            result = await self.prefetch(track_id)
+            log.debug("cache: %s: look-ahead: %s", track_id, result)
+            return result
+        except YtproxyError as exc:
+            log.warning("cache: %s: look-ahead could not fetch it: %s", track_id, exc)
+            return f"failed: {exc}"
+
+    def prefetching(self) -> list[str]:
+        return sorted(self._prefetching)
+
+    # -- figures -----------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        files = self.files.files()
+        stats = self.files.stats
+        return {
+            "enabled": True,
+            "directory": str(self.files.directory),
+            "size_bytes": sum(e.held for e in files),
+            "reserved_bytes": self.files.used,
+            "limit_bytes": self.files.limit,
+            "tracks": sum(1 for e in files if e.complete),
+            "partial": sum(1 for e in files if not e.complete),
+            "downloading": [
+                {"id": e.track_id, "percent": round(e.download.percent, 1)}
+                for e in files if isinstance(e.download, Download)],
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "bytes_served": stats.bytes_served,
+            "bytes_saved": stats.bytes_saved,
+            "evictions": stats.evictions,
+            "downloads_done": stats.downloads_done,
+            "disk_full": stats.disk_full,
+        }
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [{
+            "id": e.track_id,
+            "size_bytes": e.size,
+            "held_bytes": e.held,
+            "complete": e.complete,
+            "downloading": isinstance(e.download, Download),
+            "in_use": e.users > 0,
+            "format_id": e.format_id,
+            "last_used": e.last_used,
+        } for e in self.files.files()]
+

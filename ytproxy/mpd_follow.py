@@ -1,0 +1,343 @@
+"""Follow MPD's queue, so the tracks it plays next are downloaded ahead.
+
+MPD opens a song's URL only when the song starts, so a track that is not in the
+cache starts with resolving and downloading while the listener waits.  The
+follower keeps one connection to MPD (python-mpd2's asyncio client), wakes on
+MPD's ``idle`` events for the player, the queue and the play options, asks MPD
+which songs come next and hands this daemon's tracks among them to ``want``.
+
+MPD says what comes next (``nextsong``: in random mode it has already chosen);
+positions are read on from there only where queue order is what MPD will play.
+Without an MPD, look-ahead is simply off: one line in the log, then quiet
+retries until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mpd.base  # type: ignore[import-untyped]
+from mpd.asyncio import MPDClient  # type: ignore[import-untyped]
+
+__all__ = ["MpdFollower", "mpd_address"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # connect, password and the first look at the queue
+COMMAND_TIMEOUT = 10.0  # one look at the queue after a wake-up
+SUBSYSTEMS = ["player", "playlist", "options"]
+# What losing MPD looks like; anything else is a bug, logged with its traceback.
+# (TimeoutError and the builtin ConnectionError are OSErrors; mpd.base.MPDError
+# covers python-mpd2's ConnectionError, ProtocolError and MPD's ACKs.)
+_FAILURES = (OSError, mpd.base.MPDError)
+# MPD's ACK codes for a wrong password and a command not permitted (src/protocol/Ack.hxx).
+_ACK_AUTH = re.compile(r"\[(3|4)@")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def mpd_address(
+    host: str, port: int, environ: Mapping[str, str]
+) -> tuple[str, int, str | None] | None:
+    """Where MPD is: ``(host, port, password from MPD_HOST)``, or None (no look-ahead).
+
+    The config's [mpd] host and port when host is set; else MPD_HOST and
+    MPD_PORT as mpc reads them: MPD_HOST may be ``password@host``; a host that
+    starts with "/" is a unix socket path and one that starts with "@" an
+    abstract socket (the port is then unused).  MPD_PORT defaults to ``port``;
+    one that is not a port number is a ValueError naming it.
+    """
+    if host:
+        return host, port, None
+    spec = environ.get("MPD_HOST", "")
+    password: str | None = None
+    if not spec.startswith("@") and "@" in spec:  # "@name" is an abstract socket
+        password, spec = spec.split("@", 1)
+    if not spec:
+        return None
+    port_s = environ.get("MPD_PORT", "")
+    if port_s:
+        if not _PORT.fullmatch(port_s) or not 1 <= int(port_s) <= 65535:
+            raise ValueError(f"MPD_PORT={port_s!r} is not a port number (1-65535)")
+        port = int(port_s)
+    return spec, port, password or None
+
+
+def _where(host: str, port: int) -> str:
+    return host if host.startswith(("/", "@")) else f"{host}:{port}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, socket.gaierror):
+        return exc.strerror or str(exc)
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, mpd.base.ConnectionError) and not str(exc):
+        return "connection closed"
+    return str(exc) or type(exc).__name__
+
+
+def _position(value: str | None, length: int) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    pos = int(value)
+    return pos if pos < length else None
+
+
+def _in_order(start: int, n: int, length: int, repeat: bool, skip: int | None) -> list[int]:
+    """Up to ``n`` positions in queue order from ``start``; past the end only with repeat."""
+    out: list[int] = []
+    pos = start
+    for _ in range(length):
+        if pos != skip:
+            out.append(pos)
+            if len(out) == n:
+                break
+        pos += 1
+        if pos == length:
+            if not repeat:
+                break
+            pos = 0
+    return out
+
+
+def upcoming_positions(status: Mapping[str, str], n: int) -> list[int]:
+    """The queue positions of the (up to ``n``) songs MPD plays next, from its ``status``."""
+    length = int(status.get("playlistlength", "0") or 0)
+    if n <= 0 or length <= 0:
+        return []
+    repeat = status.get("repeat") == "1"
+    random = status.get("random") == "1"
+    single = status.get("single", "0") != "0"  # "1" or "oneshot"
+    consume = status.get("consume", "0") != "0"
+    song = _position(status.get("song"), length)
+    nextsong = _position(status.get("nextsong"), length)
+    if status.get("state") not in ("play", "pause"):
+        # Stopped: play starts at `song` (MPD's current position), if it has one.
+        if song is None:
+            return []
+        if single:
+            return [song]
+        if random:  # MPD has chosen the one after it; no further
+            after = [nextsong] if nextsong is not None and nextsong != song else []
+            return [song, *after][:n]
+        return _in_order(song, n, length, repeat, None)
+    if single:
+        # MPD stops after the current song, or plays it again with repeat.
+        return [song] if repeat and song is not None else []
+    if nextsong is None:  # the end of the queue without repeat
+        return []
+    if random:
+        return [nextsong]
+    # With consume the current song leaves the queue once played: not again.
+    return _in_order(nextsong, n, length, repeat, song if consume else None)
+
+
+def _ranges(positions: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of ``positions`` as [start, end) ranges."""
+    out: list[tuple[int, int]] = []
+    for pos in sorted(set(positions)):
+        if out and out[-1][1] == pos:
+            out[-1] = (out[-1][0], pos + 1)
+        else:
+            out.append((pos, pos + 1))
+    return out
+
+
+class _Client(MPDClient):  # type: ignore[misc]
+    """python-mpd2's asyncio client, without an ERROR traceback when MPD goes away.
+
+    Its idle-result callback (python-mpd2 3.1.1) re-raises the error that ended
+    the connection, which asyncio logs as "Exception in callback"; the idle
+    consumers have already had that error through ``disconnect()``.
+    """
+
+    def _MPDClient__idle_result(self, result: asyncio.Future[Any]) -> None:
+        if result.cancelled():
+            return
+        exc = result.exception()
+        if exc is not None and not isinstance(exc, mpd.base.CommandError):
+            return
+        super()._MPDClient__idle_result(result)
+
+
+def _disconnect(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.disconnect()
+
+
+class MpdFollower:
+    """Hands ``want`` this daemon's tracks among the next ``lookahead`` songs of MPD.
+
+    ``track_of(uri)`` is the track id of a queued song's URI, or None when the
+    song is not this daemon's.  ``want(ids)`` (synchronous) gets the ids in play
+    order, each once, after every look at the queue: at start and whenever MPD
+    reports a change to the player, the queue or the play options.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        password: str | None,
+        lookahead: int,
+        track_of: Callable[[str], str | None],
+        want: Callable[[list[str]], None],
+        retry_max: float = 30.0,
+    ) -> None:
+        if retry_max <= 0:
+            raise ValueError(f"retry_max must be > 0, got {retry_max}")
+        self._host = host
+        self._port = port
+        self._password = password or None
+        self._lookahead = max(0, lookahead)
+        self._track_of = track_of
+        self._want = want
+        self._retry_max = retry_max
+        self._where = _where(host, port)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._connected = False
+        self._upcoming: list[str] = []
+        self._mpd_version: str | None = None
+        self._told_unreachable = False  # the one INFO line is out: retries are quiet
+        self._told_password = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def upcoming(self) -> list[str]:
+        """The track ids last handed to ``want``."""
+        return list(self._upcoming)
+
+    @property
+    def mpd_version(self) -> str | None:
+        """The protocol version MPD last greeted with."""
+        return self._mpd_version
+
+    async def start(self) -> None:
+        """Start following in a background task; returns at once."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name=f"mpd follower {self._where}")
+
+    async def aclose(self) -> None:
+        """Stop following and disconnect (idempotent)."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    # -- the task
+
+    async def _run(self) -> None:
+        first = min(1.0, self._retry_max)
+        delay = first
+        while True:
+            client = _Client()
+            try:
+                worked = await self._session(client)
+            except Exception:  # a bug (here or in python-mpd2): logged, then retried
+                log.exception("mpd: following MPD at %s failed; reconnecting", self._where)
+                worked = False
+            finally:
+                self._connected = False
+                _disconnect(client)
+            if worked:
+                delay = first
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max)
+
+    async def _session(self, client: Any) -> bool:
+        """One connection, followed until it fails; False when it never worked."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await client.connect(self._host, self._port)
+                if self._password is not None:
+                    await client.password(self._password)
+                ids = await self._next_tracks(client)
+        except _FAILURES as exc:
+            self._connect_failed(exc)
+            return False
+        self._connected = True
+        self._mpd_version = str(client.mpd_version)
+        log.info("mpd: following the queue of MPD %s at %s (look-ahead %d songs)",
+                 self._mpd_version, self._where, self._lookahead)
+        self._hand(ids)
+        reason = "the connection ended"
+        try:
+            async with contextlib.aclosing(client.idle(SUBSYSTEMS)) as changes:
+                async for _changed in changes:
+                    async with asyncio.timeout(COMMAND_TIMEOUT):
+                        ids = await self._next_tracks(client)
+                    self._hand(ids)
+        except _FAILURES as exc:
+            reason = _reason(exc)
+        self._connected = False
+        self._told_unreachable = True  # the retries that follow are quiet
+        log.info("mpd: lost MPD at %s (%s); reconnecting", self._where, reason)
+        return True
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        reason = _reason(exc)
+        if isinstance(exc, mpd.base.CommandError) and _ACK_AUTH.search(str(exc)):
+            if not self._told_password:
+                self._told_password = True
+                given = "the password" if self._password else "us without a password"
+                log.warning(
+                    'mpd: MPD at %s refused %s (%s); set [mpd] password, or MPD_HOST '
+                    'as "password@host"; look-ahead is off until it accepts',
+                    self._where, given, reason)
+                return
+        elif not self._told_unreachable:
+            self._told_unreachable = True
+            log.info("mpd: no MPD at %s (%s); look-ahead is off until it answers",
+                     self._where, reason)
+            return
+        log.debug("mpd: MPD at %s: %s; retrying", self._where, reason)
+
+    def _hand(self, ids: list[str]) -> None:
+        self._upcoming = ids
+        try:
+            self._want(list(ids))
+        except Exception:
+            log.exception("mpd: handing the next tracks %s over failed", ids)
+
+    # -- what comes next
+
+    async def _next_tracks(self, client: Any) -> list[str]:
+        if self._lookahead == 0:
+            return []
+        status = {str(k): str(v) for k, v in (await client.status()).items()}
+        positions = upcoming_positions(status, self._lookahead)
+        files: dict[int, str] = {}
+        for start, end in _ranges(positions):
+            for song in await client.playlistinfo(f"{start}:{end}"):
+                pos, uri = song.get("pos"), song.get("file")
+                if isinstance(pos, str) and pos.isdigit() and isinstance(uri, str):
+                    files[int(pos)] = uri
+        ids: list[str] = []
+        for pos in positions:
+            uri = files.get(pos)  # None: the queue changed since status; a wake-up follows
+            track = None if uri is None else self._track(uri)
+            if track is not None and track not in ids:
+                ids.append(track)
+        return ids
+
+    def _track(self, uri: str) -> str | None:
+        try:
+            return self._track_of(uri)
+        except Exception:
+            log.exception("mpd: track_of(%r) failed; taken as not ours", uri)
+            return None
