@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from ytproxy import __version__
 from ytproxy.auth import bind_refusal, bind_warning
+from ytproxy.cache_view import run_cache
 from ytproxy.config import Config, ConfigError, load_config, render_config
 from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
@@ -87,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", help="what the running daemon is doing, and its health")
     status.add_argument("--json", action="store_true", help="print /status as JSON")
 
+    cache = command("cache", help="the download-ahead cache of the running daemon")
+    cache.add_argument("action", choices=["list", "clear", "prefetch"],
+                       help="list the files, drop those not being played, or download "
+                            "tracks now")
+    cache.add_argument("ids", nargs="*", metavar="ID", help="tracks to prefetch")
+    cache.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+
     doctor = command("doctor", help="check config, store, yt-dlp, network, daemon, MPD")
     doctor.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="per network step (default 3)")
@@ -115,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config, args.host, args.port)
     if args.command == "status":
         return run_status(config, as_json=args.json)
+    if args.command == "cache":
+        if (args.action == "prefetch") != bool(args.ids):
+            print("ytproxy: `cache prefetch` takes track ids; `cache list` and `cache clear` "
+                  "take none", file=sys.stderr)
+            return 2
+        return run_cache(config, args.action, args.ids, as_json=args.json)
     commands: dict[str, Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]]] = {
         "add": _add, "import": _import, "list": _list, "remove": _remove, "m3u": _m3u,
     }

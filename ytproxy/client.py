@@ -25,6 +25,7 @@ __all__ = [
     "fetch_health",
     "fetch_report",
     "not_answering_message",
+    "request_json",
 ]
 
 DEFAULT_TIMEOUT = 3.0
@@ -81,10 +82,10 @@ def _session(seconds: float, token: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=_timeout(seconds), trust_env=False, headers=headers)
 
 
-async def _get_json(session: aiohttp.ClientSession, base_url: str, path: str
-                    ) -> tuple[int, Any]:
+async def _get_json(session: aiohttp.ClientSession, base_url: str, path: str,
+                    method: str = "GET", body: Any = None) -> tuple[int, Any]:
     try:
-        async with session.get(base_url + path) as resp:
+        async with session.request(method, base_url + path, json=body) as resp:
             text = await resp.text()
             status = resp.status
     except aiohttp.ClientConnectorError as exc:
@@ -132,3 +133,11 @@ async def fetch_report(base_url: str, timeout: float = DEFAULT_TIMEOUT,  # noqa:
             base_url, f"something that is not ytproxy answered /status with HTTP {status_code}"
         )
     return DaemonReport(base_url, status, _health_from(*health))
+
+
+async def request_json(base_url: str, method: str, path: str, body: Any = None, *,
+                       timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                       token: str = "") -> tuple[int, Any]:
+    """Any JSON endpoint of the daemon (``ytproxy cache``); raises DaemonNotAnswering."""
+    async with _session(timeout, token) as session:
+        return await _get_json(session, base_url, path, method, body)

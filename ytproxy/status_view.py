@@ -25,11 +25,14 @@ from ytproxy.config import Config
 
 __all__ = [
     "EXIT_NOT_RUNNING",
+    "cache_line",
     "format_bytes",
     "format_duration",
+    "mpd_line",
     "render_report",
     "run_status",
     "runtime_label",
+    "source_label",
 ]
 
 # Like `systemctl status`: 3 means "not running", 1 "running but unhealthy".
@@ -118,7 +121,8 @@ def _breaker(b: Mapping[str, Any]) -> str:
 
 def _streams_table(streams: Sequence[Mapping[str, Any]]) -> list[str]:
     now = time.time()
-    header = ("ID", "NAME", "CLIENT", "SENT", "RATE", "RANGE", "AGE", "RETRIES", "REFRESHES")
+    header = ("ID", "NAME", "CLIENT", "SENT", "RATE", "RANGE", "AGE", "RETRIES", "REFRESHES",
+              "FROM")
     rows = [header]
     for s in streams:
         name = str(s.get("name") or s.get("title") or "")
@@ -135,10 +139,41 @@ def _streams_table(streams: Sequence[Mapping[str, Any]]) -> list[str]:
             format_duration(now - started) if isinstance(started, int | float) else "—",
             _count(s.get("retries")),
             _count(s.get("refreshes")),
+            source_label(s),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
             for row in rows]
+
+
+def source_label(stream: Mapping[str, Any]) -> str:
+    """Where a stream's bytes come from: the cache, a download (how far), or upstream."""
+    source = str(stream.get("source") or "relay")
+    percent = stream.get("downloaded_percent")
+    if source == "download" and isinstance(percent, int | float):
+        return f"download {percent:.0f}%"
+    return source
+
+
+def cache_line(cache: Mapping[str, Any]) -> str:
+    if not cache.get("enabled"):
+        return "off ([cache] max_size = 0)"
+    downloading = cache.get("downloading") or []
+    running = ", ".join(f"{d.get('id')} {d.get('percent', 0):.0f}%" for d in downloading
+                        if isinstance(d, Mapping))
+    return (f"{format_bytes(cache.get('size_bytes'))} of {format_bytes(cache.get('limit_bytes'))}"
+            f", {_count(cache.get('tracks'))} tracks, {_count(cache.get('hits'))} hits, "
+            f"{format_bytes(cache.get('bytes_saved'))} saved"
+            + (f", downloading {running}" if running else "")
+            + f" ({cache.get('directory', '?')})")
+
+
+def mpd_line(mpd: Mapping[str, Any]) -> str:
+    if not mpd.get("following"):
+        return "look-ahead off (no [mpd] host or MPD_HOST)"
+    state = "connected" if mpd.get("connected") else "not connected (retrying)"
+    upcoming = ", ".join(str(i) for i in mpd.get("upcoming") or []) or "—"
+    return f"{mpd.get('address', '?')} {state}; next: {upcoming}"
 
 
 def render_report(report: DaemonReport) -> str:
@@ -178,6 +213,12 @@ def render_report(report: DaemonReport) -> str:
         size = f", {format_bytes(store['size_bytes'])}" if "size_bytes" in store else ""
         lines.append(f"{'store:':<10}{store.get('tracks', '?')} tracks{size} "
                      f"({store.get('path', '?')})")
+    cache = st.get("cache")
+    if isinstance(cache, Mapping):
+        lines.append(f"{'cache:':<10}{cache_line(cache)}")
+    mpd = st.get("mpd")
+    if isinstance(mpd, Mapping):
+        lines.append(f"{'mpd:':<10}{mpd_line(mpd)}")
     resolver = section("resolver", "resolver",
                        skip=("breaker", "js_runtime", "client", "cookies"))
     if isinstance(resolver.get("breaker"), Mapping):
