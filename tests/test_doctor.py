@@ -90,7 +90,8 @@ def healthy_config(tmp_path: Path, source_port: int, mpd_port: int, **extra: Any
         "resolver": {"source_url_template": f"http://127.0.0.1:{source_port}/watch?v={{id}}"},
         # A wildcard with no stand-in host: reported as skipped, nothing sent.
         "upstream": {"allowed_hosts": ["*.example.org"]},
-        "mpd": {"host": "127.0.0.1", "port": mpd_port},
+        # No look-ahead: the daemon would be a second client of the fake MPD.
+        "mpd": {"host": "127.0.0.1", "port": mpd_port, "lookahead": 0},
     }
     for name, table in extra.items():
         sections.setdefault(name, {}).update(table)

@@ -128,7 +128,8 @@ def test_render_copes_with_a_daemon_of_another_version() -> None:
     assert text.startswith("ytproxy 9.9 at http://127.0.0.1:6602")
     assert "resolver: calls 3" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("x "))
-    assert row.split()[-2:] == ["3", "—"]  # retries summed over causes; refreshes unknown
+    # retries summed over causes; refreshes unknown; where from: relay when not said
+    assert row.split()[-3:] == ["3", "—", "relay"]
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(None) == "—"
 
 

@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import mpd.base  # type: ignore[import-untyped]
-from mpd.asyncio import MPDClient  # type: ignore[import-untyped]
 
-__all__ = ["MpdFollower", "mpd_address"]
+from ytproxy.mpd_private import QuietMPDClient
+
+__all__ = ["MpdFollower", "mpd_address", "upcoming_positions"]
 
 log = logging.getLogger(__name__)
 
@@ -152,23 +153,6 @@ def _ranges(positions: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-class _Client(MPDClient):  # type: ignore[misc]
-    """python-mpd2's asyncio client, without an ERROR traceback when MPD goes away.
-
-    Its idle-result callback (python-mpd2 3.1.1) re-raises the error that ended
-    the connection, which asyncio logs as "Exception in callback"; the idle
-    consumers have already had that error through ``disconnect()``.
-    """
-
-    def _MPDClient__idle_result(self, result: asyncio.Future[Any]) -> None:
-        if result.cancelled():
-            return
-        exc = result.exception()
-        if exc is not None and not isinstance(exc, mpd.base.CommandError):
-            return
-        super()._MPDClient__idle_result(result)
-
-
 def _disconnect(client: Any) -> None:
     with contextlib.suppress(Exception):
         client.disconnect()
@@ -226,6 +210,12 @@ class MpdFollower:
         """The protocol version MPD last greeted with."""
         return self._mpd_version
 
+    def report(self) -> dict[str, Any]:
+        """For /status: where MPD is, whether it answers, the tracks handed last."""
+        return {"following": True, "address": self._where, "connected": self._connected,
+                "mpd_version": self._mpd_version, "lookahead": self._lookahead,
+                "upcoming": list(self._upcoming)}
+
     async def start(self) -> None:
         """Start following in a background task; returns at once."""
         if self._task is None and not self._closed:
@@ -245,7 +235,7 @@ class MpdFollower:
         first = min(1.0, self._retry_max)
         delay = first
         while True:
-            client = _Client()
+            client = QuietMPDClient()
             try:
                 worked = await self._session(client)
             except Exception:  # a bug (here or in python-mpd2): logged, then retried

@@ -15,9 +15,10 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ytproxy.errors import InvalidPlaylistName
-from ytproxy.models import Track
+from ytproxy.models import Track, is_video_id
 
 __all__ = [
     "MAX_PLAYLIST_NAME",
@@ -42,6 +43,28 @@ def proxy_base_url(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
+
+
+def proxied_track(uri: str, host: str, port: int) -> str | None:
+    """The track id in ``uri`` when it is this daemon's ``/proxy/<id>`` URL (as
+    playlists and ``mpc add`` give MPD), else None."""
+    try:
+        parts = urlsplit(uri)
+        uri_port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "http" or uri_port != port or not parts.hostname:
+        return None
+    name, bound = parts.hostname.lower(), host.lower()
+    wildcard = bound in ("0.0.0.0", "::", "")
+    loopback = bound in _LOOPBACK_NAMES or bound.startswith("127.")
+    if not (name == bound or wildcard or (loopback and name in _LOOPBACK_NAMES)):
+        return None
+    track_id = parts.path.removeprefix("/proxy/")
+    return track_id if parts.path.startswith("/proxy/") and is_video_id(track_id) else None
 
 
 def render_m3u(tracks: Iterable[Track], base_url: str) -> str:

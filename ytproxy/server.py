@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +38,8 @@ from ytproxy.listener import (
 )
 from ytproxy.models import is_video_id
 from ytproxy.monitoring import Daemon, Metrics, health, render_page, status_payload
-from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u
+from ytproxy.mpd_follow import MpdFollower, mpd_address
+from ytproxy.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.redact import redact_urls
 from ytproxy.resolver import Resolver
 from ytproxy.slots import StreamSlots
@@ -131,15 +134,41 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                                  cache)
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
                          app[RESOLVER], app[TRACKS], app[FETCHER], cache)
+    follower = _mpd_follower(config, cache)
+    if follower is not None:
+        await follower.start()
+        app[DAEMON].mpd = follower.report
     metrics = app[METRICS] = Metrics(app[DAEMON])
     app[RESOLVER].on_duration = metrics.resolver_duration.observe
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
+    if follower is not None:
+        await follower.aclose()
     await app[HANDLER].drain()
     if cache is not None:
         await cache.aclose()
     await app[FETCHER].aclose()
     await session.close()
+
+
+def _mpd_follower(config: Config, cache: TrackCache | None) -> MpdFollower | None:
+    """MPD look-ahead, when there is a cache to fill and an MPD to follow."""
+    try:
+        address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
+    except ValueError as exc:
+        log.warning("mpd: look-ahead is off: %s", exc)
+        return None
+    if address is None or cache is None or config.mpd.lookahead == 0:
+        why = ("no [mpd] host and no MPD_HOST" if address is None else
+               "the cache is off" if cache is None else "[mpd] lookahead = 0")
+        log.info("mpd: look-ahead is off (%s)", why)
+        return None
+    host, port, password = address
+    server = config.server
+    return MpdFollower(host=host, port=port, password=config.mpd.password or password,
+                       lookahead=config.mpd.lookahead,
+                       track_of=partial(proxied_track, host=server.host, port=server.port),
+                       want=cache.want)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
