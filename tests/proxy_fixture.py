@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,11 @@ async def _proxies(upstream: FakeGooglevideo, tmp_path: Path
 
     async def factory(**sections: dict[str, Any]) -> RunningProxy:
         config = proxy_config(upstream, tmp_path, **sections)
-        server = ProxyTestServer(create_app(config), host="127.0.0.1")
+        # The port it is reached on is server.port, as in the daemon (MPD
+        # look-ahead knows its own /proxy URLs by it).
+        port = _free_port()
+        config = config.replace("server", port=port)
+        server = ProxyTestServer(create_app(config), host="127.0.0.1", port=port)
         await server.start_server()
         session = aiohttp.ClientSession(auto_decompress=False)
         proxy = RunningProxy(server.app, server, session, config)
@@ -96,6 +101,12 @@ async def make_tube_proxy(faketube: FakeTube, tmp_path: Path) -> AsyncIterator[P
     test-only FakeTube extractor plugin)."""
     async for factory in _proxies(faketube, tmp_path):
         yield factory
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def random_audio(size: int, seed: int = 1) -> bytes:

@@ -101,6 +101,7 @@ async def test_the_next_songs_start_from_disk_and_replay_with_upstream_stopped(
     # Songs two and three started with no yt-dlp call and no upstream request.
     assert sum(googlevideo.watch_hits.values()) == watches
     assert media_requests(googlevideo) == media
+    print(f"seconds from a song's end to the next one's elapsed moving: {gaps}")
     assert len(gaps) == 2, gaps
     assert max(gaps) <= 0.5, gaps
     assert cache.summary()["hits"] >= 2
