@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import proxy_config, random_audio
-from ytproxy.server import create_app
+from ytproxy.http.app import create_app
 
 SIZE = 4 * 1024 * 1024
 VID = "BenchFault1"

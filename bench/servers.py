@@ -346,6 +346,9 @@ class Daemon:
                 "max_calls_per_minute": 6000,
             },
             "upstream": {"allowed_hosts": [HOST]},
+            # The relay's figures: no download-ahead cache unless asked (the
+            # "cache" section's daemon); files in the run's directory either way.
+            "cache": {"directory": str(self.workdir / f"{self.name}-audio"), "max_size": 0},
             # Every listener here comes from 127.0.0.1.
             "limits": {"max_streams": 5000, "max_connections": 20000,
                        "max_connections_per_client": 20000},

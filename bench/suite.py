@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,11 @@ BIG, SMALL, HUGE = "bench200MBx", "bench10MBxx", "bench1GBxxx"
 BURST = "burstFlight"
 # The same 200 MB and 10 MB files from the TLS upstream.
 TLS_BIG, TLS_SCALE = "tlsBig200MB", "tlsScale10M"
-SECTIONS = ("throughput", "ttfb", "scale", "memory", "singleflight", "tls")
+SECTIONS = ("throughput", "ttfb", "scale", "memory", "singleflight", "tls", "cache")
+# The cache section: songs downloaded ahead (as MPD look-ahead does), and tracks
+# downloaded at once while the daemon's memory is watched.
+NEXT_SONGS = 20
+DOWNLOADS = 10
 # Seconds after the last listener joined before "all playing" CPU is measured.
 SETTLE = 10.0
 
@@ -66,6 +71,14 @@ def cold_id(i: int) -> str:
 
 def scale_id(i: int) -> str:
     return f"scaleLvl{i:03d}"
+
+
+def next_id(i: int) -> str:
+    return f"nextSong{i:03d}"
+
+
+def download_id(i: int) -> str:
+    return f"download{i:03d}"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -97,7 +110,8 @@ class Bench:
 
     def prepare(self) -> None:
         free = shutil.disk_usage(self.workdir).free
-        need = 220 * MB + 10 * MB + 64 * MiB
+        # Media, and the cache section's files (its downloads, next songs, 200 MB).
+        need = 220 * MB + 10 * MB + 64 * MiB + (DOWNLOADS + 1) * 200 * MB + NEXT_SONGS * 10 * MB
         if free < need:
             raise SystemExit(f"need {need / MB:.0f} MB free in {self.workdir}, "
                              f"have {free / MB:.0f}")
@@ -123,6 +137,10 @@ class Bench:
             page(cold_id(i), self.media["10m.webm"])
         for i in range(len(self.args.listeners)):
             page(scale_id(i), self.media["10m.webm"])
+        for i in range(NEXT_SONGS):
+            page(next_id(i), self.media["10m.webm"])
+        for i in range(DOWNLOADS):
+            page(download_id(i), self.media["200m.webm"])
         upstream = "nginx " + _nginx_version() if self.upstream.kind == "nginx" else (
             "aiohttp static file server (nginx is not installed: `apt-get install nginx` "
             "to use it; no nginx peer-proxy figures either)")
@@ -526,6 +544,123 @@ class Bench:
 
 # ---------------------------------------------------------------- table
 
+    # ---------------------------------------------------------------- 7. cache
+
+    def cache(self) -> None:
+        """The download-ahead cache, on a daemon of its own with it on (the relay
+        figures above are with it off): the next song's first byte once it was
+        downloaded ahead, what a replay costs upstream, memory while tracks
+        download, and the paced listeners again, served from the file."""
+        assert self.daemon is not None
+        self.log(f"\n7. download-ahead cache ({NEXT_SONGS} next songs downloaded ahead; "
+                 f"a replay; {DOWNLOADS} x {self.media['200m.webm'].size / MB:.0f} MB "
+                 "downloading at once; listeners from the cache)")
+        # Today's relay, for the memory figure: the relay daemon's peak while it
+        # streams the 200 MB track to one fast reader.
+        self.daemon.restart()
+        relay_peak = self._peak_rss(self.daemon, lambda: self.get_daemon(f"/proxy/{BIG}"))
+        daemon = self.other_daemon("cached", extra={"cache": {"max_size": 8 * 1024**3}})
+        try:
+            row = self._cache_figures(daemon, relay_peak)
+        finally:
+            daemon.stop()
+        self.results["cache"] = row
+        cold = self.results.get("ttfb", {}).get("cold_p50_ms")
+        self.log(f"   next song  p50 {row['next_p50_ms']:.2f} ms p99 {row['next_p99_ms']:.2f} ms"
+                 + (f" | cold (new id) p50 {cold:.0f} ms" if cold is not None else ""))
+        self.log(f"   replay     upstream bytes {row['replay_upstream_bytes']}, requests "
+                 f"{row['replay_upstream_requests']}, yt-dlp calls {row['replay_ytdlp_calls']}")
+        self.log(f"   downloads  peak RSS {row['downloads_peak_rss_mb']:.1f} MB while "
+                 f"{DOWNLOADS} download ({row['downloads_mb_s']:.0f} MB/s together) | relay "
+                 f"peak {relay_peak:.1f} MB")
+        self._log_level(row["listeners"])
+
+    def _cache_figures(self, daemon: Daemon, relay_peak: float) -> dict[str, Any]:
+        def prefetch(ids: list[str]) -> dict[str, str]:
+            got = _post_json(daemon.port, "/cache/prefetch", {"ids": ids}, timeout=600)
+            if any(result != "cached" for result in got["results"].values()):
+                raise SystemExit(f"prefetch failed: {got}")
+            return dict(got["results"])
+
+        # The next songs: downloaded ahead (POST /cache/prefetch is what MPD
+        # look-ahead does for the next songs of MPD's queue), then asked for as
+        # MPD asks when the previous song ends.
+        prefetch([next_id(i) for i in range(NEXT_SONGS)])
+        nexts = []
+        for i in range(NEXT_SONGS):
+            got = fetch(HOST, daemon.port, f"/proxy/{next_id(i)}", headers=MPD_HEADERS,
+                        first_byte_only=True)
+            assert got.status == 200, got.status
+            nexts.append(got.ttfb)
+        # A replay: the whole track played once (downloaded), then again.
+        small = self.media["10m.webm"]
+        first = fetch(HOST, daemon.port, f"/proxy/{SMALL}", headers=MPD_HEADERS)
+        assert first.body_bytes == small.size, first.body_bytes
+        prefetch([SMALL])  # waits until the file is complete
+        before = daemon.status()
+        again = fetch(HOST, daemon.port, f"/proxy/{SMALL}", headers=MPD_HEADERS)
+        assert again.body_bytes == small.size, again.body_bytes
+        after = daemon.status()
+        # Downloads: ten 200 MB tracks at once, the daemon's memory sampled.
+        began = time.monotonic()
+        peak = self._peak_rss(daemon, lambda: prefetch(
+            [download_id(i) for i in range(DOWNLOADS)]))
+        elapsed = time.monotonic() - began
+        # Listeners of a file on disk (the 200 MB track, downloaded whole first).
+        prefetch([BIG])
+        daemon.restart()
+        fetch(HOST, daemon.port, f"/proxy/{BIG}", first_byte_only=True)
+        listeners = self._listen(daemon, max(self.args.listeners), f"/proxy/{BIG}")
+        listeners["from_cache"] = True
+        return {
+            "next_songs": NEXT_SONGS,
+            "next_p50_ms": statistics.median(nexts) * 1000,
+            "next_p99_ms": pct(nexts, 99) * 1000,
+            "replay_upstream_bytes": after["upstream"].get("bytes", 0)
+            - before["upstream"].get("bytes", 0),
+            "replay_upstream_requests": after["upstream"]["requests"]
+            - before["upstream"]["requests"],
+            "replay_ytdlp_calls": after["resolver"]["calls"] - before["resolver"]["calls"],
+            "downloads": DOWNLOADS,
+            "downloads_peak_rss_mb": peak,
+            "downloads_mb_s": DOWNLOADS * self.media["200m.webm"].size / elapsed / MB,
+            "relay_peak_rss_mb": relay_peak,
+            "listeners": listeners,
+        }
+
+    @staticmethod
+    def _peak_rss(daemon: Daemon, work: Any) -> float:
+        """The daemon's peak RSS (MB, sampled every 20 ms) while ``work()`` runs."""
+        stats = daemon.stats
+        assert stats is not None
+        peak = stats.memory()["rss"]
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.wait(0.02):
+                with contextlib.suppress(OSError):
+                    peak = max(peak, stats.memory()["rss"])
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            work()
+        finally:
+            done.set()
+            sampler.join()
+        return peak
+
+
+def _post_json(port: int, path: str, body: Any, *, timeout: float) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    with opener.open(request, timeout=timeout) as resp:
+        return dict(json.load(resp))
+
+
 def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str, str]] = []
 
@@ -601,6 +736,25 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
                      f"{tls['mb_s']:.0f} MB/s ({tls.get('event_loop', '?')})", plain, ratio,
                      f"bytes identical: {_yes(tls['identical'])}"))
         rows.append(_listeners_row(tls["listeners"], ", TLS upstream"))
+    c = results.get("cache")
+    if c:
+        cold = w["cold_p50_ms"] if w else None
+        rows.append((f"TTFB next song, downloaded ahead ({c['next_songs']} songs), p50 / p99",
+                     f"{c['next_p50_ms']:.2f} / {c['next_p99_ms']:.2f} ms",
+                     f"cold (new id) p50 {cold:.0f} ms" if cold is not None else "—",
+                     "", f"<= 10 ms p50: {_yes(c['next_p50_ms'] <= 10)}"))
+        rows.append(("replay of a cached 10 MB track: upstream bytes / requests / yt-dlp calls",
+                     f"{c['replay_upstream_bytes']} / {c['replay_upstream_requests']} / "
+                     f"{c['replay_ytdlp_calls']}", "", "",
+                     f"0 bytes: {_yes(c['replay_upstream_bytes'] == 0)}"))
+        rows.append((f"peak RSS while {c['downloads']} tracks (200 MB) download",
+                     f"{c['downloads_peak_rss_mb']:.1f} MB "
+                     f"({c['downloads_mb_s']:.0f} MB/s together)",
+                     f"relay of one 200 MB stream: peak {c['relay_peak_rss_mb']:.1f} MB",
+                     f"{c['downloads_peak_rss_mb'] - c['relay_peak_rss_mb']:+.1f} MB",
+                     "<= relay + 10 MB: "
+                     + _yes(c["downloads_peak_rss_mb"] <= c["relay_peak_rss_mb"] + 10)))
+        rows.append(_listeners_row(c["listeners"], ", from the cache"))
     head = ("figure", "ytproxy", "reference", "difference", "target")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

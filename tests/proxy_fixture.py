@@ -17,8 +17,8 @@ from aiohttp.test_utils import BaseRunner, TestServer
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
 from ytproxy.config import Config
-from ytproxy.listener import Runner
-from ytproxy.server import create_app
+from ytproxy.http.app import create_app
+from ytproxy.http.listener import Runner
 
 
 def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[str, Any]

@@ -20,7 +20,7 @@ from ytproxy.aiohttp_private import (
     set_read_limit,
     with_version,
 )
-from ytproxy.listener import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
+from ytproxy.http.listener import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
 from ytproxy.loops import loop_name
 
 CHANGED = "aiohttp {version} changed {what}: ytproxy.aiohttp_private.{fn} must follow it"

@@ -25,11 +25,11 @@ from tests.fakes.local_servers import free_port, write_toml
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from tests.test_cli import REPO, cli_env, run_ytproxy
 from tests.test_service import NotifySocket, child_env, short_dir
-from ytproxy.auth import bind_refusal, bind_warning, is_loopback_host
 from ytproxy.config import Config, ServerConfig
 from ytproxy.errors import ResolverFailed, UpstreamFailed
+from ytproxy.http.app import FETCHER, STORE, error_response
+from ytproxy.http.auth import bind_refusal, bind_warning, is_loopback_host
 from ytproxy.redact import RedactingFilter, redact_urls
-from ytproxy.server import FETCHER, STORE, error_response
 
 TOKEN = "tok-3Xq9VbA7mZ2pLkW8rT5yN1cD"  # 28 characters of the bearer alphabet
 VID = "AuthTest_01"

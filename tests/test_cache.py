@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.cache import TrackCache
-from ytproxy.server import DAEMON
+from ytproxy.http.app import DAEMON
 
 MiB = 1_048_576
 CACHE_ON: dict[str, Any] = {"max_size": 64 * MiB}
@@ -326,3 +326,39 @@ async def test_max_size_takes_units_and_names_a_bad_value() -> None:
             config_from_mapping({"cache": {"max_size": bad}})
         assert "cache.max_size" in str(raised.value)
 
+
+
+def test_ranges_merge_and_name_the_next_gap_from_a_position() -> None:
+    from ytproxy.cache.ranges import Ranges
+    held = Ranges([(10, 20), (30, 40)])
+    held.add(20, 30)  # touching ranges merge
+    assert held.as_tuple() == ((10, 40),)
+    held.add(50, 60)
+    assert held.held_from(15) == 25 and held.held_from(45) == 0 and held.held_from(40) == 0
+    assert held.next_gap(12, 100) == (40, 50)  # from where a listener needs bytes
+    assert held.next_gap(55, 100) == (60, 100)
+    assert held.next_gap(0, 100) == (0, 10)
+    assert held.total == 40 and not held.covers(100)
+    done = Ranges([(0, 5), (5, 100)])
+    assert done.covers(100) and done.next_gap(50, 100) is None
+    wrap = Ranges([(50, 100)])
+    assert wrap.next_gap(70, 100) == (0, 50)  # the end is in: fill the start
+
+
+async def test_two_listeners_far_apart_both_get_their_bytes(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory,
+) -> None:
+    data = random_audio(6 * MiB, seed=61)
+    googlevideo.add_track("FarApart001", data, title="Apart")
+    googlevideo.throttle_bytes_per_sec = 3 * MiB
+    proxy = await make_proxy(cache=CACHE_ON, **FAST)
+    far = 4 * MiB
+
+    async def listener(start: int) -> bytes:
+        headers = {"Range": f"bytes={start}-"} if start else None
+        return (await fetch(proxy, "FarApart001", headers))[1]
+
+    async with asyncio.timeout(60):
+        near_body, far_body = await asyncio.gather(listener(0), listener(far))
+    assert near_body == data and far_body == data[far:]
+    await until(lambda: cache_of(proxy).complete("FarApart001") is not None)

@@ -17,11 +17,11 @@ from tests.proxy_fixture import random_audio
 from ytproxy import __version__
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import InvalidTrackId
+from ytproxy.library.playlists import proxy_base_url, render_m3u
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks, derived_id, youtube_id_from_url
 from ytproxy.models import Track, is_video_id
-from ytproxy.playlists import proxy_base_url, render_m3u
-from ytproxy.resolver import Resolver
-from ytproxy.store import Store
-from ytproxy.tracks import Tracks, derived_id, youtube_id_from_url
+from ytproxy.resolve.resolver import Resolver
 
 REPO = Path(__file__).resolve().parent.parent
 VID = "dQw4w9WgXcQ"
@@ -58,6 +58,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     env["HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(home / ".config")
+    env["XDG_CACHE_HOME"] = str(home / ".cache")  # a daemon's cache, this test's own
     return env
 
 

@@ -8,7 +8,7 @@ import hashlib
 
 from tests.fakes.googlevideo import FakeGooglevideo, RequestRecord
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
-from ytproxy.server import REGISTRY
+from ytproxy.http.app import REGISTRY
 from ytproxy.upstream import FIRST_RANGE
 
 VID = "CoNnEcTiOn1"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
-from ytproxy.server import STORE
+from ytproxy.http.app import STORE
 
 VID = "Degrade0001"
 

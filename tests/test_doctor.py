@@ -30,8 +30,7 @@ from tests.fakes.local_servers import (
     write_toml,
 )
 from tests.test_cli import REPO, cli_env, run_ytproxy
-from ytproxy.config import Config, ResolverConfig, load_config
-from ytproxy.doctor import (
+from ytproxy.cli.doctor import (
     Check,
     _check_config,
     _check_cookies,
@@ -45,9 +44,10 @@ from ytproxy.doctor import (
     run_checks,
     upstream_targets,
 )
-from ytproxy.reachability import Target, proxy_for
-from ytproxy.server import RESOLVER, STORE
-from ytproxy.store import SCHEMA_VERSION
+from ytproxy.cli.reachability import Target, proxy_for
+from ytproxy.config import Config, ResolverConfig, load_config
+from ytproxy.http.app import RESOLVER, STORE
+from ytproxy.library.store import SCHEMA_VERSION
 
 VID = "dOcToR_ok_1"
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
-from ytproxy.server import SLOTS
+from ytproxy.http.app import SLOTS
 
 SIZE = 1_200_000
 CHUNK = 256 * 1024

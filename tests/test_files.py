@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_cli import cli_env, run_ytproxy
 from ytproxy.errors import StoreError
-from ytproxy.store import SCHEMA_VERSION, Store
+from ytproxy.library.store import SCHEMA_VERSION, Store
 
 
 def mode(path: Path) -> int:

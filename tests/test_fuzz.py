@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
 from ytproxy.errors import BadPath, BadRange
-from ytproxy.ranges import parse_range
-from ytproxy.validation import check_path
+from ytproxy.http.ranges import parse_range
+from ytproxy.http.validation import check_path
 
 REQUESTS = int(os.environ.get("YTPROXY_FUZZ_REQUESTS", "2000"))
 SEED = int(os.environ.get("YTPROXY_FUZZ_SEED", "0"))

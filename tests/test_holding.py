@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
-from ytproxy.server import SLOTS
+from ytproxy.http.app import SLOTS
 
 VID = "HeldTrack01"
 HOLD: dict[str, dict[str, Any]] = {

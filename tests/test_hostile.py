@@ -22,7 +22,8 @@ from aiohttp import web
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.config import LimitsConfig
-from ytproxy.listener import (
+from ytproxy.http.app import SLOTS
+from ytproxy.http.listener import (
     CONNECTIONS,
     MAX_BODY,
     MAX_HEADERS,
@@ -31,7 +32,6 @@ from ytproxy.listener import (
     Runner,
 )
 from ytproxy.redact import RedactingFilter
-from ytproxy.server import SLOTS
 
 VID = "h0st1le_Vid"
 SIZE = 50_000
@@ -364,7 +364,7 @@ async def test_a_crashing_handler_is_a_json_500_and_an_error_with_its_traceback(
     assert answer.status == 500
     assert answer.json()["error"] == "internal_error"
     assert "boom" not in answer.body.decode()
-    crashes = [r for r in caplog.records if r.name == "ytproxy.listener" and r.exc_info]
+    crashes = [r for r in caplog.records if r.name == "ytproxy.http.listener" and r.exc_info]
     assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR
 
 
@@ -383,7 +383,7 @@ async def test_a_crash_after_the_first_byte_is_logged_with_its_traceback_redacte
     answer = await answer_of(crash_midway)
     assert answer.status == 200 and b"first bytes" in answer.body
     assert not answer.body.endswith(b"0\r\n\r\n")  # cut, not ended
-    crashes = [r for r in caplog.records if r.name == "ytproxy.listener" and r.exc_info]
+    crashes = [r for r in caplog.records if r.name == "ytproxy.http.listener" and r.exc_info]
     assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR
     assert "after its answer began" in crashes[0].getMessage()
     record = crashes[0]

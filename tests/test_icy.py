@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ytproxy.icy import IcyFramer, metadata_block, parse_icy_stream
+from ytproxy.http.icy import IcyFramer, metadata_block, parse_icy_stream
 
 
 @settings(max_examples=200, deadline=None)

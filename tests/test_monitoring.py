@@ -14,9 +14,9 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.config import Config
+from ytproxy.http.app import STORE
+from ytproxy.http.monitoring import redacted_config
 from ytproxy.loops import loop_name, resolve_event_loop
-from ytproxy.monitoring import redacted_config
-from ytproxy.server import STORE
 
 VID = "Watched0001"
 

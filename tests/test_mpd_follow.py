@@ -36,11 +36,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.mpd_harness import MpdInstance, make_test_audio
-from ytproxy.mpd_follow import MpdFollower, mpd_address, upcoming_positions
+from ytproxy.follower.queue import MpdFollower, mpd_address, upcoming_positions
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
-LOGGER = "ytproxy.mpd_follow"
+LOGGER = "ytproxy.follower.queue"
 WAIT = 5.0  # every wait for the follower is bounded by this
 OURS = re.compile(r"http://127\.0\.0\.1:\d+/proxy/([A-Za-z0-9_-]{11})")
 PASSWORD = "secret"

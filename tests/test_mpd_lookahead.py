@@ -15,7 +15,7 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.mpd_harness import MpdInstance, MpdStatus, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy
 from ytproxy.cache import TrackCache
-from ytproxy.server import DAEMON
+from ytproxy.http.app import DAEMON
 
 pytestmark = pytest.mark.mpd
 
@@ -105,6 +105,12 @@ async def test_the_next_songs_start_from_disk_and_replay_with_upstream_stopped(
     assert len(gaps) == 2, gaps
     assert max(gaps) <= 0.5, gaps
     assert cache.summary()["hits"] >= 2
+
+    # Every byte of the three is on disk, as upstream has it.
+    for track_id in IDS:
+        entry = cache.complete(track_id)
+        assert entry is not None
+        assert entry.path.read_bytes() == googlevideo.tracks[track_id].data
 
     # Again, with upstream gone: all three play to the end from disk (seeking
     # near each end to keep the test short; the seeks are served from disk too).

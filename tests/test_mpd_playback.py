@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.mpd_harness import MpdInstance, MpdStatus, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory
-from ytproxy.server import STORE
+from ytproxy.http.app import STORE
 
 pytestmark = pytest.mark.mpd
 

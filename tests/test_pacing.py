@@ -18,10 +18,11 @@ import pytest
 from bench.httpclient import fetch
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
-from ytproxy import streams, upstream
 from ytproxy.config import UpstreamConfig
+from ytproxy.http import streams
 from ytproxy.models import StreamInfo
-from ytproxy.upstream import RangeStream, UpstreamFetcher
+from ytproxy.upstream import RangeStream, UpstreamFetcher, reads
+from ytproxy.upstream import stream as upstream
 
 VID = "PaCeD_tRaCk"
 
@@ -61,7 +62,9 @@ def _record_read_limits(monkeypatch: pytest.MonkeyPatch, *, with_room: bool) -> 
         finally:
             in_room = False
 
+    # Both modules that set read sizes: reads (a range's start) and stream (room, filled).
     monkeypatch.setattr(upstream, "set_read_limit", record)
+    monkeypatch.setattr(reads, "set_read_limit", record)
     monkeypatch.setattr(RangeStream, "room", room)
     return limits
 
@@ -178,9 +181,9 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
     received = await _play(googlevideo, make_proxy, data, "Gulp", pace_calls,
                            receive_buffer=32 * 1024)
     sizes = [size for size in limits if size is not None]
-    assert sizes[0] == upstream.START_READ > upstream.PACED_READ
-    small = sizes.index(upstream.PACED_READ)
-    assert upstream.START_READ not in sizes[small:]  # small from the first full socket on
+    assert sizes[0] == reads.START_READ > reads.PACED_READ
+    small = sizes.index(reads.PACED_READ)
+    assert reads.START_READ not in sizes[small:]  # small from the first full socket on
     assert received == data
 
 
@@ -193,22 +196,22 @@ async def test_a_slow_listener_gets_pieces_as_big_as_its_socket_has_room_for(
     not read while that socket drains."""
     limits = _record_read_limits(monkeypatch, with_room=True)
     holds = 0
-    original_hold = upstream._hold
+    original_hold = upstream.hold_reads
 
     def hold(opened: upstream.OpenRange) -> None:
         nonlocal holds
         holds += 1
         original_hold(opened)
 
-    monkeypatch.setattr(upstream, "_hold", hold)
+    monkeypatch.setattr(upstream, "hold_reads", hold)
     data = random_audio(3 * 1024 * 1024 + 9)
     received = await _play(googlevideo, make_proxy, data, "Room", pace_calls,
                            receive_buffer=32 * 1024)
     assert received == data
     assert pace_calls[0] is True
-    after = [size for size in limits[limits.index(upstream.PACED_READ):] if size is not None]
-    assert max(after) > upstream.PACED_READ  # room-sized pieces
-    assert all(upstream.PACED_READ <= size <= upstream.ROOM_READ for size in after)
+    after = [size for size in limits[limits.index(reads.PACED_READ):] if size is not None]
+    assert max(after) > reads.PACED_READ  # room-sized pieces
+    assert all(reads.PACED_READ <= size <= reads.ROOM_READ for size in after)
     assert holds >= 1
 
 

@@ -22,8 +22,6 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.mpd_harness import MpdInstance
 from tests.proxy_fixture import ProxyFactory, random_audio
 from tests.test_cli import Result, cli_env, run_ytproxy
-from ytproxy import store as store_module
-from ytproxy import ytdlp_process
 from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import (
     InvalidPlaylistName,
@@ -31,10 +29,12 @@ from ytproxy.errors import (
     ResolverUnavailable,
     StoreError,
 )
-from ytproxy.playlists import check_playlist_name, safe_playlist_name, write_m3u_file
-from ytproxy.resolver import Resolver
-from ytproxy.server import STORE, TRACKS
-from ytproxy.store import SCHEMA_VERSION, Store
+from ytproxy.http.app import STORE, TRACKS
+from ytproxy.library import store as store_module
+from ytproxy.library.playlists import check_playlist_name, safe_playlist_name, write_m3u_file
+from ytproxy.library.store import SCHEMA_VERSION, Store
+from ytproxy.resolve import ytdlp_process
+from ytproxy.resolve.resolver import Resolver
 
 # 11-character ids the fake googlevideo can serve; none is a real YouTube video.
 IDS = ["PlayList_01", "PlayList_02", "PlayList_03"]

@@ -22,8 +22,8 @@ from tests.proxy_fixture import (
     RunningProxy,
     random_audio,
 )
+from ytproxy.http.app import SLOTS, STORE
 from ytproxy.models import StreamInfo
-from ytproxy.server import SLOTS, STORE
 from ytproxy.upstream import MAX_CLIENTS_PER_GAP
 
 VID = "TubeTrack01"

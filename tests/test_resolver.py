@@ -11,7 +11,7 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import random_audio
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone
-from ytproxy.resolver import Resolver, classify_error, expiry_from_url, strip_query
+from ytproxy.resolve.resolver import Resolver, classify_error, expiry_from_url, strip_query
 
 VID = "AbCdEfGhIj0"
 

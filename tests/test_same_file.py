@@ -12,8 +12,8 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
+from ytproxy.http.app import SLOTS, STORE
 from ytproxy.models import StreamInfo
-from ytproxy.server import SLOTS, STORE
 
 FAST = {
     "upstream": {"chunk_size": 256 * 1024, "read_timeout": 0.5, "connect_timeout": 2.0},

@@ -174,6 +174,7 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     env["HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(home / ".config")
+    env["XDG_CACHE_HOME"] = str(home / ".cache")  # the daemon's cache, this test's own
     env["YTPROXY_SERVER_EVENT_LOOP"] = LOOP  # the loop this test run is on
     env.update(extra)
     return env

@@ -25,12 +25,12 @@ from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from tests.test_cli import cli_env, run_ytproxy
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import InvalidTrackId, SourceNotAllowed
+from ytproxy.http.app import RESOLVER, STORE, TRACKS
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks
 from ytproxy.models import PlaylistEntry, StreamInfo
-from ytproxy.resolver import Resolver
-from ytproxy.server import RESOLVER, STORE, TRACKS
-from ytproxy.sources import address_refusal
-from ytproxy.store import Store
-from ytproxy.tracks import Tracks
+from ytproxy.resolve.resolver import Resolver
+from ytproxy.resolve.sources import address_refusal
 
 VID = "Ss_rf-Test1"
 OTHER = "dQw4w9WgXcQ"

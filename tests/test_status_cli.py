@@ -19,10 +19,10 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.local_servers import free_port, running_daemon, write_toml
 from tests.proxy_fixture import random_audio
 from tests.test_cli import Result, cli_env, run_ytproxy
-from ytproxy.client import DaemonHealth, DaemonReport
+from ytproxy.cli.client import DaemonHealth, DaemonReport
+from ytproxy.cli.status_view import EXIT_NOT_RUNNING, format_bytes, render_report
 from ytproxy.config import load_config
-from ytproxy.server import RESOLVER
-from ytproxy.status_view import EXIT_NOT_RUNNING, format_bytes, render_report
+from ytproxy.http.app import RESOLVER
 
 VID = "StAtUs_Live"
 TITLE = "Live Song"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ytproxy import store as store_module
 from ytproxy.errors import StoreError
+from ytproxy.library import store as store_module
+from ytproxy.library.store import SCHEMA_VERSION, Store
 from ytproxy.models import StreamInfo
-from ytproxy.store import SCHEMA_VERSION, Store
 
 VID = "dQw4w9WgXcQ"
 SRC = f"https://www.youtube.com/watch?v={VID}"

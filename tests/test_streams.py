@@ -11,8 +11,8 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
-from ytproxy.icy import parse_icy_stream
-from ytproxy.server import SLOTS, STORE
+from ytproxy.http.app import SLOTS, STORE
+from ytproxy.http.icy import parse_icy_stream
 
 VID = "Zx9_-Zx9_-A"
 

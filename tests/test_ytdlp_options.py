@@ -13,24 +13,24 @@ import pytest
 
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import ResolverFailed
-from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
-from ytproxy.resolver import (
+from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_version
+from ytproxy.resolve.resolver import (
     Resolver,
     plain_http_format,
     stream_info_from,
     ytdlp_cache_dir,
 )
-from ytproxy.ytdlp_clients import FALLBACK_CLIENTS, clients_named, options_avoiding
+from ytproxy.resolve.ytdlp_clients import FALLBACK_CLIENTS, clients_named, options_avoiding
 
 DENO = Path(sys.executable).parent / "deno"
 
 
-# -- the private table of yt-dlp (ytproxy.ytdlp_clients) ----------------------
+# -- the private table of yt-dlp (ytproxy.resolve.ytdlp_clients) ----------------------
 
 
 def test_yt_dlp_still_has_the_innertube_client_table_ytproxy_reads() -> None:
     # If this fails, yt-dlp moved or reshaped INNERTUBE_CLIENTS: client failover
-    # cannot tell which clients made a refused URL; fix ytproxy/ytdlp_clients.py.
+    # cannot tell which clients made a refused URL; fix ytproxy/resolve/ytdlp_clients.py.
     tv = clients_named(["TVHTML5"])
     assert {"tv", "tv_samsung"} <= set(tv), tv
     assert clients_named(["VISIONOS"]) == ["visionos"]

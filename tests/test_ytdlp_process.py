@@ -16,8 +16,8 @@ from tests.fakes.tube import FakeTube
 from tests.proxy_fixture import random_audio
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import ResolverUnavailable
-from ytproxy.resolver import Resolver
-from ytproxy.ytdlp_process import ExtractFailed, YtdlpProcesses
+from ytproxy.resolve.resolver import Resolver
+from ytproxy.resolve.ytdlp_process import ExtractFailed, YtdlpProcesses
 
 VID = "WoRkErPrOc1"
 OPTIONS = {"quiet": True, "no_warnings": True, "noprogress": True, "cachedir": False,
@@ -34,7 +34,7 @@ def _workers_of_this_process() -> list[int]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if b"ytproxy.ytdlp_process" in cmdline:
+            if b"ytproxy.resolve.ytdlp_process" in cmdline:
                 pids.append(int(pid))
     return pids
 
@@ -106,10 +106,10 @@ async def test_yt_dlp_messages_reach_the_daemon_log_at_debug(
     googlevideo.add_track(VID, random_audio(1000), title="Chatty")
     processes = YtdlpProcesses(1)
     try:
-        with caplog.at_level(logging.INFO, logger="ytproxy.ytdlp_process"):
+        with caplog.at_level(logging.INFO, logger="ytproxy.resolve.ytdlp_process"):
             await processes.extract(googlevideo.watch_url(VID), OPTIONS)
         assert not [r for r in caplog.records if r.getMessage().startswith("yt-dlp: ")]
-        with caplog.at_level(logging.DEBUG, logger="ytproxy.ytdlp_process"):
+        with caplog.at_level(logging.DEBUG, logger="ytproxy.resolve.ytdlp_process"):
             await processes.extract(googlevideo.watch_url(VID), OPTIONS)
     finally:
         processes.close()

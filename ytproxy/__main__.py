@@ -1,3 +1,3 @@
-from ytproxy.cli import main
+from ytproxy.cli.main import main
 
 raise SystemExit(main())

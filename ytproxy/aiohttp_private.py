@@ -39,7 +39,7 @@ def protocol_factory(
 
     aiohttp has no hook for the protocol class (``web.Server.__call__`` makes
     a plain ``RequestHandler``), and ytproxy counts connections when they are
-    accepted, before anything is read (``ytproxy.listener``).  Private:
+    accepted, before anything is read (``ytproxy.http.listener``).  Private:
     ``Server._loop`` and ``Server._kwargs``.
     """
     loop: asyncio.AbstractEventLoop = server._loop

@@ -81,7 +81,7 @@ class ResolverConfig:
     # Let add/import read pages on loopback, link-local and private addresses.
     allow_private_sources: bool = False
     # The JavaScript runtime yt-dlp is given: "auto", a name (deno, node, bun,
-    # quickjs) or a path to one (see ytproxy.jsruntime).
+    # quickjs) or a path to one (see ytproxy.resolve.jsruntime).
     js_runtime: str = "auto"
     # A Netscape cookies file, read by yt-dlp on every call; and/or a browser to
     # take cookies from (yt-dlp's cookiesfrombrowser: BROWSER[+KEYRING][:PROFILE][::CONTAINER]).
@@ -113,7 +113,7 @@ class UpstreamConfig:
 class LimitsConfig:
     max_streams: int = 10
     # Open client connections, in all and from one address; more are answered
-    # 503 and closed at once (see ytproxy.listener).
+    # 503 and closed at once (see ytproxy.http.listener).
     max_connections: int = 256
     max_connections_per_client: int = 32
     # Seconds a connection may take to send a complete request head (or a

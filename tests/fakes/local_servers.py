@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ytproxy.config import load_config
-from ytproxy.server import create_app
+from ytproxy.http.app import create_app
 
 __all__ = ["BlackHole", "FakeMpd", "free_port", "http_server", "running_daemon", "write_toml"]
 

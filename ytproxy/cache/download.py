@@ -59,6 +59,11 @@ class Download:
         self._max_available_wait = max_available_wait
         self._fd = cache.use(entry)
         self._focus = 0
+        # A move of the fetch waits until this much was fetched since the last
+        # one: two listeners far apart take turns, rather than each moving it
+        # back before a byte came.
+        self._moved_at = 0
+        self._move_waiting = False
         self._fetch_pos = -1  # where the running fetch writes next; -1: none runs
         self._refocus = asyncio.Event()
         self._progress = asyncio.Event()
@@ -97,9 +102,18 @@ class Download:
         if self.entry.ranges.held_from(pos):
             return
         near = self._fetch_pos >= 0 and self._fetch_pos <= pos < self._fetch_pos + _NEAR
-        if not near and pos != self._focus:
-            self._focus = pos
-            self._refocus.set()
+        if near or pos == self._focus:
+            return
+        self._focus = pos
+        if self._fetch_pos < 0 or self.bytes_fetched - self._moved_at >= _NEAR:
+            self._move()
+        else:
+            self._move_waiting = True
+
+    def _move(self) -> None:
+        self._moved_at = self.bytes_fetched
+        self._move_waiting = False
+        self._refocus.set()
 
     async def wait(self, pos: int) -> int:
         """Bytes held from ``pos`` on, once there are some; raises the download's
@@ -181,6 +195,8 @@ class Download:
                     del piece
                     self._wake()
                     self._maybe_save()
+                    if self._move_waiting and self.bytes_fetched - self._moved_at >= _NEAR:
+                        self._move()
         finally:
             self.info = body.info  # a refreshed URL serves the next gap
             self.refreshes += body.refreshes

@@ -23,7 +23,7 @@ from pathlib import Path
 from ytproxy.cache.ranges import Ranges
 from ytproxy.config import CacheConfig
 from ytproxy.errors import StoreError, YtproxyError
-from ytproxy.store import CacheRow, Store
+from ytproxy.library.store import CacheRow, Store
 
 __all__ = ["AudioCache", "CacheFile", "CacheStats"]
 

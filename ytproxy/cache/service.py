@@ -13,9 +13,9 @@ from ytproxy.cache.download import Download
 from ytproxy.cache.files import AudioCache, CacheFile
 from ytproxy.config import Config
 from ytproxy.errors import YtproxyError
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo
-from ytproxy.store import Store
-from ytproxy.tracks import Tracks
 from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
 
 __all__ = ["TrackCache", "refresher"]
@@ -105,29 +105,34 @@ class TrackCache:
                 del self._prefetching[track_id]
 
     async def prefetch(self, track_id: str) -> str:
-        """Start downloading a track (resolving it first if needed); says what it did."""
+        """Download a track whole (resolving it first if needed), and say how it
+        went when it is on disk: "cached", or why not."""
         entry = self.files.get(track_id)
-        if entry is not None and entry.complete:
+        download = entry.download if entry is not None else None
+        if entry is None or (not entry.complete and download is None):
+            async with self._prefetch_slots:
+                _, info = await self._tracks.stream_for(track_id)
+                size, mime = info.size, info.mime
+                if size is None:
+                    size, info, mime = await probe_size(
+                        self._fetcher, info, refresh=refresher(self._tracks, track_id),
+                        policy=self._config.retry, label=track_id,
+                        max_available_wait=self._config.resolver.max_available_wait)
+                    await self._tracks.remember_size(track_id, size)
+                entry = self.start(track_id, info, size, mime or info.mime)
+                if entry is None:
+                    return "not cached: bigger than the room the cache can make"
+                download = entry.download
+                if isinstance(download, Download):
+                    # A slot is held until its download ends: two at a time.
+                    await download.finished()
+        elif isinstance(download, Download):
+            await download.finished()  # someone else's: wait for it all the same
+        if entry.complete:
             self.files.played(entry)
             return "cached"
-        if entry is not None and entry.download is not None:
-            return "downloading"
-        async with self._prefetch_slots:
-            _, info = await self._tracks.stream_for(track_id)
-            size, mime = info.size, info.mime
-            if size is None:
-                size, info, mime = await probe_size(
-                    self._fetcher, info, refresh=refresher(self._tracks, track_id),
-                    policy=self._config.retry, label=track_id,
-                    max_available_wait=self._config.resolver.max_available_wait)
-                await self._tracks.remember_size(track_id, size)
-            entry = self.start(track_id, info, size, mime or info.mime)
-            if entry is None:
-                return "not cached (bigger than the room left in the cache)"
-            if isinstance(entry.download, Download):
-                # A slot is held until its download ends: two at a time.
-                await entry.download.finished()
-            return "cached" if entry.complete else "downloading"
+        failure = download.failure if isinstance(download, Download) else None
+        return f"failed: {failure}" if failure is not None else "failed: the download stopped"
 
     async def _prefetch_quietly(self, track_id: str) -> str:
         try:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ytproxy.client import (
+from ytproxy.cli.client import (
     DaemonNotAnswering,
     DaemonReport,
     daemon_base_url,
@@ -22,6 +21,7 @@ from ytproxy.client import (
     not_answering_message,
 )
 from ytproxy.config import Config
+from ytproxy.resolve.jsruntime import runtime_label
 
 __all__ = [
     "EXIT_NOT_RUNNING",
@@ -31,7 +31,6 @@ __all__ = [
     "mpd_line",
     "render_report",
     "run_status",
-    "runtime_label",
     "source_label",
 ]
 
@@ -232,16 +231,6 @@ def render_report(report: DaemonReport) -> str:
             if isinstance(info, Mapping):
                 lines.append(f"{'':<10}{host}: {_breaker(info)}")
     return "\n".join(lines) + "\n"
-
-
-def runtime_label(name: object, version: object) -> str:
-    """``deno 2.9.8`` from a runtime's name and the first line of its ``--version``
-    (``deno 2.9.8 (stable, release, x86_64-unknown-linux-gnu)``, node's ``v22.1.0``)."""
-    said = re.sub(r"\s*\(.*\)\s*$", "", version).strip() if isinstance(version, str) else ""
-    shown = str(name or "?")
-    if not said:
-        return f"{shown} (version unknown)"
-    return said if said.lower().startswith(shown.lower()) else f"{shown} {said}"
 
 
 def _youtube(resolver: Mapping[str, Any]) -> str:

@@ -30,11 +30,11 @@ from ytproxy.errors import (
     TrackGone,
     YtproxyError,
 )
-from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
-from ytproxy.singleflight import SingleFlight
-from ytproxy.ytdlp_process import (
+from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_version
+from ytproxy.resolve.singleflight import SingleFlight
+from ytproxy.resolve.ytdlp_process import (
     CallTimedOut,
     ExtractFailed,
     WorkerLost,

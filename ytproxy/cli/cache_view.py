@@ -10,15 +10,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ytproxy.client import (
+from ytproxy.cli.client import (
     DaemonNotAnswering,
     daemon_base_url,
     not_answering_message,
     request_json,
 )
+from ytproxy.cli.status_view import EXIT_NOT_RUNNING, cache_line, format_bytes, format_duration
 from ytproxy.config import Config
 from ytproxy.models import is_video_id
-from ytproxy.status_view import EXIT_NOT_RUNNING, cache_line, format_bytes, format_duration
 
 __all__ = ["run_cache"]
 

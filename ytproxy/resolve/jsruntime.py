@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RUNTIME_NAMES", "JsRuntime", "find_js_runtime", "runtime_version"]
+__all__ = ["RUNTIME_NAMES", "JsRuntime", "find_js_runtime", "runtime_label", "runtime_version"]
 
 # Executable name → yt-dlp's key in ``js_runtimes``, in the order "auto" tries them.
 RUNTIME_NAMES: dict[str, str] = {"deno": "deno", "node": "node", "bun": "bun", "qjs": "quickjs"}
@@ -94,3 +95,13 @@ def runtime_version(path: str) -> str | None:
         return None
     lines = (done.stdout or done.stderr).strip().splitlines()
     return lines[0].strip() if lines else None
+
+
+def runtime_label(name: object, version: object) -> str:
+    """``deno 2.9.8`` from a runtime's name and the first line of its ``--version``
+    (``deno 2.9.8 (stable, release, x86_64-unknown-linux-gnu)``, node's ``v22.1.0``)."""
+    said = re.sub(r"\s*\(.*\)\s*$", "", version).strip() if isinstance(version, str) else ""
+    shown = str(name or "?")
+    if not said:
+        return f"{shown} (version unknown)"
+    return said if said.lower().startswith(shown.lower()) else f"{shown} {said}"

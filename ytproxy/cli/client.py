@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from ytproxy.config import Config
-from ytproxy.playlists import proxy_base_url
+from ytproxy.library.playlists import proxy_base_url
 
 __all__ = [
     "DaemonHealth",

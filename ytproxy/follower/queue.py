@@ -25,7 +25,7 @@ from typing import Any
 
 import mpd.base  # type: ignore[import-untyped]
 
-from ytproxy.mpd_private import QuietMPDClient
+from ytproxy.follower.mpd_private import QuietMPDClient
 
 __all__ = ["MpdFollower", "mpd_address", "upcoming_positions"]
 

@@ -21,12 +21,12 @@ from ytproxy.errors import (
     TrackNotFound,
     YtproxyError,
 )
+from ytproxy.library.playlists import check_playlist_name, safe_playlist_name
+from ytproxy.library.store import Store
 from ytproxy.models import StreamInfo, Track, is_video_id
-from ytproxy.playlists import check_playlist_name, safe_playlist_name
-from ytproxy.resolver import Resolver
-from ytproxy.singleflight import SingleFlight
-from ytproxy.sources import check_source_url
-from ytproxy.store import Store
+from ytproxy.resolve.resolver import Resolver
+from ytproxy.resolve.singleflight import SingleFlight
+from ytproxy.resolve.sources import check_source_url
 
 __all__ = ["ImportProgress", "ImportSummary", "Tracks", "derived_id", "youtube_id_from_url"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import aiosqlite
 
 from ytproxy.errors import StoreError
+from ytproxy.library.playlists import check_playlist_name
 from ytproxy.models import Playlist, StreamInfo, Track
-from ytproxy.playlists import check_playlist_name
 
 __all__ = ["SCHEMA_VERSION", "CacheRow", "Store"]
 

@@ -24,15 +24,15 @@ from prometheus_client.registry import Collector
 from ytproxy import __version__
 from ytproxy.cache import TrackCache
 from ytproxy.config import SECRET_KEYS, Config
+from ytproxy.http.registry import StreamRegistry
+from ytproxy.http.slots import StreamSlots
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks
 from ytproxy.loops import loop_name
 from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
-from ytproxy.resolver import Resolver
-from ytproxy.slots import StreamSlots
-from ytproxy.status import StreamRegistry
-from ytproxy.status_view import runtime_label
-from ytproxy.store import Store
-from ytproxy.tracks import Tracks
+from ytproxy.resolve.jsruntime import runtime_label
+from ytproxy.resolve.resolver import Resolver
 from ytproxy.upstream import UpstreamFetcher
 
 __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "status_payload"]
@@ -141,6 +141,7 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         },
         "upstream": {
             "requests": fetcher.requests,
+            "bytes": fetcher.stats["bytes"],
             "retries": retries,
             "resumes": fetcher.stats["resumes"],
             "refreshes": fetcher.stats["refreshes"],
@@ -210,6 +211,9 @@ class _StateCollector(Collector):
             family = CounterMetricFamily(name, text)
             family.add_metric([], d.fetcher.stats[key])
             yield family
+        fetched = CounterMetricFamily("ytproxy_upstream_bytes", "Bytes fetched from upstream")
+        fetched.add_metric([], d.fetcher.stats["bytes"])
+        yield fetched
         requests = CounterMetricFamily("ytproxy_upstream_requests", "Upstream range requests")
         requests.add_metric([], d.fetcher.requests)
         yield requests

@@ -14,23 +14,28 @@ from typing import TextIO
 from urllib.parse import quote
 
 from ytproxy import __version__
-from ytproxy.auth import bind_refusal, bind_warning
-from ytproxy.cache_view import run_cache
+from ytproxy.cli.cache_view import run_cache
+from ytproxy.cli.doctor import run_doctor
+from ytproxy.cli.status_view import run_status
 from ytproxy.config import Config, ConfigError, load_config, render_config
-from ytproxy.doctor import run_doctor
 from ytproxy.errors import YtproxyError
-from ytproxy.listener import serve
+from ytproxy.http.app import NOTIFIER, create_app
+from ytproxy.http.auth import bind_refusal, bind_warning
+from ytproxy.http.listener import serve
+from ytproxy.library.playlists import (
+    check_playlist_name,
+    proxy_base_url,
+    render_m3u,
+    write_m3u_file,
+)
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks
 from ytproxy.loops import loop_factory as new_loop_factory
 from ytproxy.loops import loop_name
 from ytproxy.malloc import tune_malloc
 from ytproxy.models import Track
-from ytproxy.playlists import check_playlist_name, proxy_base_url, render_m3u, write_m3u_file
 from ytproxy.redact import RedactingFilter
-from ytproxy.resolver import Resolver
-from ytproxy.server import NOTIFIER, create_app
-from ytproxy.status_view import run_status
-from ytproxy.store import Store
-from ytproxy.tracks import Tracks
+from ytproxy.resolve.resolver import Resolver
 
 __all__ = ["main"]
 
@@ -227,9 +232,9 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     access_log = logging.getLogger("aiohttp.access") if config.server.access_log else None
     try:
         # server.shutdown_timeout is applied by the app's on_shutdown hook (see
-        # ytproxy.inflight); aiohttp's own timeout is only a backstop for a
+        # ytproxy.http.inflight); aiohttp's own timeout is only a backstop for a
         # request that started after it.  serve() is web.run_app with the
-        # connection limits of ytproxy.listener.
+        # connection limits of ytproxy.http.listener.
         serve(app, host=config.server.host, port=config.server.port, on_ready=announce,
               access_log=access_log, shutdown_timeout=_AIOHTTP_SHUTDOWN_BACKSTOP,
               loop_factory=loop_factory)

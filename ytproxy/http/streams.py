@@ -27,15 +27,15 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
-from ytproxy.holds import Held
-from ytproxy.icy import IcyFramer, wants_icy
+from ytproxy.http.icy import IcyFramer, wants_icy
+from ytproxy.http.ranges import requested_range
+from ytproxy.http.registry import StreamRegistry
+from ytproxy.http.slots import StreamSlots
+from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo, Track, is_video_id
-from ytproxy.ranges import requested_range
 from ytproxy.resilience import RetryGap
-from ytproxy.slots import StreamSlots
-from ytproxy.status import StreamRegistry
-from ytproxy.tracks import Tracks
 from ytproxy.upstream import FileChanged, RangeStream, UpstreamFetcher, probe_size
+from ytproxy.upstream.holds import Held
 
 # What a stream's bytes come from: upstream directly, or a cache file.
 Body = RangeStream | CachedBody

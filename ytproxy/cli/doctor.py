@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ytproxy.client import DaemonNotAnswering, daemon_base_url, fetch_report
+from ytproxy.cli.client import DaemonNotAnswering, daemon_base_url, fetch_report
+from ytproxy.cli.reachability import Target, Unreachable, proxy_for, reach
 from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
-from ytproxy.jsruntime import JsRuntime, find_js_runtime, runtime_version
-from ytproxy.reachability import Target, Unreachable, proxy_for, reach
-from ytproxy.status_view import runtime_label
-from ytproxy.store import SCHEMA_VERSION
+from ytproxy.library.store import SCHEMA_VERSION
+from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_label, runtime_version
 
 __all__ = [
     "Check",

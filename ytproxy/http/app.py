@@ -15,7 +15,6 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from ytproxy.auth import token_middleware
 from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
@@ -28,28 +27,29 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
-from ytproxy.inflight import InFlightRequests
-from ytproxy.listener import (
+from ytproxy.follower.queue import MpdFollower, mpd_address
+from ytproxy.http.auth import token_middleware
+from ytproxy.http.inflight import InFlightRequests
+from ytproxy.http.listener import (
     CONNECTIONS,
     MAX_BODY,
     ConnectionLimits,
     handler_args,
     json_http_error,
 )
+from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
+from ytproxy.http.registry import StreamRegistry
+from ytproxy.http.slots import StreamSlots
+from ytproxy.http.streams import StreamHandler
+from ytproxy.http.validation import path_guard, read_json_object, string_field, track_id
+from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
+from ytproxy.library.store import Store
+from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
-from ytproxy.monitoring import Daemon, Metrics, health, render_page, status_payload
-from ytproxy.mpd_follow import MpdFollower, mpd_address
-from ytproxy.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.redact import redact_urls
-from ytproxy.resolver import Resolver
-from ytproxy.slots import StreamSlots
-from ytproxy.status import StreamRegistry
-from ytproxy.store import Store
-from ytproxy.streams import StreamHandler
+from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
-from ytproxy.tracks import Tracks
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
-from ytproxy.validation import path_guard, read_json_object, string_field, track_id
 
 __all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
 

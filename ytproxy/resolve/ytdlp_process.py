@@ -2,7 +2,7 @@
 
 yt-dlp and the extractors one call loads cost ~50 MB, held for good once
 imported; the daemon needs them for a moment every few hours per track.  So
-each call runs in a worker process (``python -m ytproxy.ytdlp_process``), which
+each call runs in a worker process (``python -m ytproxy.resolve.ytdlp_process``), which
 exits after ``IDLE_EXIT`` seconds without a call, and the daemon itself stays
 the size of what it relays.
 
@@ -110,7 +110,7 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
     options = request["options"]
     avoid = request.get("avoid_clients")
     if avoid:
-        from ytproxy.ytdlp_clients import options_avoiding
+        from ytproxy.resolve.ytdlp_clients import options_avoiding
 
         options = options_avoiding(options, avoid)
     chatter = _Chatter(bool(request.get("debug")))
@@ -171,10 +171,10 @@ class _Worker:
     def __init__(self, idle_exit: float) -> None:
         env = dict(os.environ)
         # The package's own directory first, however ytproxy was installed or run.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ytproxy.ytdlp_process", str(idle_exit)],
+            [sys.executable, "-m", "ytproxy.resolve.ytdlp_process", str(idle_exit)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         self.idle_since = time.monotonic()

@@ -1,0 +1,29 @@
+"""Fetching from upstream: bounded ranges (``fetcher``), how much each read
+takes (``reads``), and a stream's bytes with retries and resumes (``stream``)."""
+
+from ytproxy.upstream.fetcher import (
+    FIRST_RANGE,
+    FileChanged,
+    OpenRange,
+    UpstreamFetcher,
+    UpstreamRefused,
+    address_family,
+    host_allowed,
+    upstream_connector,
+)
+from ytproxy.upstream.stream import MAX_CLIENTS_PER_GAP, RangeStream, Refresh, probe_size
+
+__all__ = [
+    "FIRST_RANGE",
+    "MAX_CLIENTS_PER_GAP",
+    "FileChanged",
+    "OpenRange",
+    "RangeStream",
+    "Refresh",
+    "UpstreamFetcher",
+    "UpstreamRefused",
+    "address_family",
+    "host_allowed",
+    "probe_size",
+    "upstream_connector",
+]
