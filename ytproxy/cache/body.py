@@ -6,6 +6,11 @@ from the page cache, sized to what the listener's socket has room for once it
 proves slow, so a paused listener holds nothing here and nothing upstream.  If
 the download cannot write its file (a full disk), the body goes on from its
 position with a ``RangeStream`` of its own: the listener hears nothing of it.
+
+Not ``sendfile``: MPD's whole-track request is answered chunked (see
+``ytproxy.http.streams``: the ICY name must reach it), which ``sendfile``
+cannot write, and uvloop, the default loop, does not offer ``loop.sendfile``
+for its transports; a ``pread`` of a page-cached file costs microseconds.
 """
 
 from __future__ import annotations
