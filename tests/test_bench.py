@@ -124,6 +124,31 @@ def test_a_skipped_tls_section_says_why() -> None:
         "TLS upstream", "skipped: openssl not installed", "", "", "—"]
 
 
+def cache_figures(*, next_ms: float, replay_bytes: int, downloads_mb: float) -> dict[str, Any]:
+    return {"next_songs": 20, "next_p50_ms": next_ms, "next_p99_ms": next_ms * 2,
+            "replay_upstream_bytes": replay_bytes, "replay_upstream_requests": 0,
+            "replay_ytdlp_calls": 0, "downloads": 10, "downloads_peak_rss_mb": downloads_mb,
+            "downloads_mb_s": 900.0, "relay_peak_rss_mb": 50.0,
+            "listeners": level(1000, 0)}
+
+
+def test_the_cache_rows_judge_their_targets() -> None:
+    figures = results(warm_ms=1.0, stalls=0, calls=1)
+    figures["cache"] = cache_figures(next_ms=1.5, replay_bytes=0, downloads_mb=55.0)
+    text = table(figures, MACHINE)
+    assert cells(text, "TTFB next song") == [
+        "TTFB next song, downloaded ahead (20 songs), p50 / p99", "1.50 / 3.00 ms",
+        "cold (new id) p50 110 ms", "", "<= 10 ms p50: yes"]
+    assert cells(text, "replay of a cached")[1:] == ["0 / 0 / 0", "", "", "0 bytes: yes"]
+    assert cells(text, "peak RSS while 10 tracks")[3:] == ["+5.0 MB", "<= relay + 10 MB: yes"]
+    assert cells(text, "1000 listeners x 20 KB/s, together for 30 s (joining 100/s), from the "
+                       "cache")[4] == "0 stalls, CPU <= 20 %, RSS <= 120 MB: yes"
+    figures["cache"] = cache_figures(next_ms=12.0, replay_bytes=5, downloads_mb=61.0)
+    missed = table(figures, MACHINE)
+    assert "<= 10 ms p50: **no**" in missed and "0 bytes: **no**" in missed
+    assert "<= relay + 10 MB: **no**" in missed
+
+
 def test_the_table_marks_each_missed_target() -> None:
     text = table(results(warm_ms=1.9, stalls=3, calls=2), MACHINE)
     assert "<= direct + 1.5 ms: **no**" in text
@@ -135,7 +160,8 @@ def test_the_table_marks_each_missed_target() -> None:
 def test_only_picks_the_new_section() -> None:
     assert parse_args(["--only", "tls"]).only == ["tls"]
     assert parse_args(["--only", "throughput, tls"]).only == ["throughput", "tls"]
-    assert parse_args([]).only[-1] == "tls"
+    assert parse_args([]).only[-2:] == ["tls", "cache"]
+    assert parse_args(["--only", "cache"]).only == ["cache"]
 
 
 def test_an_unknown_section_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,8 +62,7 @@ class CachedBody:
 
     @property
     def percent(self) -> float:
-        entry = self._entry
-        return 100.0 if entry.complete else 100.0 * entry.ranges.total / max(entry.size, 1)
+        return self._entry.percent
 
     async def __aenter__(self) -> CachedBody:
         return self

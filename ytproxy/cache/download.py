@@ -94,7 +94,7 @@ class Download:
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.entry.ranges.total / self.entry.size if self.entry.size else 100.0
+        return self.entry.percent
 
     def focus(self, pos: int) -> None:
         """A listener needs byte ``pos``: fetch from there next, unless the running

@@ -54,6 +54,11 @@ class CacheFile:
     def held(self) -> int:
         return self.size if self.complete else self.ranges.total
 
+    @property
+    def percent(self) -> float:
+        """How much of the track is on disk."""
+        return 100.0 * self.held / self.size if self.size else 100.0
+
     def row(self) -> CacheRow:
         return CacheRow(self.track_id, self.path.name, self.format_id, self.size, self.mime,
                         self.ranges.as_tuple(), self.complete, self.last_used)
