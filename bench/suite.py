@@ -594,11 +594,11 @@ class Bench:
             nexts.append(got.ttfb)
         # A replay: the whole track played once (downloaded), then again.
         small = self.media["10m.webm"]
-        first = fetch(HOST, daemon.port, f"/proxy/{SMALL}", headers=MPD_HEADERS)
+        first = fetch(HOST, daemon.port, f"/proxy/{SMALL}")
         assert first.body_bytes == small.size, first.body_bytes
         prefetch([SMALL])  # waits until the file is complete
         before = daemon.status()
-        again = fetch(HOST, daemon.port, f"/proxy/{SMALL}", headers=MPD_HEADERS)
+        again = fetch(HOST, daemon.port, f"/proxy/{SMALL}")
         assert again.body_bytes == small.size, again.body_bytes
         after = daemon.status()
         # Downloads: ten 200 MB tracks at once, the daemon's memory sampled.
