@@ -362,3 +362,17 @@ async def test_two_listeners_far_apart_both_get_their_bytes(
         near_body, far_body = await asyncio.gather(listener(0), listener(far))
     assert near_body == data and far_body == data[far:]
     await until(lambda: cache_of(proxy).complete("FarApart001") is not None)
+
+
+async def test_removing_a_track_drops_its_file(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory,
+) -> None:
+    googlevideo.add_track("RemovedTrk1", random_audio(200_000, seed=71), title="Gone")
+    proxy = await make_proxy(cache=CACHE_ON, **FAST)
+    await fetch(proxy, "RemovedTrk1")
+    await until(lambda: cache_of(proxy).complete("RemovedTrk1") is not None)
+    path = cache_of(proxy).files.directory / "RemovedTrk1.audio"
+    assert path.exists()
+    async with proxy.session.delete(proxy.url("/tracks/RemovedTrk1")) as resp:
+        assert resp.status == 200
+    assert cache_of(proxy).files.get("RemovedTrk1") is None and not path.exists()

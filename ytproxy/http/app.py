@@ -409,4 +409,8 @@ async def _delete_track(request: web.Request) -> web.Response:
     unwanted = track_id(request)
     if not await request.app[STORE].remove(unwanted):
         raise TrackNotFound(f"unknown track {unwanted}")
+    cache = request.app[DAEMON].cache
+    entry = cache.files.get(unwanted) if cache is not None else None
+    if cache is not None and entry is not None and not entry.users:
+        cache.files.drop(entry, "track removed")  # its file goes with it
     return web.json_response({"removed": unwanted})
