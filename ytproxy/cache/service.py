@@ -53,8 +53,10 @@ class TrackCache:
         await self.files.open()
 
     async def aclose(self) -> None:
-        for task in self._prefetching.values():
+        prefetching = list(self._prefetching.values())
+        for task in prefetching:
             task.cancel()
+        await asyncio.gather(*prefetching, return_exceptions=True)
         for entry in self.files.files():
             if isinstance(entry.download, Download):
                 await entry.download.aclose()
