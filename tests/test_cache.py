@@ -376,3 +376,19 @@ async def test_removing_a_track_drops_its_file(
     async with proxy.session.delete(proxy.url("/tracks/RemovedTrk1")) as resp:
         assert resp.status == 200
     assert cache_of(proxy).files.get("RemovedTrk1") is None and not path.exists()
+
+
+async def test_a_cache_directory_that_cannot_be_made_leaves_the_cache_off(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    data = random_audio(300_000, seed=81)
+    googlevideo.add_track("NoDirTrack1", data, title="Relayed")
+    proxy = await make_proxy(cache={"max_size": 64 * MiB, "directory": str(blocker / "audio")},
+                             **FAST)
+    assert proxy.app[DAEMON].cache is None
+    assert "cannot create the cache directory" in caplog.text and "the cache is off" in caplog.text
+    status, body = await fetch(proxy, "NoDirTrack1")
+    assert status == 200 and body == data

@@ -127,7 +127,13 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     cache: TrackCache | None = None
     if config.cache.enabled:
         cache = TrackCache(config, app[STORE], app[TRACKS], app[FETCHER])
-        await cache.open()
+        try:
+            await cache.open()
+        except YtproxyError as exc:
+            # Streams need no cache: relay them rather than not start at all.
+            log.warning("%s; the cache is off until this is fixed and the daemon restarted",
+                        exc)
+            cache = None
     else:
         log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
