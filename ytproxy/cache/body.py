@@ -19,7 +19,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from ytproxy.cache.download import DiskFull, Download
+from ytproxy.cache.download import DiskFull
 from ytproxy.cache.files import AudioCache, CacheFile
 from ytproxy.upstream import RangeStream
 
@@ -48,7 +48,6 @@ class CachedBody:
                  relay: Callable[[int, int], Awaitable[RangeStream]]) -> None:
         self._cache = cache
         self._entry = entry
-        self._download = entry.download if isinstance(entry.download, Download) else None
         self._fd = cache.use(entry)
         self._pos = start
         self._end = end
@@ -61,9 +60,6 @@ class CachedBody:
         self._closed = False
         # Bytes on disk before this stream began: what upstream did not send for it.
         self._saved_below = entry.size if entry.complete else entry.ranges.held_from(start)
-        self.refreshes = 0
-        self.resumes = 0
-        self.retry_count = 0
 
     @property
     def source(self) -> Literal["cache", "download", "relay"]:
@@ -74,6 +70,19 @@ class CachedBody:
     @property
     def percent(self) -> float:
         return self._entry.percent
+
+    # What a relay after a full disk has been through (the registry shows them).
+    @property
+    def refreshes(self) -> int:
+        return self._relay.refreshes if self._relay is not None else 0
+
+    @property
+    def resumes(self) -> int:
+        return self._relay.resumes if self._relay is not None else 0
+
+    @property
+    def retry_count(self) -> int:
+        return self._relay.retry_count if self._relay is not None else 0
 
     async def __aenter__(self) -> CachedBody:
         return self
@@ -96,16 +105,14 @@ class CachedBody:
             head, self._head = self._head, None
             return head
         if self._relay is not None:
-            piece = await self._relay.next_piece()
-            self._count(self._relay)
-            return piece
+            return await self._relay.next_piece()
         pos = self._pos
         if pos > self._end:
             return None
         held = self._entry.ranges.held_from(pos)
         if not held:
             download = self._entry.download
-            if not isinstance(download, Download):
+            if download is None:
                 return await self._switch_to_relay()
             try:
                 held = await download.wait(pos)
@@ -127,14 +134,7 @@ class CachedBody:
         relay = await self._relay_from(self._pos, self._end)
         await relay.__aenter__()
         self._relay = relay
-        piece = await relay.next_piece()
-        self._count(relay)
-        return piece
-
-    def _count(self, relay: RangeStream) -> None:
-        self.refreshes = relay.refreshes
-        self.resumes = relay.resumes
-        self.retry_count = relay.retry_count
+        return await relay.next_piece()
 
     # -- the relay's words on its listener (see RangeStream) ----------------
 

@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ytproxy.cache.ranges import Ranges
 from ytproxy.config import CacheConfig
 from ytproxy.errors import StoreError, YtproxyError
 from ytproxy.library.store import CacheRow, Store
+
+if TYPE_CHECKING:
+    from ytproxy.cache.download import Download
 
 __all__ = ["AudioCache", "CacheFile", "CacheStats"]
 
@@ -48,7 +52,7 @@ class CacheFile:
     fd: int | None = None
     dropped: bool = False
     # Set by the download that fills it (ytproxy.cache.download); None when none runs.
-    download: object | None = None
+    download: Download | None = None
 
     @property
     def held(self) -> int:
@@ -83,7 +87,8 @@ class AudioCache:
         self.directory = config.resolved_directory
         self._store = store
         self._files: dict[str, CacheFile] = {}
-        self._saving: dict[str, asyncio.Task[None]] = {}
+        self._saving: dict[str, asyncio.Task[None]] = {}  # a record's writer, per track
+        self._forgetting: set[asyncio.Task[None]] = set()  # records being deleted
         self._dirty: set[str] = set()
         self.stats = CacheStats()
         # Told of a file dropped or evicted (monitoring, tests).
@@ -135,8 +140,9 @@ class AudioCache:
         """Write every pending record and close the files."""
         for track_id in list(self._dirty):
             self._save_soon(track_id)
-        if self._saving:
-            await asyncio.gather(*self._saving.values(), return_exceptions=True)
+        pending = [*self._saving.values(), *self._forgetting]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         for entry in self._files.values():
             _close(entry)
 
@@ -217,7 +223,9 @@ class AudioCache:
         if entry.users == 0:
             _close(entry)
         self._dirty.discard(entry.track_id)
-        self._background(self._forget_row(entry.track_id))
+        task = asyncio.create_task(self._forget_row(entry.track_id))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
         if self.on_drop is not None:
             self.on_drop(entry, reason)
 
@@ -289,12 +297,6 @@ class AudioCache:
             await self._store.delete_cache_rows([track_id])
         except StoreError as exc:
             log.warning("cache: %s: the record could not be deleted: %s", track_id, exc)
-
-    def _background(self, work: object) -> None:
-        assert asyncio.iscoroutine(work)
-        task = asyncio.create_task(work)
-        self._saving.setdefault(f"~{id(task)}", task)
-        task.add_done_callback(lambda t: self._saving.pop(f"~{id(t)}", None))
 
 
 def _check_row(row: CacheRow, path: Path) -> str | None:

@@ -58,7 +58,7 @@ class TrackCache:
             task.cancel()
         await asyncio.gather(*prefetching, return_exceptions=True)
         for entry in self.files.files():
-            if isinstance(entry.download, Download):
+            if entry.download is not None:
                 await entry.download.aclose()
         await self.files.aclose()
 
@@ -125,15 +125,15 @@ class TrackCache:
                 if entry is None:
                     return "not cached: bigger than the room the cache can make"
                 download = entry.download
-                if isinstance(download, Download):
+                if download is not None:
                     # A slot is held until its download ends: two at a time.
                     await download.finished()
-        elif isinstance(download, Download):
+        elif download is not None:
             await download.finished()  # someone else's: wait for it all the same
         if entry.complete:
             self.files.played(entry)
             return "cached"
-        failure = download.failure if isinstance(download, Download) else None
+        failure = download.failure if download is not None else None
         return f"failed: {failure}" if failure is not None else "failed: the download stopped"
 
     async def _prefetch_quietly(self, track_id: str) -> str:
@@ -144,9 +144,6 @@ class TrackCache:
         except YtproxyError as exc:
             log.warning("cache: %s: look-ahead could not fetch it: %s", track_id, exc)
             return f"failed: {exc}"
-
-    def prefetching(self) -> list[str]:
-        return sorted(self._prefetching)
 
     # -- figures -----------------------------------------------------------
 
@@ -163,7 +160,7 @@ class TrackCache:
             "partial": sum(1 for e in files if not e.complete),
             "downloading": [
                 {"id": e.track_id, "percent": round(e.download.percent, 1)}
-                for e in files if isinstance(e.download, Download)],
+                for e in files if e.download is not None],
             "hits": stats.hits,
             "misses": stats.misses,
             "bytes_served": stats.bytes_served,
@@ -179,7 +176,7 @@ class TrackCache:
             "size_bytes": e.size,
             "held_bytes": e.held,
             "complete": e.complete,
-            "downloading": isinstance(e.download, Download),
+            "downloading": e.download is not None,
             "in_use": e.users > 0,
             "format_id": e.format_id,
             "last_used": e.last_used,

@@ -182,6 +182,7 @@ class RangeStream:
         following: tuple[int, int] | None = next(ranges)
         pending: asyncio.Task[OpenRange] | None = None  # the next range, asked ahead
         read_timeout = self._fetcher.config.read_timeout
+        range_timeout = self._fetcher.config.range_timeout
         clock = time.monotonic
         try:
             while following is not None:
@@ -206,7 +207,7 @@ class RangeStream:
                             before = clock()
                             piece = await read_piece(current, read_timeout, self._read_size)
                             waited += clock() - before
-                            piece = self._checked(piece, pos, stop, waited)
+                            piece = _checked(piece, pos, stop, waited, range_timeout)
                             pos += len(piece)
                             self._took(len(piece), gap)
                             if (pending is None and following is not None
@@ -263,16 +264,6 @@ class RangeStream:
                 self.total = current.total
                 self.content_type = current.content_type
         return end
-
-    def _checked(self, piece: bytes, pos: int, stop: int, waited: float) -> bytes:
-        """A piece read at ``pos``, cut to the range; the range's failure if it ended
-        early or took over ``range_timeout`` of upstream's time."""
-        if not piece:
-            raise UpstreamFailed(f"upstream ended early at byte {pos} of {stop + 1}")
-        limit = self._fetcher.config.range_timeout
-        if waited > limit:
-            raise TimeoutError(f"range took over {limit:g} s of upstream time")
-        return piece if len(piece) <= stop - pos + 1 else piece[: stop - pos + 1]
 
     def _took(self, nbytes: int, gap: RetryGap) -> None:
         """Bytes came: a gap being retried has resumed, and refreshes start afresh."""
@@ -532,6 +523,16 @@ async def probe_size(fetcher: UpstreamFetcher, info: StreamInfo, *, refresh: Ref
         if probe.total is None:
             raise YtproxyError("upstream did not say how long the stream is")
         return probe.total, probe.info, probe.content_type
+
+
+def _checked(piece: bytes, pos: int, stop: int, waited: float, limit: float) -> bytes:
+    """A piece read at ``pos``, cut to the range; the range's failure if it ended
+    early or took over ``limit`` (upstream.range_timeout) of upstream's time."""
+    if not piece:
+        raise UpstreamFailed(f"upstream ended early at byte {pos} of {stop + 1}")
+    if waited > limit:
+        raise TimeoutError(f"range took over {limit:g} s of upstream time")
+    return piece if len(piece) <= stop - pos + 1 else piece[: stop - pos + 1]
 
 
 def _hold_reason(exc: BaseException) -> str:
