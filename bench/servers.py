@@ -22,8 +22,9 @@ from typing import Any
 
 from bench.listeners import raise_nofile
 
-__all__ = ["Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port", "make_certificate",
-           "make_media", "peer_proxy", "tls_upstream", "tuned_peer_proxy", "write_watch_page"]
+__all__ = ["BareRelay", "Daemon", "Media", "Nginx", "ProcStats", "Upstream", "free_port",
+           "make_certificate", "make_media", "peer_proxy", "tls_upstream", "tuned_peer_proxy",
+           "write_watch_page"]
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -249,6 +250,30 @@ class Upstream:
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
+
+
+class BareRelay:
+    """``bench.barerelay`` on one event loop: the least a relay on that loop can do."""
+
+    def __init__(self, workdir: Path, upstream_port: int, loop: str) -> None:
+        self.workdir = workdir
+        self.upstream_port = upstream_port
+        self.loop = loop
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.barerelay", "--loop", self.loop,
+             "--port", str(self.port), "--upstream-port", str(self.upstream_port)],
+            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+            stderr=(self.workdir / f"barerelay-{self.loop}.log").open("wb"),
+        )
+        wait_port(self.port, self._proc, f"the bare relay on {self.loop}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _stop(self._proc)
 
 
 def peer_proxy(workdir: Path, upstream_port: int) -> Nginx:

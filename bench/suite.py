@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from bench.listeners import MPD_HEADERS, raise_nofile
 from bench.servers import (
     HOST,
     REPO,
+    BareRelay,
     Daemon,
     Media,
     Nginx,
@@ -236,8 +239,15 @@ class Bench:
             targets["nginx"] = lambda: self.get_peer(big.path)
         if self.tuned_peer is not None:
             targets["nginx_tuned"] = lambda: self.get_tuned_peer(big.path)
+        # The loop's own ceiling: the least relay each loop can run (bench.barerelay).
+        bare = [BareRelay(self.workdir, self.upstream.port, name)
+                for name in (("uvloop", "asyncio") if _has_uvloop() else ())]
+        for relay in bare:
+            targets[f"bare_{relay.loop}"] = partial(fetch, HOST, relay.port, big.path)
         speeds: dict[str, list[float]] = {name: [] for name in targets}
         try:
+            for relay in bare:
+                relay.start()
             for _ in range(runs):
                 for name, run in targets.items():
                     got = run()
@@ -246,6 +256,8 @@ class Bench:
                     speeds[name].append(big.size / got.elapsed / MB)
         finally:
             on_asyncio.stop()
+            for relay in bare:
+                relay.stop()
         result: dict[str, Any] = {"bytes": big.size, "runs": runs, "identical": identical,
                                   "event_loop": loop, "asyncio_event_loop": other_loop}
         for name, values in speeds.items():
@@ -257,6 +269,11 @@ class Bench:
         result["uvloop_speedup"] = result["ytproxy_mb_s"] / result["ytproxy_asyncio_mb_s"]
         self.log(f"   ytproxy on {loop}: {result['uvloop_speedup']:.2f}x its figure on "
                  f"{other_loop} (goal for uvloop: >= 1.3x)")
+        if "bare_uvloop_mb_s" in result:
+            result["bare_uvloop_speedup"] = (result["bare_uvloop_mb_s"]
+                                             / result["bare_asyncio_mb_s"])
+            self.log(f"   the loop's own ceiling (bench.barerelay: one upstream request, no "
+                     f"parsing): uvloop {result['bare_uvloop_speedup']:.2f}x asyncio")
         if "nginx_mb_s" in result:
             result["ratio_vs_nginx"] = result["ytproxy_mb_s"] / result["nginx_mb_s"]
             result["nginx_ratio_vs_direct"] = result["nginx_mb_s"] / result["direct_mb_s"]
@@ -718,6 +735,12 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
                          f"{loop} (\"auto\") {t['ytproxy_mb_s']:.0f} MB/s",
                          f"{loop} {t['uvloop_speedup']:.2f}x {other}",
                          f"uvloop >= 1.3x asyncio: {met}"))
+        if "bare_uvloop_mb_s" in t:
+            rows.append((f"the loop's own ceiling: bench.barerelay, a relay of nothing but "
+                         f"transports (median of {t['runs']})",
+                         f"uvloop {t['bare_uvloop_mb_s']:.0f} MB/s",
+                         f"asyncio {t['bare_asyncio_mb_s']:.0f} MB/s",
+                         f"uvloop {t['bare_uvloop_speedup']:.2f}x asyncio", "— (reference)"))
     w = results.get("ttfb")
     if w:
         rows.append((f"TTFB warm, p50 / p99 ({w['requests']} requests)",
@@ -788,6 +811,10 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
                  f"{machine['python']}, aiohttp {machine['aiohttp']}; upstream: "
                  f"{machine['upstream']}.")
     return "\n".join(lines)
+
+
+def _has_uvloop() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _yes(ok: bool) -> str:

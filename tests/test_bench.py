@@ -83,6 +83,40 @@ def test_throughput_against_both_nginx_peers_and_both_loops() -> None:
         "uvloop 1.17x asyncio", "uvloop >= 1.3x asyncio: **no**"]
 
 
+def test_the_loops_own_ceiling_is_a_reference_row() -> None:
+    figures = results(warm_ms=1.0, stalls=0, calls=1)
+    assert not [line for line in table(figures, MACHINE).splitlines() if "ceiling" in line]
+    figures["throughput"].update(bare_uvloop_mb_s=2900.0, bare_asyncio_mb_s=2500.0,
+                                 bare_uvloop_speedup=2900 / 2500)
+    row = cells(table(figures, MACHINE), "the loop's own ceiling")
+    assert row[1:] == ["uvloop 2900 MB/s", "asyncio 2500 MB/s", "uvloop 1.16x asyncio",
+                       "— (reference)"]
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_bare_relay_relays_every_byte(loop: str, tmp_path: Path) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (pip install uvloop)")
+    import hashlib
+
+    from bench.httpclient import fetch
+    from bench.servers import BareRelay, Upstream, make_media
+
+    media = make_media(tmp_path / "www", {"3m.webm": (3_000_000, False)})["3m.webm"]
+    upstream = Upstream(tmp_path, tmp_path / "www")
+    upstream.start()
+    relay = BareRelay(tmp_path, upstream.port, loop)
+    try:
+        relay.start()
+        got = fetch("127.0.0.1", relay.port, media.path, hasher=hashlib.sha256())
+        direct = fetch("127.0.0.1", upstream.port, media.path, hasher=hashlib.sha256())
+    finally:
+        relay.stop()
+        upstream.stop()
+    assert (got.status, got.body_bytes) == (200, media.size)
+    assert got.digest is not None and got.digest == direct.digest
+
+
 def test_without_uvloop_the_loop_target_is_not_judged() -> None:
     figures = results(warm_ms=1.0, stalls=0, calls=1, asyncio_mb_s=700.0)
     figures["throughput"].update(event_loop="asyncio")
