@@ -4,7 +4,7 @@ A googlevideo URL names the client that produced it only by InnerTube name
 (``c=TVHTML5``), while yt-dlp's ``player_client`` takes its own names (``tv``,
 ``tv_samsung``, ...).  The table between the two is yt-dlp's
 ``INNERTUBE_CLIENTS``, which is not public API: this module is the one place
-that reads it (test_ytdlp_clients fails when yt-dlp moves or reshapes it), and
+that reads it (tests/test_ytdlp_options.py fails when yt-dlp moves or reshapes it), and
 it runs only in the yt-dlp worker processes, which import yt-dlp anyway.
 """
 
