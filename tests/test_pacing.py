@@ -20,6 +20,7 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
 from ytproxy.config import UpstreamConfig
 from ytproxy.http import streams
+from ytproxy.loops import loop_name
 from ytproxy.models import StreamInfo
 from ytproxy.upstream import RangeStream, UpstreamFetcher, reads
 from ytproxy.upstream import stream as upstream
@@ -252,6 +253,33 @@ async def test_a_held_stream_outlasts_the_read_timeout_without_a_retry(
             got += piece
     assert bytes(got) == data
     assert body.retry_count == 0 and body.resumes == 0
+
+
+async def test_waiting_for_a_paced_piece_keeps_aiohttps_buffer_small(
+    googlevideo: FakeGooglevideo,
+) -> None:
+    """aiohttp's StreamReader.read(n) raises the response's buffer limits to
+    n and 2n for good: where reads cannot be sized (uvloop), a paced piece is
+    waited for with a read that does not, so a slow listener's stream keeps
+    aiohttp pausing at READ_BUFSIZE.  (asyncio's sized reads raise them to
+    ROOM_READ on purpose: set_read_size.)"""
+    async with _stream(googlevideo, random_audio(600_000), "Limits") as body:
+        await body.next_piece()  # the short first range, whole
+        body.pace()  # told slow: pieces of the listener's room
+        body.room(reads.ROOM_READ)
+        got = 0
+        while got < 500_000:
+            piece = await body.next_piece()
+            assert piece
+            got += len(piece)
+        opened = body._current
+        assert opened is not None
+        # Plain HTTP: asyncio's own transports are the ones whose reads are sized.
+        sized = loop_name(asyncio.get_running_loop()) != "uvloop"
+        expected = reads.ROOM_READ if sized else reads.READ_BUFSIZE
+        assert opened.response.content.get_read_buffer_limits() == (expected, 2 * expected)
+        # And so aiohttp stopped reading: the rest of the range is not all here.
+        assert opened.response.connection is not None
 
 
 async def test_no_piece_is_kept_by_the_stream_once_handed_over(

@@ -34,7 +34,7 @@ from ytproxy.errors import (
 from ytproxy.models import StreamInfo, url_param
 from ytproxy.resilience import BreakerOpen, CircuitBreaker, parse_retry_after
 from ytproxy.upstream.holds import Holds
-from ytproxy.upstream.reads import transport_of
+from ytproxy.upstream.reads import READ_BUFSIZE, transport_of
 
 __all__ = [
     "FIRST_RANGE",
@@ -61,9 +61,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 
 
-# Bytes of an upstream body aiohttp buffers per open response before it stops
-# reading the socket: twice this, plus what the last read brought in.
-READ_BUFSIZE = 4 * 1024
 # A stream's first range is at most this long: it comes whole with the response
 # headers (aiohttp hands its connection back to the pool at once), so a
 # listener who leaves at once (MPD seeks by reconnecting) leaves a connection

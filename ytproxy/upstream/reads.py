@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PACED_READ",
+    "READ_BUFSIZE",
     "ROOM_READ",
     "START_READ",
     "hold_reads",
@@ -34,6 +35,11 @@ __all__ = [
     "transport_of",
 ]
 
+# Bytes of an upstream body aiohttp buffers per open response before it stops
+# reading the socket: twice this, plus what the last read brought in.  (A
+# read(n) of more than this would raise both for the rest of the response:
+# aiohttp's StreamReader.read calls set_read_chunk_size(n).)
+READ_BUFSIZE = 4 * 1024
 # A slow listener's stream reads as much as the listener's socket has room for
 # (RangeStream.room), from PACED_READ up to this, and nothing while that socket
 # drains (RangeStream.hold): each piece goes straight into the kernel, so few
@@ -136,13 +142,18 @@ async def read_piece(opened: OpenRange, patience: float, size: int | None = None
     piece = content.read_nowait(size or -1)
     if not piece and not content.is_eof():
         async with asyncio.timeout(patience):
-            # read(n) waits for the first byte and takes up to n; readany, all there is.
-            piece = await (content.read(size) if size else content.readany())
+            if not size:
+                return await content.readany()  # all there is
+            # Wait for the first bytes with a read(n) too small to raise
+            # aiohttp's buffer limits (READ_BUFSIZE), then take what else came.
+            piece = await content.read(min(size, READ_BUFSIZE))
+        if len(piece) < size:
+            piece += content.read_nowait(size - len(piece))
     return piece
 
 
 def hold_reads(opened: OpenRange) -> None:
-    """Stop reading ``opened``'s socket until the next ``_read``."""
+    """Stop reading ``opened``'s socket until the next ``read_piece``."""
     transport = transport_of(opened)
     # Not once the whole body came: aiohttp has already handed the connection
     # back (response.connection is None), and it must not go on held.
