@@ -20,6 +20,8 @@ import contextlib
 import signal
 from typing import cast
 
+from bench.httpclient import parse_head
+
 __all__ = ["HIGH_WATER", "main"]
 
 HOST = "127.0.0.1"
@@ -51,7 +53,8 @@ class _Upstream(asyncio.Protocol):
                 if len(self.head) > _HEAD_LIMIT:
                     out.close()
                 return
-            status, length = _parse_head(bytes(self.head[:end]))
+            status, headers = parse_head(bytes(self.head[:end]))
+            length = int(headers["content-length"])  # nginx and bench.fileserver send it
             body = bytes(self.head[end + 4:])
             self.head.clear()
             self.left = length
@@ -77,6 +80,7 @@ class _Listener(asyncio.Protocol):
         self.upstream_port = upstream_port
         self.request = bytearray()
         self.upstream: asyncio.Transport | None = None
+        self.connecting: asyncio.Task[None] | None = None
         self.started = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,7 +97,8 @@ class _Listener(asyncio.Protocol):
             return
         self.started = True
         path = bytes(self.request).split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
-        asyncio.get_running_loop().create_task(self._connect(path))
+        # Kept: the loop holds only a weak reference to a task.
+        self.connecting = asyncio.get_running_loop().create_task(self._connect(path))
 
     async def _connect(self, path: str) -> None:
         loop = asyncio.get_running_loop()
@@ -118,16 +123,6 @@ class _Listener(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.upstream is not None:
             self.upstream.close()
-
-
-def _parse_head(head: bytes) -> tuple[int, int]:
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            return status, int(value)
-    raise ValueError("the upstream's answer has no Content-Length")
 
 
 async def _serve(port: int, upstream_port: int) -> None:

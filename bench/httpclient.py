@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-__all__ = ["Fetched", "fetch"]
+__all__ = ["Fetched", "fetch", "parse_head"]
 
 _BUF = 1 << 20
 
@@ -57,7 +57,7 @@ def fetch(
             head += view[:n]
         split = head.index(b"\r\n\r\n") + 4
         rest = bytes(head[split:])
-        status, parsed = _parse_head(bytes(head[:split]))
+        status, parsed = parse_head(bytes(head[:split]))
         length = int(parsed["content-length"]) if "content-length" in parsed else None
         chunked = parsed.get("transfer-encoding", "").lower() == "chunked"
         want = length if length is not None else (max_body if max_body is not None else -1)
@@ -93,7 +93,8 @@ def fetch(
     return Fetched(status, parsed, got, ttfb, elapsed, digest)
 
 
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the (lower-cased) headers of a response head, without its blank line."""
     text = raw.decode("latin-1")
     first, *rest = text.split("\r\n")
     status = int(first.split(" ", 2)[1])

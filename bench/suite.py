@@ -15,7 +15,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -240,8 +239,11 @@ class Bench:
         if self.tuned_peer is not None:
             targets["nginx_tuned"] = lambda: self.get_tuned_peer(big.path)
         # The loop's own ceiling: the least relay each loop can run (bench.barerelay).
+        from ytproxy.loops import resolve_event_loop
+
+        both = resolve_event_loop("auto") == "uvloop"  # uvloop is installed
         bare = [BareRelay(self.workdir, self.upstream.port, name)
-                for name in (("uvloop", "asyncio") if _has_uvloop() else ())]
+                for name in (("uvloop", "asyncio") if both else ())]
         for relay in bare:
             targets[f"bare_{relay.loop}"] = partial(fetch, HOST, relay.port, big.path)
         speeds: dict[str, list[float]] = {name: [] for name in targets}
@@ -811,10 +813,6 @@ def table(results: dict[str, Any], machine: dict[str, Any]) -> str:
                  f"{machine['python']}, aiohttp {machine['aiohttp']}; upstream: "
                  f"{machine['upstream']}.")
     return "\n".join(lines)
-
-
-def _has_uvloop() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
 
 
 def _yes(ok: bool) -> str:
