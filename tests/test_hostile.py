@@ -251,9 +251,11 @@ HOSTILE: dict[str, tuple[bytes, int, str | None]] = {
     "body-over-limit": (posted(b" " * (MAX_BODY + 1)), 413, "request_entity_too_large"),
     "chunked-body-over-limit": (
         request("POST", "/tracks", "Transfer-Encoding: chunked",
+                "Content-Type: application/json",
                 body=b"".join(b"4000\r\n" + b" " * 0x4000 + b"\r\n" for _ in range(6))
                 + b"0\r\n\r\n"), 413, "request_entity_too_large"),
     "bad-chunk-size": (request("POST", "/tracks", "Transfer-Encoding: chunked",
+                               "Content-Type: application/json",
                                body=b"zz\r\n{}\r\n0\r\n\r\n"), 400, None),
 }
 

@@ -21,6 +21,7 @@ from ytproxy.errors import (
     BadRange,
     BadRequest,
     CacheOff,
+    CrossSiteRequest,
     InvalidTrackId,
     PlaylistNotFound,
     TrackNotFound,
@@ -38,6 +39,7 @@ from ytproxy.http.listener import (
     json_http_error,
 )
 from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
+from ytproxy.http.origin import FROM_OTHER_SITE, trust_middleware
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
@@ -216,9 +218,14 @@ async def _graceful_shutdown(app: web.Application) -> None:
         log.info("shutdown: no streams left open; closing the store and yt-dlp's workers")
 
 
+# The routes players fetch (ytproxy.http.origin: any Host, no Origin).
+PLAYER_PATHS = ("/proxy/{id}", "/playlist.m3u", "/playlist/{name}.m3u")
+
+
 def create_app(config: Config) -> web.Application:
     in_flight = InFlightRequests()
-    middlewares = [in_flight.middleware(), errors_middleware, path_guard]
+    middlewares = [in_flight.middleware(), errors_middleware, path_guard,
+                   trust_middleware(config.server, player_paths=PLAYER_PATHS)]
     if config.server.token:
         middlewares.append(token_middleware(config.server.token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY,
@@ -253,7 +260,14 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
-    track_id(request)  # a 400 that does not echo a 4 KB "id" back
+    wanted = track_id(request)  # a 400 that does not echo a 4 KB "id" back
+    # Another site's page may play what is stored (an <audio> element cannot
+    # read what it plays), not add to the library (ytproxy.http.origin).  A
+    # track removed between this look-up and the play would be added back.
+    if request.get(FROM_OTHER_SITE) and await request.app[STORE].get(wanted) is None:
+        raise CrossSiteRequest(
+            f"a web page of another site may play only stored tracks, and {wanted} is not "
+            f"stored: add it with `ytproxy add {wanted}`, or play it from a player")
     return await request.app[HANDLER].handle(request)
 
 
