@@ -35,6 +35,7 @@ from ytproxy.http.listener import (
     CONNECTIONS,
     MAX_BODY,
     ConnectionLimits,
+    expect_handler,
     handler_args,
     json_http_error,
 )
@@ -240,22 +241,28 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend([_store_ctx, _resolver_ctx, _services_ctx])
     app.cleanup_ctx.append(_notify_ctx)
     app.on_shutdown.append(_graceful_shutdown)
-    app.router.add_route("GET", "/proxy/{id}", _proxy)
-    app.router.add_route("HEAD", "/proxy/{id}", _proxy)
-    app.router.add_get("/status", _status, allow_head=False)
-    app.router.add_get("/health", _health, allow_head=False)
-    app.router.add_get("/metrics", _metrics, allow_head=False)
-    app.router.add_get("/", _index, allow_head=False)
-    app.router.add_get("/playlist.m3u", _playlist, allow_head=False)
-    app.router.add_get("/playlist/{name}.m3u", _named_playlist, allow_head=False)
-    app.router.add_get("/playlists", _list_playlists, allow_head=False)
-    app.router.add_get("/tracks", _list_tracks, allow_head=False)
-    app.router.add_post("/tracks", _add_track)
-    app.router.add_get("/tracks/{id}", _get_track, allow_head=False)
-    app.router.add_delete("/tracks/{id}", _delete_track)
-    app.router.add_get("/cache", _cache_list, allow_head=False)
-    app.router.add_delete("/cache", _cache_clear)
-    app.router.add_post("/cache/prefetch", _cache_prefetch)
+    # Each route answers only its own method (GET routes no HEAD unless listed),
+    # and every one answers Expect alike (listener.expect_handler).
+    routes = [
+        ("GET", "/proxy/{id}", _proxy),
+        ("HEAD", "/proxy/{id}", _proxy),
+        ("GET", "/status", _status),
+        ("GET", "/health", _health),
+        ("GET", "/metrics", _metrics),
+        ("GET", "/", _index),
+        ("GET", "/playlist.m3u", _playlist),
+        ("GET", "/playlist/{name}.m3u", _named_playlist),
+        ("GET", "/playlists", _list_playlists),
+        ("GET", "/tracks", _list_tracks),
+        ("POST", "/tracks", _add_track),
+        ("GET", "/tracks/{id}", _get_track),
+        ("DELETE", "/tracks/{id}", _delete_track),
+        ("GET", "/cache", _cache_list),
+        ("DELETE", "/cache", _cache_clear),
+        ("POST", "/cache/prefetch", _cache_prefetch),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler, expect_handler=expect_handler)
     return app
 
 
