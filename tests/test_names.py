@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import pytest
 
+from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
+from tests.mpd_harness import MpdInstance, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.http.app import STORE
 from ytproxy.http.icy import metadata_block, parse_icy_stream
@@ -132,3 +135,26 @@ async def test_curl_plays_it(proxy: RunningProxy) -> None:
     assert curl.returncode == 0, (curl.returncode, err.decode()[:300])
     code, size = out.decode().split()
     assert code == "200" and int(size) > len(DATA)  # the audio and its metadata blocks
+
+
+@pytest.mark.mpd
+async def test_mpd_plays_it_and_shows_the_bounded_name(
+    mpd: MpdInstance, googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    """Before: MPD logged "CURL failed: Out of memory" and skipped the song."""
+    require_ffmpeg()
+    vid = "MpdLongName"
+    audio = make_test_audio(tmp_path / "t.webm", seconds=20.0, kind="webm")
+    googlevideo.add_track(vid, audio, title="Long", mime="audio/webm")
+    proxy = await make_proxy()
+    await proxy.app[STORE].upsert_track(vid, googlevideo.watch_url(vid), title=HOSTILE_TITLE,
+                                        artist="Artist")
+    await mpd.mpc_async("add", proxy.url(f"/proxy/{vid}"))
+    await mpd.mpc_async("play")
+    status = await mpd.wait_for(lambda s: s.state == "play" and s.elapsed > 1.0, 20,
+                                "MPD playing past 1 s")
+    assert status.error is None, mpd.log_tail()
+    name = (await mpd.current_song_async()).get("Name", "")
+    assert name.startswith("Artist - Evil Set-Cookie: owned=1 "), name[:80]
+    assert len(name) <= MAX_NAME_LENGTH and _clean(name)
+    await mpd.mpc_async("stop")
