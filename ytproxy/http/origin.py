@@ -158,14 +158,16 @@ def refusal(hosts: Hosts, asked: Asked) -> YtproxyError | None:
     if asked.method in _READ_METHODS:
         return None
     if from_other_site(hosts, asked):
+        shown_origin = f" (Origin: {asked.origin[:100]})" if asked.origin else ""
         return CrossSiteRequest(
-            f"{asked.method} from a web page of another site ({(asked.origin or 'its')[:100]} "
-            "origin) is refused: change tracks with the ytproxy command or a program; "
-            "a site of your own can be named in [server] allowed_hosts")
+            f"a {asked.method} from another site's web page{shown_origin} is refused: change "
+            "tracks with the ytproxy command or a program; a site of your own can be named "
+            "in [server] allowed_hosts")
     if asked.has_body and asked.content_type != "application/json":
+        sent = (f"not {asked.content_type[:100]!r}" if asked.content_type
+                else "and this one has no Content-Type")
         return UnsupportedMediaType(
-            f"the request body must be sent as Content-Type: application/json, not "
-            f"{(asked.content_type or 'none')[:100]!r}")
+            f"the request body must be sent as Content-Type: application/json, {sent}")
     return None
 
 
