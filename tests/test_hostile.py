@@ -13,16 +13,17 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from tests.fakes.googlevideo import FakeGooglevideo
-from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
+from tests.proxy_fixture import ProxyFactory, RunningProxy, proxy_config, random_audio
 from ytproxy.config import LimitsConfig
-from ytproxy.http.app import SLOTS
+from ytproxy.http.app import IN_FLIGHT, SLOTS, create_app
 from ytproxy.http.listener import (
     CONNECTIONS,
     MAX_BODY,
@@ -251,9 +252,11 @@ HOSTILE: dict[str, tuple[bytes, int, str | None]] = {
     "body-over-limit": (posted(b" " * (MAX_BODY + 1)), 413, "request_entity_too_large"),
     "chunked-body-over-limit": (
         request("POST", "/tracks", "Transfer-Encoding: chunked",
+                "Content-Type: application/json",
                 body=b"".join(b"4000\r\n" + b" " * 0x4000 + b"\r\n" for _ in range(6))
                 + b"0\r\n\r\n"), 413, "request_entity_too_large"),
     "bad-chunk-size": (request("POST", "/tracks", "Transfer-Encoding: chunked",
+                               "Content-Type: application/json",
                                body=b"zz\r\n{}\r\n0\r\n\r\n"), 400, None),
 }
 
@@ -562,3 +565,100 @@ async def test_a_body_that_never_arrives_gets_408(
     assert answer.status == 408
     assert answer.json()["error"] == "request_timeout"
     assert time.monotonic() - started < 3.0
+
+
+# ------------------------------------------------------------------ bodies cut short
+
+
+@contextlib.asynccontextmanager
+async def daemon_listener(googlevideo: FakeGooglevideo, tmp_path: Path
+                          ) -> AsyncIterator[tuple[web.Application, int]]:
+    """The app on ytproxy's Runner as ``ytproxy serve`` runs it: unlike aiohttp's
+    TestServer, a handler is not cancelled when its client leaves."""
+    app = create_app(proxy_config(googlevideo, tmp_path))
+    runner = Runner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield app, runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 1000", "Transfer-Encoding: chunked"])
+async def test_a_client_that_abandons_its_body_is_one_debug_line(
+    googlevideo: FakeGooglevideo, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    framing: str,
+) -> None:
+    """Headers, 10 bytes of a promised 1000, then the connection closes: any
+    client can do it, so it must not be an ERROR with a traceback."""
+    caplog.set_level(logging.DEBUG)
+    async with daemon_listener(googlevideo, tmp_path) as (app, port):
+        in_flight = app[IN_FLIGHT]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        part = b'{"id": "AA' if framing.startswith("Content") else b'a\r\n{"id": "AA'
+        writer.write(request("POST", "/tracks", "Content-Type: application/json", framing)
+                     + part)
+        await writer.drain()
+        await until(lambda: len(in_flight) == 1)  # the handler waits for the body
+        writer.close()
+        await until(lambda: len(in_flight) == 0)
+        answer = await send_raw(port, request("GET", "/health"))
+        assert answer.status == 200
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not loud, [f"{r.name} {r.levelname}: {r.getMessage()}" for r in loud]
+    told = [r for r in caplog.records if "before its body" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno <= logging.INFO, caplog.text
+
+
+async def first_response_line(port: int, head: bytes) -> tuple[bytes, asyncio.StreamReader,
+                                                               asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        return await reader.readline(), reader, writer
+
+
+async def test_expect_100_continue_for_a_body_over_the_limit_is_413_at_once(
+    proxy: RunningProxy, caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = proxy.server.port
+    assert port is not None
+    head = request("POST", "/tracks", "Content-Type: application/json",
+                   "Expect: 100-continue", "Content-Length: 100000000")
+    line, reader, writer = await first_response_line(port, head)
+    try:
+        assert line.startswith(b"HTTP/1.1 413 "), line
+        async with asyncio.timeout(10):
+            rest = await reader.read()
+    finally:
+        writer.close()
+    answer = parse_response(line + rest)
+    assert answer.json()["error"] == "request_entity_too_large"
+    assert str(MAX_BODY) in str(answer.json()["message"])
+    assert answer.headers["content-type"].startswith("application/json")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_expect_100_continue_within_the_limit_still_continues(
+    proxy: RunningProxy,
+) -> None:
+    """A body that may come is invited; the answer after it is JSON as ever."""
+    port = proxy.server.port
+    assert port is not None
+    body = b"{nope"
+    head = request("POST", "/tracks", "Content-Type: application/json",
+                   "Expect: 100-continue", f"Content-Length: {len(body)}")
+    line, reader, writer = await first_response_line(port, head)
+    try:
+        assert line == b"HTTP/1.1 100 Continue\r\n", line
+        assert await reader.readline() == b"\r\n"
+        writer.write(body)
+        async with asyncio.timeout(10):
+            rest = await reader.read()
+    finally:
+        writer.close()
+    answer = parse_response(rest)
+    assert answer.status == 400 and answer.json()["error"] == "bad_json", answer

@@ -246,7 +246,8 @@ async def test_tracks_api(googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
     async with proxy.session.get(proxy.url("/playlist.m3u")) as resp:
         text = await resp.text()
     assert text.startswith("#EXTM3U\n") and f"/proxy/{VID}" in text
-    async with proxy.session.post(proxy.url("/tracks"), data=b"{nope") as resp:
+    async with proxy.session.post(proxy.url("/tracks"), data=b"{nope",
+                                  headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 400 and (await resp.json())["error"] == "bad_json"
     async with proxy.session.post(proxy.url("/tracks"), json={"id": "bad id"}) as resp:
         assert resp.status == 400 and (await resp.json())["error"] == "bad_id"

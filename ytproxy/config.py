@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -56,6 +57,10 @@ class ServerConfig:
     token: str = ""
     # Serve on a non-loopback host without a token (anyone who can reach it may write).
     allow_unauthenticated: bool = False
+    # Host names (or IP literals) accepted in a request's Host and Origin besides
+    # the listen address and localhost (ytproxy.http.origin): a reverse proxy's
+    # name, or the name LAN players use for a daemon bound to 0.0.0.0.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,21 @@ _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TOKEN_MIN_LENGTH = 16
 # RFC 6750's b64token: what may follow "Authorization: Bearer ".
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
+# A DNS name (a trailing dot allowed): what server.allowed_hosts lists, besides IP literals.
+_DNS_NAME_RE = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+
+
+def _is_host_name(value: str) -> bool:
+    """A bare host name or IP literal ("[::1]" too), as a Host header names it without port."""
+    if _DNS_NAME_RE.fullmatch(value) is not None and len(value) <= 253:
+        return True
+    try:
+        ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
 # Keys whose values are secrets: shown as "***" by check-config (and in /status).
 SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
                           "cookies"})
@@ -472,6 +492,11 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          f"must be one of {', '.join(EVENT_LOOPS)}", s.event_loop)
     need(s.shutdown_timeout >= 0, "server.shutdown_timeout", "must be >= 0 seconds",
          s.shutdown_timeout)
+    for name in s.allowed_hosts:
+        need(_is_host_name(name), "server.allowed_hosts",
+             "must list bare host names or IP literals (no scheme, port, path or "
+             f"wildcard), such as \"music.example\" or \"192.168.1.5\"; {name!r} is not one",
+             list(s.allowed_hosts))
     if s.token and not _TOKEN_RE.fullmatch(s.token):
         # Never echo the value: it is a secret, and this message is printed.
         errors.append(

@@ -8,7 +8,10 @@ __all__ = [
     "BadPath",
     "BadRange",
     "BadRequest",
+    "BodyCutShort",
     "BodyTimeout",
+    "CrossSiteRequest",
+    "ForbiddenHost",
     "InvalidPlaylistName",
     "InvalidTrackId",
     "PlaylistNotFound",
@@ -18,6 +21,7 @@ __all__ = [
     "StoreError",
     "TrackGone",
     "TrackNotFound",
+    "UnsupportedMediaType",
     "UpstreamFailed",
     "UpstreamGone",
     "UpstreamHostNotAllowed",
@@ -76,6 +80,35 @@ class BodyTimeout(YtproxyError):
 
     code = "request_timeout"
     status = 408
+
+
+class BodyCutShort(YtproxyError):
+    """The client closed the connection before its request body was all sent."""
+
+    code = "incomplete_body"
+    status = 400
+
+
+class ForbiddenHost(YtproxyError):
+    """A request whose Host header names neither this daemon nor [server] allowed_hosts
+    (how a DNS-rebinding web page reaches a daemon on loopback)."""
+
+    code = "forbidden_host"
+    status = 403
+
+
+class CrossSiteRequest(YtproxyError):
+    """A write (or a track added on first play) asked by another site's web page."""
+
+    code = "cross_site_request"
+    status = 403
+
+
+class UnsupportedMediaType(YtproxyError):
+    """A request body that does not say it is JSON (a web page's form or no-cors fetch)."""
+
+    code = "unsupported_media_type"
+    status = 415
 
 
 class BadRange(YtproxyError):

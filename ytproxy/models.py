@@ -8,6 +8,7 @@ from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
+    "MAX_NAME_LENGTH",
     "VIDEO_ID_RE",
     "Playlist",
     "PlaylistEntry",
@@ -15,6 +16,7 @@ __all__ = [
     "Track",
     "display_name",
     "is_video_id",
+    "safe_display_name",
     "url_param",
 ]
 
@@ -38,6 +40,33 @@ def display_name(artist: str | None, title: str | None, fallback: str) -> str:
     if artist and title:
         return f"{artist} - {title}"
     return title or artist or fallback
+
+
+# Characters of a name as players are shown it (icy-name, EXTINF, StreamTitle).
+# A YouTube title is at most 100 characters and a channel name far less, so
+# "Artist - Title" fits whole; at most 4 bytes a character it stays under
+# 1 KiB, well inside curl's 100 KiB header limit (past it MPD's curl input
+# fails with "Out of memory" and skips the song) and the 4080-byte ICY block.
+MAX_NAME_LENGTH = 256
+
+
+def safe_display_name(name: str) -> str:
+    """``name`` as a header value, an M3U line or an ICY title may carry it.
+
+    Control characters (C0, DEL, C1: newlines would start a new header or
+    M3U line), Unicode line and paragraph separators and unpaired surrogates
+    (not encodable as UTF-8) become spaces; runs of white space become one;
+    past ``MAX_NAME_LENGTH`` characters the name is cut and ends with "…".
+    """
+    cleaned = "".join(
+        " " if ch < " " or "\x7f" <= ch <= "\x9f" or ch in "\u2028\u2029"
+        or "\ud800" <= ch <= "\udfff" else ch
+        for ch in name[: MAX_NAME_LENGTH * 4]  # a bounded amount of work for any input
+    )
+    text = " ".join(cleaned.split())
+    if len(text) > MAX_NAME_LENGTH:
+        text = text[: MAX_NAME_LENGTH - 1].rstrip() + "…"
+    return text
 
 
 @dataclass(frozen=True)

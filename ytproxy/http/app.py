@@ -21,6 +21,7 @@ from ytproxy.errors import (
     BadRange,
     BadRequest,
     CacheOff,
+    CrossSiteRequest,
     InvalidTrackId,
     PlaylistNotFound,
     TrackNotFound,
@@ -34,10 +35,12 @@ from ytproxy.http.listener import (
     CONNECTIONS,
     MAX_BODY,
     ConnectionLimits,
+    expect_handler,
     handler_args,
     json_http_error,
 )
 from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
+from ytproxy.http.origin import FROM_OTHER_SITE, trust_middleware
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
@@ -216,9 +219,14 @@ async def _graceful_shutdown(app: web.Application) -> None:
         log.info("shutdown: no streams left open; closing the store and yt-dlp's workers")
 
 
+# The routes players fetch (ytproxy.http.origin: any Host, no Origin).
+PLAYER_PATHS = ("/proxy/{id}", "/playlist.m3u", "/playlist/{name}.m3u")
+
+
 def create_app(config: Config) -> web.Application:
     in_flight = InFlightRequests()
-    middlewares = [in_flight.middleware(), errors_middleware, path_guard]
+    middlewares = [in_flight.middleware(), errors_middleware, path_guard,
+                   trust_middleware(config.server, player_paths=PLAYER_PATHS)]
     if config.server.token:
         middlewares.append(token_middleware(config.server.token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY,
@@ -233,27 +241,40 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.extend([_store_ctx, _resolver_ctx, _services_ctx])
     app.cleanup_ctx.append(_notify_ctx)
     app.on_shutdown.append(_graceful_shutdown)
-    app.router.add_route("GET", "/proxy/{id}", _proxy)
-    app.router.add_route("HEAD", "/proxy/{id}", _proxy)
-    app.router.add_get("/status", _status, allow_head=False)
-    app.router.add_get("/health", _health, allow_head=False)
-    app.router.add_get("/metrics", _metrics, allow_head=False)
-    app.router.add_get("/", _index, allow_head=False)
-    app.router.add_get("/playlist.m3u", _playlist, allow_head=False)
-    app.router.add_get("/playlist/{name}.m3u", _named_playlist, allow_head=False)
-    app.router.add_get("/playlists", _list_playlists, allow_head=False)
-    app.router.add_get("/tracks", _list_tracks, allow_head=False)
-    app.router.add_post("/tracks", _add_track)
-    app.router.add_get("/tracks/{id}", _get_track, allow_head=False)
-    app.router.add_delete("/tracks/{id}", _delete_track)
-    app.router.add_get("/cache", _cache_list, allow_head=False)
-    app.router.add_delete("/cache", _cache_clear)
-    app.router.add_post("/cache/prefetch", _cache_prefetch)
+    # Each route answers only its own method (GET routes no HEAD unless listed),
+    # and every one answers Expect alike (listener.expect_handler).
+    routes = [
+        ("GET", "/proxy/{id}", _proxy),
+        ("HEAD", "/proxy/{id}", _proxy),
+        ("GET", "/status", _status),
+        ("GET", "/health", _health),
+        ("GET", "/metrics", _metrics),
+        ("GET", "/", _index),
+        ("GET", "/playlist.m3u", _playlist),
+        ("GET", "/playlist/{name}.m3u", _named_playlist),
+        ("GET", "/playlists", _list_playlists),
+        ("GET", "/tracks", _list_tracks),
+        ("POST", "/tracks", _add_track),
+        ("GET", "/tracks/{id}", _get_track),
+        ("DELETE", "/tracks/{id}", _delete_track),
+        ("GET", "/cache", _cache_list),
+        ("DELETE", "/cache", _cache_clear),
+        ("POST", "/cache/prefetch", _cache_prefetch),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler, expect_handler=expect_handler)
     return app
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
-    track_id(request)  # a 400 that does not echo a 4 KB "id" back
+    wanted = track_id(request)  # a 400 that does not echo a 4 KB "id" back
+    # Another site's page may play what is stored (an <audio> element cannot
+    # read what it plays), not add to the library (ytproxy.http.origin).  A
+    # track removed between this look-up and the play would be added back.
+    if request.get(FROM_OTHER_SITE) and await request.app[STORE].get(wanted) is None:
+        raise CrossSiteRequest(
+            f"a web page of another site may play only stored tracks, and {wanted} is not "
+            f"stored: add it with `ytproxy add {wanted}`, or play it from a player")
     return await request.app[HANDLER].handle(request)
 
 

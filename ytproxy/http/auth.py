@@ -8,6 +8,8 @@ is set or ``server.allow_unauthenticated`` says the person means it.
 With a token, every request that changes something (any method but GET, HEAD
 and OPTIONS on a route that exists) must carry ``Authorization: Bearer
 <token>``.  ``/proxy`` and the read endpoints stay open: MPD cannot send a token.
+What a web page may ask, token or not (Host, Origin, Content-Type), is
+``origin.py``'s, checked before the token.
 """
 
 from __future__ import annotations

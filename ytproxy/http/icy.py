@@ -8,6 +8,8 @@ inline metadata is opt-in.
 
 from __future__ import annotations
 
+from ytproxy.models import safe_display_name
+
 __all__ = ["IcyFramer", "metadata_block", "parse_icy_stream", "wants_icy"]
 
 _MAX_BLOCK = 255 * 16
@@ -19,8 +21,13 @@ def wants_icy(headers: dict[str, str] | object) -> bool:
 
 
 def metadata_block(title: str) -> bytes:
-    """One ICY metadata block carrying ``StreamTitle``, truncated to fit 4080 bytes."""
-    escaped = title.replace("'", "’")  # a quote would end the value early in most parsers
+    """One ICY metadata block carrying ``StreamTitle``, truncated to fit 4080 bytes.
+
+    ICY has no escaping: ``'`` ends the value in most parsers and ``;`` ends
+    the field in those that split on it, so they become ``’`` and ``；``; a
+    NUL would end the block (``safe_display_name`` takes control characters).
+    """
+    escaped = safe_display_name(title).replace("'", "’").replace(";", "；")
     text = f"StreamTitle='{escaped}';".encode()
     if len(text) > _MAX_BLOCK:
         body = escaped.encode()[: _MAX_BLOCK - len("StreamTitle='';")]

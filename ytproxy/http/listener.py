@@ -53,6 +53,7 @@ __all__ = [
     "MAX_REQUEST_LINE",
     "ConnectionLimits",
     "Runner",
+    "expect_handler",
     "handler_args",
     "json_http_error",
     "serve",
@@ -164,6 +165,29 @@ def _json_error(status: int, code: str, message: str,
                                  headers=headers)
     response.force_close()
     return response
+
+
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect`` answered as aiohttp's default does, except that a body past
+    ``MAX_BODY`` gets its 413 at once, not a ``100 Continue`` inviting it.
+
+    Given to every route (``expect_handler=``); it runs before the app's
+    middlewares, so its answers are made as JSON here.
+    """
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue; the body comes anyway
+    expect = request.headers.get("Expect", "")
+    if expect.strip().lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:100]}")
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        return _json_error(413, "request_entity_too_large",
+                           f"the request body would be {length} bytes; at most {MAX_BODY} "
+                           "are read")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # The 100 is not the answer: an error after it must still be a JSON answer.
+    request.writer.output_size = 0
+    return None
 
 
 def _refusal(message: str) -> bytes:

@@ -32,7 +32,7 @@ from ytproxy.http.ranges import requested_range
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.library.tracks import Tracks
-from ytproxy.models import StreamInfo, Track, is_video_id
+from ytproxy.models import StreamInfo, Track, is_video_id, safe_display_name
 from ytproxy.resilience import RetryGap
 from ytproxy.upstream import FileChanged, RangeStream, UpstreamFetcher, probe_size
 from ytproxy.upstream.holds import Held
@@ -197,7 +197,7 @@ class StreamHandler:
         # such a stream is served whole (MPD does not seek it anyway).
         byte_range = None if icy else requested_range(request.headers, size)
         start, end = byte_range if byte_range else (0, size - 1)
-        headers = {"Content-Type": mime, "icy-name": _header_safe(track.name),
+        headers = {"Content-Type": mime, "icy-name": safe_display_name(track.name),
                    "Cache-Control": "no-store"}
         if icy:
             headers["icy-metaint"] = str(self._config.icy.metaint)
@@ -428,8 +428,3 @@ def _writer(
 
 async def _nothing() -> None:
     return None
-
-
-def _header_safe(text: str) -> str:
-    """Header values must not carry control characters; keep the rest as UTF-8."""
-    return "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in text)

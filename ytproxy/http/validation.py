@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from ytproxy.errors import BadJson, BadPath, BadRequest, BodyTimeout, InvalidTrackId
+from ytproxy.errors import BadJson, BadPath, BadRequest, BodyCutShort, BodyTimeout, InvalidTrackId
 from ytproxy.models import is_video_id
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "string_field",
     "track_id",
 ]
+
+log = logging.getLogger(__name__)
 
 # Characters in one string field of a JSON body (a page URL is the longest).
 MAX_FIELD_LENGTH = 2048
@@ -80,7 +83,8 @@ def track_id(request: web.Request) -> str:
 
 
 async def read_json_object(request: web.Request, *, within: float) -> dict[str, Any]:
-    """The body as a JSON object; ``BadJson``/``BadRequest``/``BodyTimeout``/413 otherwise.
+    """The body as a JSON object; ``BadJson``/``BadRequest``/``BodyTimeout``/
+    ``BodyCutShort``/413 otherwise.
 
     The body is read ``within`` seconds (a client dripping it must not
     hold a handler forever) and up to the app's ``client_max_size`` (413 past
@@ -91,6 +95,12 @@ async def read_json_object(request: web.Request, *, within: float) -> dict[str, 
             raw = await request.read()
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {within:g} s") from None
+    except ConnectionResetError:
+        # The client closed before its body was all sent: nobody to answer, and
+        # not a bug (any client can do it, as often as it likes).
+        log.debug("server: %s %s from %s: the client left before its body arrived",
+                  request.method, request.path[:100], request.remote)
+        raise BodyCutShort("the connection closed before the request body arrived") from None
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

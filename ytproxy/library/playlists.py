@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ytproxy.errors import InvalidPlaylistName
-from ytproxy.models import Track, is_video_id
+from ytproxy.models import Track, is_video_id, safe_display_name
 
 __all__ = [
     "MAX_PLAYLIST_NAME",
@@ -71,8 +71,7 @@ def render_m3u(tracks: Iterable[Track], base_url: str) -> str:
     lines = ["#EXTM3U"]
     for track in tracks:
         seconds = round(track.duration) if track.duration is not None else -1
-        name = track.name.replace("\n", " ").replace("\r", " ")
-        lines.append(f"#EXTINF:{seconds},{name}")
+        lines.append(f"#EXTINF:{seconds},{safe_display_name(track.name)}")
         lines.append(f"{base_url}/proxy/{track.id}")
     return "\n".join(lines) + "\n"
 
