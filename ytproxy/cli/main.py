@@ -262,9 +262,11 @@ async def _with_tracks(
         write=args.command not in _READING_COMMANDS,
     )
     resolver = Resolver(config.resolver, config.breaker, proxy=config.upstream.proxy)
+    tracks = Tracks(store, resolver, config.resolver)
     try:
-        return await command(Tracks(store, resolver, config.resolver), args, config)
+        return await command(tracks, args, config)
     finally:
+        await tracks.drain()
         await resolver.close()
         await store.close()
 
