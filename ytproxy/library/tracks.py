@@ -291,6 +291,19 @@ class Tracks:
             await self.store.upsert_track(track_id, source_url, title=entry.title,
                                           artist=entry.artist, duration=entry.duration)
             added += 1
+        if not order:
+            # The source listed entries, and none is usable (not a playable URL, or
+            # a place ytproxy will not read): that is not an empty playlist, and
+            # must not empty the one stored.
+            existing = await self.store.get_playlist(name)
+            kept = ("it is not stored" if existing is None else
+                    f"the stored one ({existing.track_count} tracks) and its M3U were "
+                    "left as they were")
+            raise ResolverFailed(
+                f"kept nothing of the playlist {name!r} from {url}: it listed "
+                f"{len(entries)} entries and none is a track ytproxy can play "
+                f"({skipped} skipped, see the warnings above); {kept}"
+            )
         await self.store.replace_playlist(name, order, source_url=url, title=title)
         log.info("tracks: imported %s as %r: %d tracks, %d new", url, name, len(order), added)
         return ImportSummary(name=name, title=title, source_url=url, track_ids=tuple(order),
