@@ -174,7 +174,7 @@ class Store:
             if read_only is None:
                 conn = await aiosqlite.connect(str(path))
             else:
-                conn = await _connect_read_only(_file_uri(path))
+                conn = await _connect_read_only(_file_uri(path), immutable_fallback=True)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         store = cls(conn, path)
@@ -703,12 +703,19 @@ def _file_uri(path: Path) -> str:
     return path.resolve().as_uri()
 
 
-async def _connect_read_only(uri: str) -> aiosqlite.Connection:
-    """A connection that cannot write ``path``.  In WAL mode a reader needs the
-    ``-shm`` file; where it is missing and cannot be made (a read-only mount, a
-    directory it may not write), the file is read as immutable: nothing can
-    change it while this process reads it."""
+async def _connect_read_only(uri: str, *, immutable_fallback: bool = False
+                             ) -> aiosqlite.Connection:
+    """A connection that cannot write the database at ``uri``.
+
+    In WAL mode a reader needs the ``-shm`` file.  With ``immutable_fallback``
+    (a store opened read-only), where it is missing and cannot be made (a
+    read-only mount, a directory this user may not write), the file is read as
+    immutable: no writer has it open then (a writer makes the ``-shm`` file),
+    and a one-shot read is over before one could start.  Never for the
+    daemon's reader: its own writer changes the file."""
     conn = await aiosqlite.connect(f"{uri}?mode=ro", uri=True)
+    if not immutable_fallback:
+        return conn
     try:
         await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
         return conn
@@ -732,10 +739,12 @@ def _why_read_only(path: Path) -> str | None:
         pass  # the checks below say what is wrong
     if path.exists() and not os.access(path, os.W_OK):
         return f"this user (uid {os.getuid()}) has no write permission on the file"
-    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+    companions = (Path(f"{path}-wal"), Path(f"{path}-shm"))
+    for companion in companions:
         if companion.exists() and not os.access(companion, os.W_OK):
             return f"this user (uid {os.getuid()}) has no write permission on {companion}"
-    if not os.access(directory, os.W_OK | os.X_OK):
+    # With both there and writable, SQLite needs no new file in the directory.
+    if not all(c.exists() for c in companions) and not os.access(directory, os.W_OK | os.X_OK):
         return (f"this user (uid {os.getuid()}) has no write permission on its directory "
                 f"{directory} (SQLite keeps its -wal and -shm files there)")
     return None
