@@ -1,7 +1,9 @@
 """The SQLite store: schema, forward migrations by ``PRAGMA user_version``, queries.
 
-One long-lived aiosqlite connection per process (aiosqlite runs one thread per
-connection; leaving it open keeps the process alive, so ``close`` must run).
+Two long-lived aiosqlite connections per process, one that writes and one that
+only reads, so that a read never waits behind a write waiting for a lock
+(aiosqlite runs one thread per connection; leaving one open keeps the process
+alive, so ``close`` must run).
 """
 
 from __future__ import annotations
