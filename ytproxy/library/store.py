@@ -217,7 +217,9 @@ class Store:
         """Refuse a database SQLite's ``quick_check`` finds damaged (a few ms for
         thousands of tracks: it reads every page once, without the index cross-check)."""
         rows = await self._conn.execute_fetchall("PRAGMA quick_check")
-        problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
+        # A problem may span lines ("*** in database main ***\nPage 10: ..."): the
+        # refusal is one line.
+        problems = [" ".join(str(row[0]).split()) for row in rows if row and row[0] != "ok"]
         if problems:
             more = f" and {len(problems) - 1} more problems" if len(problems) > 1 else ""
             raise StoreError(_damaged_message(self.path, problems[0] + more))
@@ -265,7 +267,9 @@ class Store:
         return int(rows[0][0])
 
     async def _migrate(self) -> None:
-        if await self._version() == SCHEMA_VERSION:
+        version = await self._version()
+        self._refuse_newer(version)
+        if version == SCHEMA_VERSION:
             return  # the usual case: no write lock taken
         # Every process that finds the schema old queues here; the first one
         # migrates, and the others, re-reading the version inside the lock,
@@ -760,10 +764,10 @@ def _read_only_message(path: Path, why: str) -> str:
 
 
 def _damaged_message(path: Path, detail: str, *, running: bool = False) -> str:
-    what = ("ytproxy writes to it no more" if running
-            else "ytproxy left it exactly as it was")
-    return (f"the store {path} is damaged ({detail}); {what}. Stop ytproxy and move it "
-            f"aside to start with an empty store, or first save what it holds with: "
+    what = ("ytproxy writes to it no more. Stop ytproxy, then move it aside"
+            if running else "ytproxy left it exactly as it was. To go on, move it aside")
+    return (f"the store {path} is damaged ({detail}); {what} to start with an empty "
+            f"store, or first save what it holds with: "
             f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 recovered.db "
             "(then point [store] path at recovered.db)")
 
