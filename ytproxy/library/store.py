@@ -767,7 +767,7 @@ def _damaged_message(path: Path, detail: str, *, running: bool = False) -> str:
     what = ("ytproxy writes to it no more. Stop ytproxy, then move it aside"
             if running else "ytproxy left it exactly as it was. To go on, move it aside")
     return (f"the store {path} is damaged ({detail}); {what} to start with an empty "
-            f"store, or first save what it holds with: "
+            f"store, or first try to save what it holds with: "
             f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 recovered.db "
             "(then point [store] path at recovered.db)")
 
