@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
-from ytproxy.http.app import STORE
+from ytproxy.http.app import STORE, TRACKS
 
 VID = "Degrade0001"
 
@@ -32,6 +32,7 @@ async def test_a_failed_refresh_keeps_the_still_valid_url(
         assert await resp.read() == data
     assert googlevideo.watch_hits[VID] == 2  # it tried to refresh, then used the old URL
     assert any("keeping the stored URL" in r.getMessage() for r in caplog.records)
+    await proxy.app[TRACKS].drain()  # the failure is recorded in the background
     track = await proxy.app[STORE].get(VID)
     assert track is not None and track.last_error  # the failure is on record
 

@@ -30,6 +30,7 @@ from tests.fakes.local_servers import (
     write_toml,
 )
 from tests.test_cli import REPO, cli_env, run_ytproxy
+from tests.test_store_damage import damage, make_store, sha
 from ytproxy.cli.doctor import (
     Check,
     _check_config,
@@ -273,6 +274,19 @@ def test_store_problems(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     check = _probe_store(newer, 1.0)
     assert check.level == "fail" and check.fix == "upgrade ytproxy"
+
+
+async def test_a_damaged_store_fails_the_store_check_and_is_not_written(
+    tmp_path: Path
+) -> None:
+    db = tmp_path / "tracks.db"
+    await make_store(db)
+    damage(db, "random")
+    before = sha(db)
+    check = _probe_store(db, 1.0)
+    assert check.level == "fail" and "is damaged" in check.detail, check
+    assert ".recover" in check.fix and "move it aside" in check.fix, check
+    assert sha(db) == before
 
 
 def test_ytdlp_age() -> None:

@@ -60,6 +60,7 @@ class PlaylistPages:
         self.title = TITLE
         self.ids = list(IDS)
         self.feed = [(IDS[0], "Feed Song One", "3:33"), (IDS[1], "Feed Song Two", "252")]
+        self.links: list[str] = []  # the items' links of /links.xml
         self.hits: Counter[str] = Counter()
         self.server: TestServer | None = None
 
@@ -71,6 +72,7 @@ class PlaylistPages:
         app = web.Application()
         app.router.add_get("/list.html", self._list)
         app.router.add_get("/feed.xml", self._feed)
+        app.router.add_get("/links.xml", self._links)
         app.router.add_get("/empty.html", self._empty)
         app.router.add_get("/gone.html", self._gone)
         self.server = TestServer(app, host="127.0.0.1")
@@ -95,6 +97,15 @@ class PlaylistPages:
         text = ('<?xml version="1.0" encoding="UTF-8"?>'
                 '<rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">'
                 f"<channel><title>Feed Mix</title>{items}</channel></rss>")
+        return web.Response(text=text, content_type="application/rss+xml")
+
+    async def _links(self, request: web.Request) -> web.Response:
+        """An RSS feed of ``self.links``: entries yt-dlp lists whatever they point at."""
+        self.hits[request.path] += 1
+        items = "".join(f"<item><title>Entry {n}</title><link>{html.escape(link)}</link></item>"
+                        for n, link in enumerate(self.links, 1))
+        text = ('<?xml version="1.0" encoding="UTF-8"?><rss version="2.0">'
+                f"<channel><title>Link Mix</title>{items}</channel></rss>")
         return web.Response(text=text, content_type="application/rss+xml")
 
     async def _empty(self, request: web.Request) -> web.Response:
@@ -560,6 +571,40 @@ async def test_import_failures_are_reported(
     assert str(missing / "Mix.m3u") in result.err and "playlist_directory" in result.err
     assert not missing.exists()
     assert await stored(db, "Mix") == (IDS, 3)
+
+
+async def test_a_reimport_that_keeps_nothing_leaves_the_playlist_and_its_m3u(
+    cli: Cli, pages: PlaylistPages, db: Path, mpd_playlists: Path
+) -> None:
+    ids = [f"KeepMeNo_{n:02d}" for n in range(20)]
+    pages.links = [f"https://www.youtube.com/watch?v={i}" for i in ids]
+    first = await cli("import", pages.url("/links.xml"), "--name", "Mix")
+    assert first.rc == 0, first.err
+    assert "imported playlist 'Mix': 20 tracks (20 added" in first.out
+    m3u = mpd_playlists / "Mix.m3u"
+    written = m3u.read_bytes()
+    assert await stored(db, "Mix") == (ids, 20)
+
+    # The source now lists only entries ytproxy cannot use.
+    pages.links = ["ftp://files.example/one.mp3", "mailto:dj@example.com",
+                   "ftp://files.example/three.mp3"]
+    again = await cli("import", pages.url("/links.xml"), "--name", "Mix")
+    assert again.rc == 1, again.out
+    assert "Traceback" not in again.err
+    refusal = [line for line in again.err.splitlines() if line.startswith("ytproxy: ")]
+    assert len(refusal) == 1, again.err
+    assert "'Mix'" in refusal[0] and "listed 3 entries" in refusal[0], refusal
+    assert "3 skipped" in refusal[0] and "(20 tracks)" in refusal[0], refusal
+    assert "imported playlist" not in again.out
+    assert await stored(db, "Mix") == (ids, 20)
+    assert m3u.read_bytes() == written
+    assert listing(mpd_playlists) == ["Mix.m3u"]
+
+    # Nor is a new playlist of nothing made.
+    new = await cli("import", pages.url("/links.xml"), "--name", "Nothing")
+    assert new.rc == 1 and "'Nothing'" in new.err and "it is not stored" in new.err
+    assert await stored(db, "Nothing") == (None, 20)
+    assert listing(mpd_playlists) == ["Mix.m3u"]
 
 
 async def test_import_without_playlist_directory_says_how_to_get_the_m3u(

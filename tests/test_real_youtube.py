@@ -22,7 +22,7 @@ from tests.proxy_fixture import (
     RunningProxy,
     random_audio,
 )
-from ytproxy.http.app import SLOTS, STORE
+from ytproxy.http.app import SLOTS, STORE, TRACKS
 from ytproxy.models import StreamInfo
 from ytproxy.upstream import MAX_CLIENTS_PER_GAP
 
@@ -161,6 +161,7 @@ async def test_a_client_whose_urls_stop_after_a_prefix_fails_over_to_another(
     assert len(failover) == 1 and "player client TVHTML5" in failover[0]
     assert "resuming at byte 32768 with player client VISIONOS" in caplog.text
     # The working client is remembered with the track's URL until it expires.
+    await proxy.app[TRACKS].drain()  # stored in the background
     track = await proxy.app[STORE].get(VID)
     assert track is not None and track.stream_avoid_clients == ("TVHTML5",)
     assert "c=VISIONOS" in (track.stream_url or "")

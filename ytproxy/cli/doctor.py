@@ -114,6 +114,12 @@ def _probe_store(path: Path, busy_timeout: float) -> Check:
         return Check(name, "fail", f"cannot open {path}: {exc}",
                      f"check its permissions, or {where}")
     try:
+        # Before the write probe: a damaged database is not to be written at all.
+        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+        if problems:
+            return Check(name, "fail", f"{path} is damaged: {problems[0]}",
+                         f"move it aside (first try to save what it holds with: sqlite3 {path} "
+                         f".recover | sqlite3 recovered.db), or {where}")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         has_tracks = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tracks'"
@@ -135,7 +141,8 @@ def _probe_store(path: Path, busy_timeout: float) -> Check:
                      f"-wal and -shm files beside it), or {where}")
     except sqlite3.DatabaseError as exc:
         return Check(name, "fail", f"{path} is damaged or not a ytproxy database: {exc}",
-                     f"move it aside, or {where}")
+                     f"move it aside (first try to save what it holds with: sqlite3 {path} "
+                     f".recover | sqlite3 recovered.db), or {where}")
     finally:
         conn.close()
     if version > SCHEMA_VERSION:

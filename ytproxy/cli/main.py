@@ -248,18 +248,25 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
     return 0
 
 
+_READING_COMMANDS = frozenset({"list", "m3u"})
+
+
 async def _with_tracks(
     config: Config,
     args: argparse.Namespace,
     command: Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]],
 ) -> int:
     store = await Store.open(
-        config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000)
+        config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000),
+        # `list` and `m3u` only read: they can read a store they may not write.
+        write=args.command not in _READING_COMMANDS,
     )
     resolver = Resolver(config.resolver, config.breaker, proxy=config.upstream.proxy)
+    tracks = Tracks(store, resolver, config.resolver)
     try:
-        return await command(Tracks(store, resolver, config.resolver), args, config)
+        return await command(tracks, args, config)
     finally:
+        await tracks.drain()
         await resolver.close()
         await store.close()
 

@@ -156,6 +156,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[HANDLER].drain()
     if cache is not None:
         await cache.aclose()
+    await app[TRACKS].drain()
     await app[FETCHER].aclose()
     await session.close()
 

@@ -125,7 +125,7 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         },
         "slots": {"in_use": daemon.slots.in_use, "capacity": daemon.slots.capacity},
         "store": {"tracks": track_count, "path": str(daemon.store.path),
-                  "size_bytes": _db_size(daemon.store)},
+                  "size_bytes": _db_size(daemon.store), "damaged": daemon.store.damaged},
         "resolver": {
             "calls": resolver.calls,
             "cache_hits": daemon.tracks.cache_hits,
@@ -163,6 +163,9 @@ def cache_summary(daemon: Daemon) -> dict[str, Any]:
 async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
     """200 ``ok`` when the store answers and no breaker is open; else 503 and why."""
     reasons: list[str] = []
+    if daemon.store.damaged is not None:
+        # It may still answer a count; it is not to be trusted, nor written.
+        return 503, {"status": "down", "reasons": [f"store: {daemon.store.damaged}"]}
     try:
         await daemon.store.count()
     except Exception as exc:

@@ -1,7 +1,9 @@
 """The SQLite store: schema, forward migrations by ``PRAGMA user_version``, queries.
 
-One long-lived aiosqlite connection per process (aiosqlite runs one thread per
-connection; leaving it open keeps the process alive, so ``close`` must run).
+Two long-lived aiosqlite connections per process, one that writes and one that
+only reads, so that a read never waits behind a write waiting for a lock
+(aiosqlite runs one thread per connection; leaving one open keeps the process
+alive, so ``close`` must run).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -103,6 +106,13 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _WRITE_ATTEMPTS = 5
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# SQLite's primary result codes (the low byte of an extended one).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
 
 _COLUMNS = (
     "id, source_url, title, artist, album, duration, stream_url, stream_expires_at, "
@@ -119,67 +129,111 @@ class Store:
     database thread costs more than the rest of the lookup.  Any write through
     this store empties the cache; a write by another process (``ytproxy add``
     or ``remove`` while the daemon runs) is seen within ``CACHE_SECONDS``.
+
+    Reads go through their own read-only connection: WAL lets them read while a
+    write (ours waiting on another process's lock, or another process's) is
+    under way, so a busy database never delays a play's lookup or /health.
+
+    A database found damaged is never written again by this store: every later
+    write raises ``StoreError`` (``damaged`` says why), so SQLite's own rule --
+    a damaged database is refused and left alone -- holds after open too.
     """
 
     CACHE_SECONDS = 2.0
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        self._reader = conn  # until open() gives reads their own connection
         self.path = path
+        # Opened without write access (``Store.open(..., write=False)``): every write
+        # is refused, saying why.
+        self.read_only: str | None = None
+        # Why the database cannot be trusted, once SQLite has said it is damaged.
+        self.damaged: str | None = None
         self._cache: dict[str, tuple[float, Track]] = {}
         # Bumped by every write: a read that started before one must not cache.
         self._generation = 0
-        # One statement sequence at a time on the shared connection: a write
+        # One statement sequence at a time on the writing connection: a write
         # transaction's statements interleaved with another coroutine's would
         # let one's commit commit the other's half-done work (a playlist's
-        # DELETE without its INSERTs), and a read between them would see it.
+        # DELETE without its INSERTs).  Reads take it only when they share the
+        # connection (":memory:", or a store opened read-only).
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
-        if str(path) != ":memory:":
-            try:
-                _make_private_dirs(path.parent)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create the directory for the store {path.parent}: {exc.strerror}"
-                ) from exc
-            _refuse_foreign_file(path)
-            _create_private_file(path)
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000,
+                   write: bool = True) -> Store:
+        """Open (and create, or migrate) the store at ``path``.
+
+        Nothing is written before the file has been checked (SQLite's own
+        ``quick_check``), so a damaged file, or another program's, is refused
+        and left byte for byte.  ``write=False`` (``list``, ``m3u``): a store this
+        process cannot write is read through a read-only connection.
+        """
+        memory = str(path) == ":memory:"
+        read_only = None if memory else _prepare_file(path, write=write)
         try:
-            conn = await aiosqlite.connect(str(path))
+            if read_only is None:
+                conn = await aiosqlite.connect(str(path))
+            else:
+                conn = await _connect_read_only(_file_uri(path), immutable_fallback=True)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         store = cls(conn, path)
+        store.read_only = read_only
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            # Before anything writes (switching to WAL rewrites the header): a
-            # database of another program must be left exactly as it was.
+            # Before anything writes (switching to WAL rewrites the header, a
+            # migration writes pages): a damaged database, or one of another
+            # program, must be left exactly as it was.
+            await store._refuse_damaged()
             await store._refuse_foreign_schema()
+            if read_only is not None:
+                await store._check_read_only_schema()
+                return store
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             # Per connection, off by default: removing a track drops its playlist entries.
             await conn.execute("PRAGMA foreign_keys = ON")
             await store._migrate()
+            if not memory:
+                store._reader = await _connect_read_only(_file_uri(path))
+                await store._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         except sqlite3.DatabaseError as exc:
-            await conn.close()
-            raise StoreError(
-                f"{path} is not a ytproxy database or is damaged ({exc}); "
-                "move it aside or point [store] path elsewhere"
-            ) from exc
+            await store.close()
+            raise StoreError(_open_failure(path, exc)) from exc
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
+        # The reader first: the writer, closing last, checkpoints the WAL and removes it.
+        if self._reader is not self._conn:
+            await self._reader.close()
         await self._conn.close()
+
+    async def _refuse_damaged(self) -> None:
+        """Refuse a database SQLite's ``quick_check`` finds damaged (a few ms for
+        thousands of tracks: it reads every page once, without the index cross-check)."""
+        rows = await self._conn.execute_fetchall("PRAGMA quick_check")
+        # A problem may span lines ("*** in database main ***\nPage 10: ..."): the
+        # refusal is one line.
+        problems = [" ".join(str(row[0]).split()) for row in rows if row and row[0] != "ok"]
+        if problems:
+            more = f" and {len(problems) - 1} more problems" if len(problems) > 1 else ""
+            raise StoreError(_damaged_message(self.path, problems[0] + more))
 
     async def _refuse_foreign_schema(self) -> None:
         """Refuse an SQLite database that has tables but not ytproxy's."""
-        version = await self._scalar("PRAGMA user_version")
-        tables = {row[0] for row in await self._fetch(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        # Version and tables in one statement, so one snapshot: another process
+        # migrating meanwhile is seen before or after, never half.
+        rows = list(await self._conn.execute_fetchall(
+            "SELECT (SELECT user_version FROM pragma_user_version), "
+            "(SELECT group_concat(name, char(9)) FROM sqlite_master "
+            " WHERE type = 'table' AND name NOT LIKE 'sqlite_%')"))
+        version, names = int(rows[0][0]), rows[0][1]
+        tables = set(names.split("\t")) if names else set()
         # A newer ytproxy's store is not foreign: _migrate says to upgrade.
         if (version == 0 and tables) or (0 < version <= SCHEMA_VERSION
                                          and "tracks" not in tables):
@@ -190,20 +244,72 @@ class Store:
                 "Point [store] path at another file"
             )
 
-    async def _migrate(self) -> None:
-        version = await self._scalar("PRAGMA user_version")
+    def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, newer than this ytproxy "
                 f"understands ({SCHEMA_VERSION}); upgrade ytproxy"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            script = MIGRATIONS[target - 1]
-            # executescript commits first; wrap each step so it lands whole or not at all.
-            await self._conn.executescript(
-                f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+
+    async def _check_read_only_schema(self) -> None:
+        version = await self._version()
+        self._refuse_newer(version)
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} is read-only ({self.read_only}) and has schema version "
+                f"{version}, older than this ytproxy's {SCHEMA_VERSION}: it must be "
+                "upgraded once with write access (run `ytproxy list` as a user who may "
+                "write it and its directory)"
             )
-            log.info("store: migrated %s to schema version %d", self.path, target)
+
+    async def _version(self) -> int:
+        rows = list(await self._conn.execute_fetchall("PRAGMA user_version"))
+        return int(rows[0][0])
+
+    async def _migrate(self) -> None:
+        version = await self._version()
+        self._refuse_newer(version)
+        if version == SCHEMA_VERSION:
+            return  # the usual case: no write lock taken
+        # Every process that finds the schema old queues here; the first one
+        # migrates, and the others, re-reading the version inside the lock,
+        # find nothing left to do (or another program's tables: refused).
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self._refuse_foreign_schema()
+            version = await self._version()
+            self._refuse_newer(version)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _statements(MIGRATIONS[target - 1]):
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {target}")
+            await self._conn.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.rollback()
+            raise
+        if version < SCHEMA_VERSION:
+            log.info("store: migrated %s from schema version %d to %d", self.path, version,
+                     SCHEMA_VERSION)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        """The ``StoreError`` for an SQLite error; a damaged database is written no more."""
+        primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            if self.damaged is None:
+                self.damaged = _damaged_message(self.path, str(exc), running=True)
+                log.error("store: %s", self.damaged)
+            return StoreError(self.damaged)
+        if primary == _SQLITE_READONLY:
+            why = _why_read_only(self.path) or str(exc)
+            return StoreError(_read_only_message(self.path, why))
+        return StoreError(f"store {self.path}: {exc}")
+
+    def _refuse_write(self) -> None:
+        if self.damaged is not None:
+            raise StoreError(self.damaged)
+        if self.read_only is not None:
+            raise StoreError(_read_only_message(self.path, self.read_only))
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement and commit; retried when another process holds the lock.
@@ -218,7 +324,9 @@ class Store:
                          tracks: bool = True) -> int:
         """Run statements in one transaction (all or none), retried like ``_write``.
         ``tracks=False``: they touch no track row, so what ``get`` remembers stays."""
+        self._refuse_write()
         async with self._lock:
+            self._refuse_write()  # found damaged while this one waited
             if not tracks:
                 return await self._write_steps(steps)
             self._forget()
@@ -240,29 +348,34 @@ class Store:
                     changed += max(0, cur.rowcount)
                 await self._conn.commit()
                 return changed
-            except sqlite3.IntegrityError as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.rollback()
-                raise StoreError(f"store {self.path}: {exc}") from exc
             except sqlite3.OperationalError as exc:
                 message = str(exc).lower()
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
                 if ("locked" not in message and "busy" not in message) or (
                     attempt + 1 == _WRITE_ATTEMPTS
                 ):
-                    raise StoreError(f"store {self.path}: {exc}") from exc
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.rollback()
+                    raise self._failed(exc) from exc
                 delay = 0.05 * 2**attempt
                 log.warning("store: %s is busy (%s); retry %d in %.2f s",
                             self.path, exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
+            except sqlite3.Error as exc:  # a constraint, a damaged page, a full disk
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
+                raise self._failed(exc) from exc
         raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Rows of a query, in one trip to the connection's thread, never in the
-        middle of another coroutine's write transaction."""
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, params))
+        """Rows of a query, in one trip to the reading connection's thread; when
+        reads share the writing connection, never in the middle of a write."""
+        try:
+            if self._reader is not self._conn:
+                return list(await self._reader.execute_fetchall(sql, params))
+            async with self._lock:
+                return list(await self._conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._fetch(sql, params)
@@ -552,6 +665,126 @@ def _refuse_foreign_file(path: Path) -> None:
             f"{path} is not a ytproxy database (not an SQLite file); "
             "move it aside or point [store] path elsewhere"
         )
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script's statements, one by one (``executescript`` would commit
+    the transaction the migration runs in)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
+def _prepare_file(path: Path, *, write: bool) -> str | None:
+    """Check the store's file before SQLite opens it, and create it (0600) when
+    missing; returns why this process cannot write it, or None."""
+    try:
+        _make_private_dirs(path.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the directory for the store {path.parent}: {exc.strerror}"
+        ) from exc
+    _refuse_foreign_file(path)
+    read_only = _why_read_only(path)
+    if read_only is None:
+        _create_private_file(path)
+    elif write:
+        raise StoreError(_read_only_message(path, read_only))
+    elif not path.exists():
+        raise StoreError(
+            f"there is no store at {path} yet, and it cannot be created: {read_only}; "
+            "run `ytproxy add` once with write access there, or point [store] path elsewhere"
+        )
+    return read_only
+
+
+def _file_uri(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+async def _connect_read_only(uri: str, *, immutable_fallback: bool = False
+                             ) -> aiosqlite.Connection:
+    """A connection that cannot write the database at ``uri``.
+
+    In WAL mode a reader needs the ``-shm`` file.  With ``immutable_fallback``
+    (a store opened read-only), where it is missing and cannot be made (a
+    read-only mount, a directory this user may not write), the file is read as
+    immutable: no writer has it open then (a writer makes the ``-shm`` file),
+    and a one-shot read is over before one could start.  Never for the
+    daemon's reader: its own writer changes the file."""
+    conn = await aiosqlite.connect(f"{uri}?mode=ro", uri=True)
+    if not immutable_fallback:
+        return conn
+    try:
+        await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
+        return conn
+    except sqlite3.OperationalError as exc:
+        await conn.close()
+        # CANTOPEN, or READONLY_CANTINIT: no -shm, and none can be made.
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in (_SQLITE_CANTOPEN,
+                                                                _SQLITE_READONLY):
+            raise
+    return await aiosqlite.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+
+
+def _why_read_only(path: Path) -> str | None:
+    """Why this process cannot write the store (its file, or the directory that
+    holds its -wal and -shm files), or None when it can."""
+    directory = path.parent
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"the file system holding {directory} is mounted read-only"
+    except OSError:
+        pass  # the checks below say what is wrong
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"this user (uid {os.getuid()}) has no write permission on the file"
+    companions = (Path(f"{path}-wal"), Path(f"{path}-shm"))
+    for companion in companions:
+        if companion.exists() and not os.access(companion, os.W_OK):
+            return f"this user (uid {os.getuid()}) has no write permission on {companion}"
+    # With both there and writable, SQLite needs no new file in the directory.
+    if not all(c.exists() for c in companions) and not os.access(directory, os.W_OK | os.X_OK):
+        return (f"this user (uid {os.getuid()}) has no write permission on its directory "
+                f"{directory} (SQLite keeps its -wal and -shm files there)")
+    return None
+
+
+def _read_only_message(path: Path, why: str) -> str:
+    return (f"the store {path} is read-only: {why}. ytproxy must write it to add tracks, "
+            "record plays and keep its cache; give this user write access to the file and "
+            "its directory (or mount it read-write), or point [store] path elsewhere "
+            "(`ytproxy list` and `ytproxy m3u` can still read it)")
+
+
+def _damaged_message(path: Path, detail: str, *, running: bool = False) -> str:
+    what = ("ytproxy writes to it no more. Stop ytproxy, then move it aside"
+            if running else "ytproxy left it exactly as it was. To go on, move it aside")
+    return (f"the store {path} is damaged ({detail}); {what} to start with an empty "
+            f"store, or first try to save what it holds with: "
+            f"sqlite3 {shlex.quote(str(path))} .recover | sqlite3 recovered.db "
+            "(then point [store] path at recovered.db)")
+
+
+def _open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """What to tell a person whose store could not be opened."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return _damaged_message(path, str(exc))
+    if primary == _SQLITE_READONLY:
+        return _read_only_message(path, _why_read_only(path) or str(exc))
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return (f"the store {path} stayed locked by another process for longer than "
+                f"[store] busy_timeout ({exc}); look for a stuck `ytproxy` or `sqlite3` "
+                "holding it, or raise busy_timeout")
+    return (f"{path} is not a ytproxy database or is damaged ({exc}); "
+            "move it aside or point [store] path elsewhere")
 
 
 def _track(row: Sequence[Any]) -> Track:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ytproxy.config import ResolverConfig
@@ -88,6 +90,8 @@ class Tracks:
         self._config = config
         self._refreshes: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
             SingleFlight())
+        # Writes a listener does not wait for (see ``_in_background``).
+        self._background: set[asyncio.Task[None]] = set()
         self.cache_hits = 0  # plays served from a stored, unexpired URL
 
     def identify(self, id_or_url: str) -> tuple[str, str]:
@@ -199,12 +203,26 @@ class Tracks:
             info = await self.resolver.resolve(track.source_url, format_id=format_id,
                                                avoid_clients=avoid_clients)
         except YtproxyError as exc:
-            await self._best_effort("record the error", self.store.record_error(track_id, str(exc)))
+            self._in_background("record the error", self.store.record_error(track_id, str(exc)))
             raise
         # The fresh URL is what the listener needs; failing to store it only
-        # costs a resolve next time, so it must not end the stream.
-        await self._best_effort("store the fresh URL", self.store.save_stream(track_id, info))
+        # costs a resolve next time, so it must not end the stream, nor wait.
+        self._in_background("store the fresh URL", self.store.save_stream(track_id, info))
         return info
+
+    def _in_background(self, what: str, write: Coroutine[Any, Any, None]) -> None:
+        """A write the listener does not wait for: another process holding the
+        store's lock (``ytproxy add``, a backup) must not delay a stream's bytes.
+        Writes started here run in the order they were asked for (the store
+        takes them one at a time, first come first served)."""
+        task = asyncio.create_task(self._best_effort(what, write))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Let the writes started in the background finish (before the store closes)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _best_effort(self, what: str, write: Awaitable[None]) -> None:
         try:
@@ -273,6 +291,19 @@ class Tracks:
             await self.store.upsert_track(track_id, source_url, title=entry.title,
                                           artist=entry.artist, duration=entry.duration)
             added += 1
+        if not order:
+            # The source listed entries, and none is usable (not a playable URL, or
+            # a place ytproxy will not read): that is not an empty playlist, and
+            # must not empty the one stored.
+            existing = await self.store.get_playlist(name)
+            kept = ("it is not stored" if existing is None else
+                    f"the stored one ({existing.track_count} tracks) and its M3U were "
+                    "left as they were")
+            raise ResolverFailed(
+                f"kept nothing of the playlist {name!r} from {url}: it listed "
+                f"{len(entries)} entries and none is a track ytproxy can play "
+                f"({skipped} skipped, see the warnings above); {kept}"
+            )
         await self.store.replace_playlist(name, order, source_url=url, title=title)
         log.info("tracks: imported %s as %r: %d tracks, %d new", url, name, len(order), added)
         return ImportSummary(name=name, title=title, source_url=url, track_ids=tuple(order),
