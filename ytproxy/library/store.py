@@ -22,6 +22,7 @@ import aiosqlite
 
 from ytproxy.errors import StoreError
 from ytproxy.library.playlists import check_playlist_name
+from ytproxy.lockfile import LockFile
 from ytproxy.models import Playlist, StreamInfo, Track
 
 __all__ = ["SCHEMA_VERSION", "CacheRow", "Store"]
@@ -123,9 +124,11 @@ class Store:
 
     CACHE_SECONDS = 2.0
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path,
+                 lock: LockFile | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._lock_file = lock
         self._cache: dict[str, tuple[float, Track]] = {}
         # Bumped by every write: a read that started before one must not cache.
         self._generation = 0
@@ -136,7 +139,12 @@ class Store:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000,
+                   exclusive: bool = False) -> Store:
+        """The store at ``path``.  ``exclusive`` (the daemon): hold ``<path>.lock``
+        until ``close``, and raise AlreadyRunning while another process holds it
+        (the CLI's commands open the store beside a daemon; SQLite serialises them)."""
+        lock: LockFile | None = None
         if str(path) != ":memory:":
             try:
                 _make_private_dirs(path.parent)
@@ -145,12 +153,21 @@ class Store:
                     f"cannot create the directory for the store {path.parent}: {exc.strerror}"
                 ) from exc
             _refuse_foreign_file(path)
+            if exclusive:
+                lock_path = path.with_name(path.name + ".lock")
+                try:
+                    lock = LockFile.take(lock_path, f"the store {path}", "[store] path")
+                except OSError as exc:
+                    raise StoreError(f"cannot create the store's lock file {lock_path}: "
+                                     f"{exc.strerror or exc}") from exc
             _create_private_file(path)
         try:
             conn = await aiosqlite.connect(str(path))
         except sqlite3.Error as exc:
+            if lock is not None:
+                lock.release()
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        store = cls(conn, path)
+        store = cls(conn, path, lock)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             # Before anything writes (switching to WAL rewrites the header): a
@@ -162,18 +179,23 @@ class Store:
             await conn.execute("PRAGMA foreign_keys = ON")
             await store._migrate()
         except sqlite3.DatabaseError as exc:
-            await conn.close()
+            await store.close()
             raise StoreError(
                 f"{path} is not a ytproxy database or is damaged ({exc}); "
                 "move it aside or point [store] path elsewhere"
             ) from exc
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
-        await self._conn.close()
+        try:
+            await self._conn.close()
+        finally:
+            if self._lock_file is not None:
+                self._lock_file.release()
+                self._lock_file = None
 
     async def _refuse_foreign_schema(self) -> None:
         """Refuse an SQLite database that has tables but not ytproxy's."""
