@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -47,6 +48,8 @@ _MAX_CHATTER = 500
 # A worker idle this close to its exit (seconds, at most a tenth of it) is not
 # handed a call: it may be leaving.
 _IDLE_MARGIN = 5.0
+# Seconds to wait for a worker whose pipe closed to be reaped (it is exiting).
+_REAP_WAIT = 5.0
 
 
 class ExtractFailed(Exception):
@@ -63,7 +66,12 @@ class ExtractFailed(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker process died during a call (killed, out of memory)."""
+    """The worker process died during a call (killed, out of memory); ``how``:
+    its signal or exit status."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"the yt-dlp worker process died ({how})")
+        self.how = how
 
 
 class CallTimedOut(Exception):
@@ -201,14 +209,27 @@ class _Worker:
                     raise CallTimedOut(f"yt-dlp took longer than {limit:g} s")
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError, ValueError) as exc:
-            raise WorkerLost(f"the yt-dlp worker process died ({exc})") from None
+            raise WorkerLost(self._death(exc)) from None
         if not line:
-            self.proc.wait()
-            raise WorkerLost(f"the yt-dlp worker process died (exit status "
-                             f"{self.proc.returncode})")
+            raise WorkerLost(self._death(None))
         self.idle_since = time.monotonic()
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+    def _death(self, error: BaseException | None) -> str:
+        """How the worker ended: its signal or exit status (reaped here, in the
+        call's thread), else the pipe's error."""
+        try:
+            code = self.proc.wait(timeout=_REAP_WAIT)
+        except subprocess.TimeoutExpired:
+            return str(error) if error is not None else "its output closed"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        return f"exit status {code}"
 
     def kill(self) -> None:
         """End the worker now (a call past its deadline, or one nobody waits for).
@@ -249,6 +270,7 @@ class YtdlpProcesses:
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
+        self._closing = False  # close(busy=True): a killed call is not tried again
         self.started = 0  # worker processes started so far
 
     @property
@@ -301,15 +323,20 @@ class YtdlpProcesses:
         debug = log.isEnabledFor(logging.DEBUG)
         request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug,
                                "avoid_clients": list(avoid_clients)}) + "\n").encode()
-        loop = asyncio.get_running_loop()
-        taken: list[_Worker] = []
         try:
-            answer = await loop.run_in_executor(self._threads, self._call, request, limit,
-                                                taken)
-        except asyncio.CancelledError:
-            for worker in taken:
-                worker.kill()  # nobody waits for its answer: free its slot now
-            raise
+            answer = await self._run(request, limit)
+        except WorkerLost as exc:
+            if self._closing:
+                raise
+            # Killed under the call (the OOM killer, kill -9): its death says
+            # nothing of the track.  Once more, in a new worker; a second death
+            # is the caller's to hear.
+            log.warning("resolver: %s during a call; trying it once more in a new one", exc)
+            try:
+                answer = await self._run(request, limit)
+            except WorkerLost as again:
+                raise WorkerLost(f"{exc.how}; and the new one that tried the call again: "
+                                 f"{again.how}") from None
         for line in answer.get("chatter") or ():
             # Through the daemon's log, so its redaction of URL queries applies.
             log.debug("yt-dlp: %s", line)
@@ -319,9 +346,22 @@ class YtdlpProcesses:
         info = answer.get("info")
         return info if isinstance(info, dict) else None
 
+    async def _run(self, request: bytes, limit: float) -> dict[str, Any]:
+        """One try of a call, in a worker thread; a cancelled caller kills its worker."""
+        loop = asyncio.get_running_loop()
+        taken: list[_Worker] = []
+        try:
+            return await loop.run_in_executor(self._threads, self._call, request, limit, taken)
+        except asyncio.CancelledError:
+            for worker in taken:
+                worker.kill()  # nobody waits for its answer: free its slot now
+            raise
+
     def close(self, *, busy: bool = False) -> None:
         """Let the idle workers go now; with ``busy``, kill those in a call too
-        (a daemon that stops does not wait for yt-dlp)."""
+        (a daemon that stops does not wait for yt-dlp, nor tries again)."""
+        if busy:
+            self._closing = True
         with self._lock:
             idle, self._idle = self._idle, []
             calling = list(self._busy) if busy else []
