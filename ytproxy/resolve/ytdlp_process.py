@@ -28,7 +28,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from ytproxy.redact import redact_secrets
 
 __all__ = ["IDLE_EXIT", "CallTimedOut", "ExtractFailed", "WorkerLost", "YtdlpProcesses",
            "failure_cause"]
@@ -45,6 +47,11 @@ _CALL_ENV = tuple(name for base in ("http_proxy", "https_proxy", "all_proxy", "n
                   for name in (base, base.upper()))
 # yt-dlp messages a reply carries at most.
 _MAX_CHATTER = 500
+# Distinct stderr lines of workers remembered (repeats are logged at DEBUG).
+_MAX_SAID = 200
+# Written on stderr after each call: the daemon has logged what the call wrote
+# there before it takes the answer (a CLI command may exit right after).
+_CALL_DONE = b"\0ytproxy: call done\n"
 # A worker idle this close to its exit (seconds, at most a tenth of it) is not
 # handed a call: it may be leaving.
 _IDLE_MARGIN = 5.0
@@ -168,6 +175,10 @@ def serve(idle_exit: float) -> None:
             reply = _answer(json.loads(line))
         except Exception as exc:  # a bad request: say so, keep serving
             reply = {"error": f"bad request to the yt-dlp worker: {exc}"}
+        # All this call wrote to stderr is before the mark, the mark before the answer.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(sys.stderr.fileno(), _CALL_DONE)
         stdout.write(json.dumps(reply, default=str) + "\n")
         stdout.flush()
 
@@ -175,16 +186,62 @@ def serve(idle_exit: float) -> None:
 # ------------------------------------------------------------------ the daemon side
 
 
+class _Said:
+    """Lines of workers' stderr already logged: yt-dlp says some on every call
+    (a cookies file line it skips), and once at WARNING is enough."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, line: str) -> bool:
+        with self._lock:
+            if line in self._lines:
+                return False
+            self._lines[line] = None
+            if len(self._lines) > _MAX_SAID:
+                del self._lines[next(iter(self._lines))]
+            return True
+
+
+def _relay_stderr(stream: IO[bytes], pid: int, said: _Said,
+                  calls_done: threading.Semaphore) -> None:
+    """A worker's stderr, line by line, into the log (run in a thread).
+
+    What a worker writes there bypasses yt-dlp's ``logger`` (yt-dlp writes some
+    warnings straight to stderr, quoting a cookies file line; a JS runtime or a
+    crash prints there too): inherited, it would reach the journal unredacted.
+    Each line is redacted here and goes through the log's own filter.
+    """
+    with stream:
+        for raw in stream:
+            if raw == _CALL_DONE:
+                calls_done.release()
+                continue
+            line = redact_secrets(raw.decode("utf-8", "replace").rstrip())
+            if not line.strip():
+                continue
+            level = logging.WARNING if said.first_time(line) else logging.DEBUG
+            log.log(level, "resolver: yt-dlp (worker %d): %s", pid,
+                    line.removeprefix("WARNING: "))
+
+
 class _Worker:
-    def __init__(self, idle_exit: float) -> None:
+    def __init__(self, idle_exit: float, said: _Said) -> None:
         env = dict(os.environ)
         # The package's own directory first, however ytproxy was installed or run.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ytproxy.resolve.ytdlp_process", str(idle_exit)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            close_fds=True,
         )
+        assert self.proc.stderr is not None
+        self._calls_done = threading.Semaphore(0)
+        threading.Thread(target=_relay_stderr,
+                         args=(self.proc.stderr, self.proc.pid, said, self._calls_done),
+                         name=f"ytproxy-ytdlp-stderr-{self.proc.pid}", daemon=True).start()
         self.idle_since = time.monotonic()
 
     def alive(self, idle_exit: float) -> bool:
@@ -213,6 +270,8 @@ class _Worker:
         if not line:
             raise WorkerLost(self._death(None))
         self.idle_since = time.monotonic()
+        # What the call wrote on stderr is logged before its answer is used.
+        self._calls_done.acquire(timeout=_REAP_WAIT)
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -271,6 +330,7 @@ class YtdlpProcesses:
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closing = False  # close(busy=True): a killed call is not tried again
+        self._said = _Said()
         self.started = 0  # worker processes started so far
 
     @property
@@ -287,7 +347,7 @@ class YtdlpProcesses:
                     return worker
                 worker.stop()
             self.started += 1
-        return _Worker(self._idle_exit)
+        return _Worker(self._idle_exit, self._said)
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
@@ -338,8 +398,8 @@ class YtdlpProcesses:
                 raise WorkerLost(f"{exc.how}; and the new one that tried the call again: "
                                  f"{again.how}") from None
         for line in answer.get("chatter") or ():
-            # Through the daemon's log, so its redaction of URL queries applies.
-            log.debug("yt-dlp: %s", line)
+            # Redacted here and by the log's filter: URL queries, cookie values.
+            log.debug("yt-dlp: %s", redact_secrets(str(line)))
         if "error" in answer:
             raise ExtractFailed(str(answer["error"]), bool(answer.get("expected")),
                                 bool(answer.get("network")))
