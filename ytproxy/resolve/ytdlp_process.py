@@ -215,15 +215,16 @@ def _relay_stderr(stream: IO[bytes], pid: int, said: _Said,
     """
     with stream:
         for raw in stream:
-            if raw == _CALL_DONE:
+            # The mark ends a line of its own, or one cut short (a JS runtime's).
+            done = raw.endswith(_CALL_DONE)
+            line = redact_secrets(raw.removesuffix(_CALL_DONE).decode("utf-8", "replace")
+                                  .rstrip())
+            if line.strip():
+                level = logging.WARNING if said.first_time(line) else logging.DEBUG
+                log.log(level, "resolver: yt-dlp (worker %d): %s", pid,
+                        line.removeprefix("WARNING: "))
+            if done:
                 calls_done.release()
-                continue
-            line = redact_secrets(raw.decode("utf-8", "replace").rstrip())
-            if not line.strip():
-                continue
-            level = logging.WARNING if said.first_time(line) else logging.DEBUG
-            log.log(level, "resolver: yt-dlp (worker %d): %s", pid,
-                    line.removeprefix("WARNING: "))
 
 
 class _Worker:
