@@ -28,6 +28,10 @@ def vanish_warnings(caplog: pytest.LogCaptureFixture, track_id: str) -> list[str
             and track_id in r.getMessage() and "fetched again" in r.getMessage()]
 
 
+def warnings_and_worse(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def cached_whole(proxy: RunningProxy, track_id: str, data: bytes) -> Path:
     """Play a track once and wait until its file is complete; its path."""
     status, body = await fetch(proxy, track_id)
@@ -82,7 +86,7 @@ async def test_a_complete_file_gone_from_under_the_cache_is_a_miss_with_one_warn
     assert media_requests(googlevideo) > media_before  # fetched again from upstream
     (warning,) = vanish_warnings(caplog, "VanishTrk01")
     assert str(path) in warning
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert warnings_and_worse(caplog) == [warning], caplog.text
     # Fetched again into a new file of its own: complete for real, and it plays.
     cache = cache_of(proxy)
     await until(lambda: cache.complete("VanishTrk01") is not None)
@@ -116,6 +120,7 @@ async def test_the_whole_cache_directory_gone_is_made_again_and_every_track_play
     remade = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
               and "vanished: made it again" in r.getMessage()]
     assert len(remade) == 1 and "1 other files" in remade[0], caplog.text
+    assert len(warnings_and_worse(caplog)) == 2, caplog.text
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     # The other track's record went with its file: not complete, and it plays.
     shown = await listing(proxy)

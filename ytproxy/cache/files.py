@@ -461,11 +461,12 @@ def _mismatch(entry: CacheFile, info: os.stat_result) -> str | None:
 
 
 def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            path.unlink()
-        except OSError as exc:
-            log.warning("cache: cannot delete %s: %s", path, exc.strerror or exc)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cache: cannot delete %s: %s", path, exc.strerror or exc)
 
 
 def _close(entry: CacheFile) -> None:
