@@ -134,6 +134,28 @@ async def test_the_whole_cache_directory_gone_is_made_again_and_every_track_play
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
+async def test_a_cache_directory_that_cannot_be_made_again_leaves_every_track_relayed(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = random_audio(600_000, seed=99)
+    googlevideo.add_track("DirBlocked1", data, title="Blocked")
+    googlevideo.add_track("DirBlocked2", data[::-1], title="Blocked too")
+    proxy = await make_proxy(cache=CACHE_ON, **FAST)
+    await cached_whole(proxy, "DirBlocked1", data)
+    directory = cache_of(proxy).files.directory
+    shutil.rmtree(directory)
+    directory.write_text("a file where the directory was")
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="ytproxy")
+    for track_id, expected in (("DirBlocked1", data), ("DirBlocked2", data[::-1])):
+        status, body = await fetch(proxy, track_id)
+        assert status == 200 and sha(body) == sha(expected)
+    (gave_up,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert str(directory) in gave_up and "relayed" in gave_up
+    assert cache_of(proxy).files.files() == []
+    assert directory.read_text() == "a file where the directory was"
+
+
 async def test_a_file_deleted_while_served_from_the_cache_is_read_to_the_end(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory,
 ) -> None:
