@@ -10,7 +10,10 @@ A worker reads one JSON request per line on stdin (``{"url", "options", "env"}``
 the last the daemon's proxy variables) and
 answers one JSON line on stdout: ``{"info": {...}}`` (yt-dlp's sanitized info
 dict, or null) or ``{"error": text, "expected": bool, "network": bool}``.
-This module is all a worker imports besides yt-dlp: it must stay light.
+Whatever a worker writes on stderr (yt-dlp writes some warnings there, past
+its ``logger``) is logged by the daemon line by line, redacted.
+This module (and ``ytproxy.redact``) is all a worker imports besides yt-dlp: it
+must stay light.
 """
 
 from __future__ import annotations
@@ -161,7 +164,8 @@ def _add_cookie_header(info: dict[str, Any], jar: Any) -> None:
 def serve(idle_exit: float) -> None:
     """The worker's loop: answer requests on stdin until EOF or ``idle_exit`` s idle."""
     stdin = sys.stdin.buffer
-    # Answers go to the real stdout; anything yt-dlp prints goes to stderr.
+    # Answers go to the real stdout; anything yt-dlp prints goes to stderr (a
+    # pipe the daemon logs from: _relay_stderr).
     stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     while True:
