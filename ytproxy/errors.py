@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyRunning",
     "AtCapacity",
     "BadJson",
     "BadPath",
@@ -215,3 +216,9 @@ class AtCapacity(YtproxyError):
 class StoreError(YtproxyError):
     code = "store_error"
     status = 500
+
+
+class AlreadyRunning(YtproxyError):
+    """Another daemon holds the lock of a store or cache directory this one needs."""
+
+    code = "already_running"
