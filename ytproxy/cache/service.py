@@ -16,6 +16,7 @@ from ytproxy.errors import YtproxyError
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo
+from ytproxy.resolve.budget import CallKind
 from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
 
 __all__ = ["TrackCache", "refresher"]
@@ -27,11 +28,11 @@ log = logging.getLogger(__name__)
 _PREFETCHES_AT_ONCE = 2
 
 
-def refresher(tracks: Tracks, track_id: str) -> Refresh:
+def refresher(tracks: Tracks, track_id: str, kind: CallKind = CallKind.LISTENER) -> Refresh:
     """A stream's way to a fresh URL for the same format, avoiding failed clients."""
     async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
         return await tracks.refresh(track_id, format_id=current.format_id,
-                                    avoid_clients=avoid_clients)
+                                    avoid_clients=avoid_clients, kind=kind)
 
     return refresh
 
@@ -130,11 +131,14 @@ class TrackCache:
         download = entry.download if entry is not None else None
         if entry is None or (not entry.complete and download is None):
             async with self._prefetch_slots:
-                _, info = await self._tracks.stream_for(track_id)
+                # Background work: it waits for what the hour's budget leaves,
+                # and while YouTube refuses (ytproxy.resolve.budget).
+                _, info = await self._tracks.stream_for(track_id, kind=CallKind.BACKGROUND)
                 size, mime = info.size, info.mime
                 if size is None:
                     size, info, mime = await probe_size(
-                        self._fetcher, info, refresh=refresher(self._tracks, track_id),
+                        self._fetcher, info,
+                        refresh=refresher(self._tracks, track_id, CallKind.BACKGROUND),
                         policy=self._config.retry, label=track_id,
                         max_available_wait=self._config.resolver.max_available_wait)
                     await self._tracks.remember_size(track_id, size)

@@ -32,6 +32,7 @@ from ytproxy.loops import loop_name
 from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolve.jsruntime import runtime_label
+from ytproxy.resolve.refusals import refusal_reason
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.upstream import UpstreamFetcher
 
@@ -138,6 +139,10 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "client": resolver.last_client,
             "js_runtime": await resolver.js_runtime_info(),
             "cookies": resolver.cookies_source,
+            # The hour's yt-dlp calls and what waits for them (ytproxy.resolve.budget).
+            "budget": resolver.budget.as_dict(),
+            # YouTube's refusals as a state: "ok", "rate_limited" or "bot_check".
+            "youtube": resolver.refusal.as_dict(),
         },
         "upstream": {
             "requests": fetcher.requests,
@@ -175,6 +180,9 @@ async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
         if breaker.state != "closed":
             reasons.append(f"{breaker.name}: breaker {breaker.state.replace('_', '-')} "
                            f"after {breaker.failures} failures (last: {breaker.last_error})")
+    said = refusal_reason(daemon.resolver.refusal.as_dict())
+    if said is not None:
+        reasons.append(said)
     reasons += daemon.fetcher.holds.reasons()
     if reasons:
         return 503, {"status": "degraded", "reasons": reasons}
@@ -306,6 +314,20 @@ def _youtube_line(resolver: dict[str, Any]) -> str:
     return f"yt-dlp: {shown} · player client {using} · cookies {given}"
 
 
+def _budget_line(resolver: dict[str, Any]) -> str:
+    """The hour's yt-dlp calls, what waits for them, and YouTube's state."""
+    budget = resolver.get("budget")
+    if not isinstance(budget, dict):
+        return ""
+    youtube = resolver.get("youtube")
+    state = youtube.get("state") if isinstance(youtube, dict) else None
+    return (f"yt-dlp calls in the last hour: {budget.get('calls_last_hour')} of "
+            f"{budget.get('max_calls_per_hour')} · background waiting: "
+            f"{budget.get('waiting_background')} · listings: "
+            f"{budget.get('listings_last_hour')} of {budget.get('max_listings_per_hour')} · "
+            f"YouTube: {html.escape(str(state or 'ok'))}")
+
+
 def _source_label(stream: dict[str, Any]) -> str:
     source = stream.get("source", "relay")
     if source == "download":
@@ -368,6 +390,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 {status['slots']['in_use']} of {status['slots']['capacity']} stream slots in use ·
 {status['store']['tracks']} tracks stored</p>
 <p>{_youtube_line(resolver)}</p>
+<p>{_budget_line(resolver)}</p>
 <h2>Playing</h2>
 <table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
 <th>range</th><th>retries/refreshes</th><th>from</th></tr>{rows}</table>
