@@ -37,11 +37,12 @@ class RefusalState:
         self.since: float | None = None  # the first refusal of this spell
         self.until: float | None = None  # when the pause after the last one ends
         self.sentence: str | None = None  # what a person is told
+        self.detail: str | None = None  # YouTube's words, as yt-dlp gave them
         self.refusals = 0  # refusals in this spell
         self.ended: list[tuple[str, float, float]] = []  # (state, since, ended) last few
         self._trial = False
 
-    def refused(self, state: str, sentence: str) -> bool:
+    def refused(self, state: str, sentence: str, detail: str | None = None) -> bool:
         """YouTube refused with ``state``; True when this starts a spell (a line
         for the log), False when it renews one."""
         if state not in STATES:
@@ -54,6 +55,7 @@ class RefusalState:
         self.state = state
         self.until = now + self.pause
         self.sentence = sentence
+        self.detail = detail
         self.refusals += 1
         self._trial = False
         return new
@@ -63,7 +65,7 @@ class RefusalState:
         ended = self.state
         if ended is not None:
             self.ended = [*self.ended[-4:], (ended, self.since or 0.0, self._clock())]
-        self.state = self.since = self.until = self.sentence = None
+        self.state = self.since = self.until = self.sentence = self.detail = None
         self.refusals = 0
         self._trial = False
         return ended

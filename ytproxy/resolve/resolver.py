@@ -324,6 +324,9 @@ class Resolver:
         self._wanted: Counter[str] = Counter()  # source URLs listeners wait for
         self._listeners_at_limiter = 0
         self._in_line: set[asyncio.Task[Any]] = set()  # background calls waiting
+        # Background calls in flight: one at a time, so that a refusal stops
+        # the next before it starts.
+        self._background_running = 0
         # Told how long each real yt-dlp call took (the metrics histogram).
         self.on_duration: Callable[[float], None] | None = None
         self._workers = YtdlpProcesses.shared(config.workers)
@@ -397,10 +400,25 @@ class Resolver:
         the pause ends, a YoutubeRefused at once instead.
         """
         key = (source_url, format_id, avoid_clients)
+        if kind is CallKind.BACKGROUND:
+            return await self._flights.run(
+                key, lambda: self._resolve_in_background(source_url, format_id, avoid_clients))
         with self.wanting(source_url) if kind is CallKind.LISTENER else contextlib.nullcontext():
             return await self._flights.run(
                 key, lambda: self._resolve(source_url, format_id, avoid_clients, kind,
                                            try_while_paused))
+
+    async def _resolve_in_background(self, source_url: str, format_id: str | None,
+                                     avoid_clients: tuple[str, ...]) -> StreamInfo:
+        """A background resolve: refused by YouTube, it waits out the pause in
+        line and goes again (at most one call per pause), rather than failing."""
+        while True:
+            try:
+                return await self._resolve(source_url, format_id, avoid_clients,
+                                           CallKind.BACKGROUND)
+            except YoutubeRefused:
+                if self._wanted[source_url]:
+                    raise  # a listener joined it: it is told, and holds its request
 
     @contextlib.contextmanager
     def wanting(self, source_url: str) -> Iterator[None]:
@@ -431,7 +449,7 @@ class Resolver:
         state = self.refusal.state or "rate_limited"
         return YoutubeRefused(
             self.refusal.sentence or f"YouTube refuses this address ({state})", state=state,
-            retry_after=max(1.0, self.refusal.left()))
+            retry_after=max(1.0, self.refusal.left()), detail=self.refusal.detail)
 
     async def _take_turn(self, kind: CallKind, url: str, try_while_paused: bool) -> CallKind:
         """Wait for this call's turn (see ``resolve``); the kind it goes as (a
@@ -482,7 +500,8 @@ class Resolver:
             if refusal.paused():
                 await self._nap(refusal.left())
                 continue
-            if refusal.state is not None and refusal.trial_running:
+            if self._background_running or (refusal.state is not None
+                                             and refusal.trial_running):
                 await self._nap(None)
                 continue
             delay = self.budget.turn(ticket)
@@ -544,6 +563,19 @@ class Resolver:
         """One yt-dlp call: its turn (budget, refusal state), breaker, rate
         limit, worker process, deadline, classified errors."""
         kind = await self._take_turn(kind, url, try_while_paused)
+        if kind is CallKind.BACKGROUND:
+            self._background_running += 1
+        try:
+            return await self._run_call(url, options, limit, what, avoid_clients, kind)
+        finally:
+            if kind is CallKind.BACKGROUND:
+                # The caller settles the outcome (a refusal) before it awaits
+                # anything, so the next in line sees it when it wakes.
+                self._background_running -= 1
+                self._wake()
+
+    async def _run_call(self, url: str, options: dict[str, Any], limit: float, what: str,
+                        avoid_clients: tuple[str, ...], kind: CallKind) -> dict[str, Any]:
         await self._admit(kind)
         started = time.monotonic()
         try:
@@ -587,13 +619,14 @@ class Resolver:
             # Not the track's failure, nor yt-dlp's: the breaker hears nothing.
             self.breaker.release_trial()
             was = refusal.current()
-            refusal.refused(error.state, str(error))
+            refusal.refused(error.state, str(error), error.detail)
             error.retry_after = refusal.left()
             if was != error.state:
                 since = clock_time(refusal.since or time.time())
-                log.warning("resolver: YouTube refuses: %s since %s, until %s: %s",
-                            error.state, since, clock_time(refusal.until or time.time()),
-                            error)
+                until = clock_time(refusal.until or time.time())
+                log.warning("resolver: YouTube refuses: %s since %s, %s: %s", error.state,
+                            since, f"until {until}" if error.state == "rate_limited"
+                            else f"until a call succeeds (next try at {until})", error)
             log.debug("resolver: %s: yt-dlp said: %s", url, error.detail)
             self._wake()
             return error
