@@ -754,8 +754,11 @@ class Resolver:
             error = self._settle(exc, url)
             if isinstance(error, TrackGone):
                 # A playlist page that is gone is not a track that is gone.
-                error = ResolverFailed(f"cannot read the playlist at {url}: the source says "
-                                       "it is gone or private", detail=error.detail)
+                status = _HTTP_STATUS_RE.search(str(exc))
+                error = ResolverFailed(
+                    f"cannot read the playlist at {url}: the source says it is gone or "
+                    f"private{f' (HTTP {status.group(1)})' if status else ''}",
+                    detail=error.detail)
             if not isinstance(error, YoutubeRefused):
                 log.warning("resolver: playlist %s: %s", url, error)
                 if error.detail:
