@@ -61,11 +61,13 @@ def song_table(songs: Sequence[Song], base_url: str) -> str:
     """The numbered table: number, Artist - Title, duration, id, proxy URL."""
     names = [s.name if len(s.name) <= _NAME_WIDTH else s.name[:_NAME_WIDTH - 1] + "…"
              for s in songs]
+    times = [_minutes(s.duration) for s in songs]
     width = max((len(n) for n in names), default=0)
+    time_width = max((len(t) for t in times), default=0)
     digits = len(str(len(songs)))
     lines = []
-    for number, (song, name) in enumerate(zip(songs, names, strict=True), 1):
-        lines.append(f"{number:>{digits}}. {name:<{width}}  {_minutes(song.duration):>7}  "
+    for number, (song, name, time) in enumerate(zip(songs, names, times, strict=True), 1):
+        lines.append(f"{number:>{digits}}. {name:<{width}}  {time:>{time_width}}  "
                      f"{song.id}  {base_url}/proxy/{song.id}")
     return "\n".join(lines) + ("\n" if lines else "")
 
