@@ -178,15 +178,9 @@ def search_json(query: str, songs: Sequence[Song], base_url: str) -> dict[str, A
 
 
 class _Store(Protocol):
-    async def get(self, track_id: str) -> Track | None: ...
-
-    async def upsert_track(self, track_id: str, source_url: str, *, title: str | None = ...,
-                           artist: str | None = ..., album: str | None = ...,
-                           duration: float | None = ...) -> Track: ...
-
-    async def fill_metadata(self, track_id: str, *, title: str | None = ...,
-                            artist: str | None = ..., duration: float | None = ...
-                            ) -> None: ...
+    async def add_listed(
+        self, tracks: Sequence[tuple[str, str, str | None, str | None, float | None]]
+    ) -> list[Track]: ...
 
 
 # (URL, what it is in messages, the most entries) -> yt-dlp's flat info dict.
@@ -226,19 +220,17 @@ class Listings:
         return await self._stored(songs_from_listing(info, limit=limit))
 
     async def _stored(self, songs: Sequence[Song]) -> list[Song]:
-        """Store each song as a track (what is known of a stored one is kept,
-        gaps are filled), and give the songs as the store now knows them."""
+        """Store each song as a track, in one write (what is known of a stored
+        one is kept, its gaps are filled), and give the songs as the store now
+        knows them."""
+        if not songs:
+            return []
+        stored = {t.id: t for t in await self._store.add_listed(
+            [(s.id, self._source_url_for(s.id), s.title, s.artist, s.duration)
+             for s in songs])}
         out: list[Song] = []
         for song in songs:
-            track: Track | None
-            if await self._store.get(song.id) is None:
-                track = await self._store.upsert_track(
-                    song.id, self._source_url_for(song.id), title=song.title,
-                    artist=song.artist, duration=song.duration)
-            else:
-                await self._store.fill_metadata(song.id, title=song.title,
-                                                artist=song.artist, duration=song.duration)
-                track = await self._store.get(song.id)
+            track = stored.get(song.id)
             if track is None:  # removed meanwhile: the listing's word is all there is
                 out.append(song)
                 continue
