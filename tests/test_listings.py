@@ -150,6 +150,18 @@ def test_the_history_keeps_the_last_songs_played() -> None:
     assert len(none) == 0
 
 
+def test_status_says_what_autoplay_did() -> None:
+    from ytproxy.cli.status_view import mpd_line
+
+    report = {"following": True, "address": "127.0.0.1:6600", "connected": True,
+              "upcoming": [], "autoplay": {"songs": 5, "history": 3, "appended": 5,
+                                           "failures": 1}}
+    assert mpd_line(report) == ("127.0.0.1:6600 connected; next: —; autoplay: 5 appended, "
+                                "1 mixes not listed")
+    del report["autoplay"]
+    assert mpd_line(report) == "127.0.0.1:6600 connected; next: —"
+
+
 def test_the_new_keys_have_their_defaults_and_are_checked() -> None:
     config = Config()
     assert config.resolver.search_url_template == (

@@ -403,6 +403,14 @@ class MpdFollower:
                                                   name=f"mpd autoplay {track}")
 
     async def _autoplay(self, client: Any, track: str, songid: str) -> None:
+        try:
+            await self._append_mix(client, track, songid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged with its traceback; the next song tries again
+            log.exception("mpd: autoplay for %s failed", track)
+
+    async def _append_mix(self, client: Any, track: str, songid: str) -> None:
         assert self._more_songs is not None
         try:
             mix = await self._more_songs(track)
