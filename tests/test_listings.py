@@ -434,3 +434,27 @@ async def test_cli_add_with_mpd_unreachable_prints_the_songs_and_names_mpd(
     assert len(done.out.splitlines()) == 2 and "blueMoon001" in done.out
     assert f"cannot queue the songs in MPD at 127.0.0.1:{port}" in done.err, done.err
     assert done.err.count("\n") == 1 and "Traceback" not in done.err
+
+
+async def test_a_playlist_listing_imports_in_one_call(
+    faketube: FakeTube, tmp_path: Path,
+) -> None:
+    """The plugin's playlist listing, read by `ytproxy import` as YouTube's are."""
+    add_catalogue(faketube)
+    faketube.playlists["PLbench0001"] = [IDS[2], IDS[0], IDS[4]]
+    faketube.entry_ie_key = "Youtube"  # as YouTube lists its videos
+    config = listening_config(tmp_path / "config.toml", faketube, tmp_path / "tracks.db",
+                              extra="allow_private_sources = true\n")
+    done = await run_ytproxy(cli_env(tmp_path), "--config", str(config), "import",
+                             faketube.playlist_url("PLbench0001"), "--name", "Blues")
+    assert done.rc == 0, done.err
+    assert faketube.listing_calls("playlist", "PLbench0001") == 1
+    assert faketube.listing_calls() == 1 and faketube.player_requests == []
+    store = await Store.open(tmp_path / "tracks.db")
+    try:
+        tracks = await store.playlist_tracks("Blues")
+        assert tracks is not None
+        assert [(t.id, t.artist) for t in tracks] == [
+            (IDS[2], "Bobby Vinton"), (IDS[0], "Ella Fitzgerald"), (IDS[4], CATALOGUE[4][1])]
+    finally:
+        await store.close()

@@ -152,6 +152,10 @@ class FakeTube(FakeGooglevideo):
         #: Listings answered with this status instead ("mix:ID", "search:QUERY", "playlist:ID").
         self.listing_faults: dict[str, int] = {}
         self.listing_requests: list[ListingRecord] = []
+        #: The extractor listed entries name: this fake's own (played through
+        #: source_url_template), or "Youtube" to look like YouTube's listings to
+        #: code that keys on it (`ytproxy import` takes YouTube entries' ids).
+        self.entry_ie_key = "FakeTube"
 
     @property
     def watch_url_template(self) -> str:
@@ -213,7 +217,7 @@ class FakeTube(FakeGooglevideo):
 
     def _entry(self, video_id: str) -> dict[str, object]:
         song = self.songs.get(video_id)
-        entry: dict[str, object] = {"id": video_id,
+        entry: dict[str, object] = {"id": video_id, "ie_key": self.entry_ie_key,
                                     "url": self.watch_url_template.replace("{id}", video_id)}
         if song is not None:
             entry.update(title=song.title, artists=[song.artist], channel=song.artist,

@@ -30,7 +30,8 @@ class _FakeListingIE(InfoExtractor):
         entries = []
         for entry in data["entries"]:
             extra = {k: entry[k] for k in ("duration", "artists", "channel") if k in entry}
-            entries.append(self.url_result(entry["url"], ie="FakeTube", video_id=entry["id"],
+            entries.append(self.url_result(entry["url"], ie=entry.get("ie_key", "FakeTube"),
+                                           video_id=entry["id"],
                                            title=entry.get("title"), **extra))
         return self.playlist_result(entries, data["id"], data["title"])
 
