@@ -337,10 +337,18 @@ async def test_get_search_needs_an_accepted_host_and_maps_failures(
         "search_url_template": faketube.search_url_template})
     status, body = await get_json(proxy, "/search?q=blue", Host="evil.example")
     assert (status, body["error"]) == (403, "forbidden_host")
+    # Another site's page may send a GET (not read its answer): no yt-dlp call for it.
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"},
+                    {"Origin": "null"}):
+        status, body = await get_json(proxy, "/search?q=blue", **headers)
+        assert (status, body["error"]) == (403, "cross_site_request"), headers
+    assert faketube.listing_calls() == 0
+    status, body = await get_json(proxy, "/search?q=blue", **{"Sec-Fetch-Site": "same-origin"})
+    assert status == 200, body
     faketube.listing_faults["search:blue"] = 500
     status, body = await get_json(proxy, "/search?q=blue")
     assert (status, body["error"]) == (503, "resolver_unavailable"), body
-    assert faketube.listing_calls() == 1
+    assert faketube.listing_calls() == 2
 
 
 # ------------------------------------------------------------------ the CLI, no daemon

@@ -41,7 +41,13 @@ from ytproxy.http.listener import (
     json_http_error,
 )
 from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
-from ytproxy.http.origin import FROM_OTHER_SITE, trust_middleware
+from ytproxy.http.origin import (
+    FROM_OTHER_SITE,
+    Hosts,
+    asked_of,
+    from_other_site,
+    trust_middleware,
+)
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
@@ -388,7 +394,15 @@ async def _list_playlists(request: web.Request) -> web.Response:
 
 async def _search(request: web.Request) -> web.Response:
     """``GET /search?q=QUERY&limit=N``: what `ytproxy search --json` prints; the
-    songs found are stored as tracks (resolved when first played)."""
+    songs found are stored as tracks (resolved when first played).
+
+    A GET that changes the store and costs a yt-dlp call: another site's page
+    (which may send it, not read it) is refused, as it is for writes."""
+    config = request.app[CONFIG]
+    if from_other_site(Hosts.of(config.server), asked_of(request, PLAYER_PATHS)):
+        raise CrossSiteRequest(
+            "a web page of another site may not search (each search is a yt-dlp call and "
+            "stores tracks); use `ytproxy search` or a program")
     unknown = sorted(k for k in request.query if k not in ("q", "limit"))
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; "
@@ -409,7 +423,7 @@ async def _search(request: web.Request) -> web.Response:
         limit = int(text)
     query = queries[0]
     songs = await request.app[LISTINGS].search(query, limit=limit)
-    server = request.app[CONFIG].server
+    server = config.server
     return web.json_response(search_json(query, songs, proxy_base_url(server.host,
                                                                       server.port)))
 
