@@ -91,6 +91,10 @@ async def test_search_add_queues_the_songs_with_names_and_play_plays_the_first(
     playing = await mpd.wait_for(lambda s: s.state == "play" and s.elapsed > 0.5, 20,
                                  "the first song playing")
     assert playing.song.get("Pos") == "0" and playing.file == base + FOUND[0][0]
+    # Playing, MPD shows the stream's icy-name (its Name tag; the stream's tags
+    # replace those given at queue time): the same "Artist - Title".
+    assert playing.name == f"{FOUND[0][1]} - {FOUND[0][2]}"
+    assert (await mpd.mpc_async("current")).strip() == f"{FOUND[0][1]} - {FOUND[0][2]}"
     # Played to the end: MPD moves on to the second song, with no error on the way.
     second = await mpd.wait_for(lambda s: (s.song.get("Pos") == "1" and s.elapsed > 0.2)
                                 or s.error is not None or s.state == "stop", 20,
