@@ -83,6 +83,15 @@ async def test_search_add_queues_the_songs_with_names_and_play_plays_the_first(
     assert shown.splitlines() == [f"{artist} - {title}" for _, artist, title in FOUND]
     assert faketube.listing_calls() == 1 and faketube.player_requests == []
 
+    # A radio is queued the same way, after what is there.
+    faketube.mixes[FOUND[2][0]] = [FOUND[2][0], FOUND[0][0]]
+    done = await run_ytproxy(env, "--config", str(config), "radio",
+                             f"http://127.0.0.1:{port}/proxy/{FOUND[2][0]}", "--add")
+    assert done.rc == 0, done.err
+    queue = queue_of(await mpd.command_async("playlistinfo"))
+    assert [s.get("Title") for s in queue[3:]] == [FOUND[2][2], FOUND[0][2]]
+    assert faketube.listing_calls("mix", FOUND[2][0]) == 1 and faketube.player_requests == []
+
     await mpd.mpc_async("clear")
     done = await run_ytproxy(env, "--config", str(config), "search", "blue", "--limit", "2",
                              "--play")
