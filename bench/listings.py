@@ -5,9 +5,11 @@ The fake is the tests' FakeTube with its YouTube Music-shaped listings, read by
 the real yt-dlp through the test-only extractor plugin (tests/ytdlp_plugins),
 all on 127.0.0.1.  Through ytproxy: ``GET /search`` of the real daemon (a child
 process: the HTTP request, the yt-dlp call in its worker process, the songs
-stored), and a track's mix through ``Listings.radio`` in this process (what
-``ytproxy radio`` and autoplay run: the worker process, the store).  Alone:
-one ``YoutubeDL`` per call with the same flat options, in this process.
+stored), and a track's mix through ``Listings.radio`` (what ``ytproxy radio``
+and autoplay run: the worker process, the store) in a process of its own.
+Alone: one ``YoutubeDL`` per call with the same flat options, in a process of
+its own too.  The fake serves from this process, which measures nothing itself
+but the HTTP client's wait for ``GET /search``.
 Target: ytproxy adds at most 20 ms (medians).
 """
 
@@ -19,12 +21,14 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +50,10 @@ class _FakeOnItsLoop:
     """FakeTube, served by an event loop in a thread of its own."""
 
     def __init__(self) -> None:
+        # The plugin, for yt-dlp here and in the worker processes this one starts.
         sys.path.insert(0, str(PLUGINS))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))
         from tests.fakes.tube import FakeTube
 
         self.loop = asyncio.new_event_loop()
@@ -66,15 +73,39 @@ class _FakeOnItsLoop:
         self.thread.join(10)
 
 
-def _timed(run: Callable[[], object], runs: int) -> list[float]:
-    """Seconds of each of ``runs`` calls, after one that warms up (imports, a worker)."""
-    times: list[float] = []
-    for i in range(runs + 1):
-        started = time.perf_counter()
-        run()
-        if i:
-            times.append(time.perf_counter() - started)
-    return times
+def _seconds(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+class _Measurer:
+    """A process of its own (``python -m bench.listings child KIND ...``) that
+    times one listing for each line it is sent: the yt-dlp it measures never
+    shares an interpreter with the fake, and the figures can take turns."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.listings", "child", *args], cwd=REPO,
+            env={**os.environ}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def once(self) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the measuring process exited ({self.proc.wait()})")
+        return float(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _ytdlp_alone(url: str) -> Callable[[], object]:
@@ -105,41 +136,36 @@ def _get_search(port: int) -> Callable[[], object]:
     return run
 
 
-def _radio_in_process(workdir: Path, fake: Any, seed: str, runs: int) -> list[float]:
+def _radio(workdir: Path, watch: str, radio: str, seed: str
+           ) -> tuple[Callable[[], object], Callable[[], None]]:
+    """One ``Listings.radio`` per call, on a loop kept between calls (as in a
+    daemon); and what closes it."""
     from ytproxy.config import Config
     from ytproxy.library.listings import Listings
     from ytproxy.library.store import Store
     from ytproxy.resolve.resolver import Resolver
 
-    config = Config().replace("resolver", source_url_template=fake.watch_url_template,
-                              radio_url_template=fake.radio_url_template,
-                              max_calls_per_minute=6000)
+    config = Config().replace("resolver", source_url_template=watch,
+                              radio_url_template=radio, max_calls_per_minute=6000)
+    loop = asyncio.new_event_loop()
+    resolver = Resolver(config.resolver)
+    store = loop.run_until_complete(Store.open(workdir / "radio-tracks.db"))
+    listings = Listings(store=store, list_flat=resolver.listing,
+                        source_url_for=resolver.source_url_for,
+                        search_url_template=config.resolver.search_url_template,
+                        radio_url_template=config.resolver.radio_url_template)
 
-    async def measure() -> list[float]:
-        resolver = Resolver(config.resolver)
-        store = await Store.open(workdir / "radio-tracks.db")
-        listings = Listings(store=store, list_flat=resolver.listing,
-                            source_url_for=resolver.source_url_for,
-                            search_url_template=config.resolver.search_url_template,
-                            radio_url_template=config.resolver.radio_url_template)
-        times: list[float] = []
-        try:
-            for i in range(runs + 1):
-                started = time.perf_counter()
-                songs = await listings.radio(seed, limit=LISTED)
-                if i:
-                    times.append(time.perf_counter() - started)
-                assert len(songs) == LISTED
-        finally:
-            await resolver.close()
-            await store.close()
-        return times
+    def run() -> object:
+        songs = loop.run_until_complete(listings.radio(seed, limit=LISTED))
+        assert len(songs) == LISTED
+        return songs
 
-    return asyncio.run(measure())
+    def close() -> None:
+        loop.run_until_complete(resolver.close())
+        loop.run_until_complete(store.close())
+        loop.close()
 
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
+    return run, close
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,12 +188,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"fake on {HOST}:{fake.port}; ytproxy on {HOST}:{daemon.port}; "
               f"{args.runs} runs each after one warm-up, {LISTED} songs a listing")
         before = fake.listing_calls()
-        rows = {
-            "search_ytproxy": _timed(_get_search(daemon.port), args.runs),
-            "search_ytdlp_alone": _timed(_ytdlp_alone(search_url), args.runs),
-            "radio_ytproxy": _radio_in_process(workdir, fake, served.seed, args.runs),
-            "radio_ytdlp_alone": _timed(_ytdlp_alone(radio_url), args.runs),
-        }
+        measurers = [_Measurer("alone", search_url),
+                     _Measurer("radio", str(workdir), fake.watch_url_template,
+                               fake.radio_url_template, served.seed),
+                     _Measurer("alone", radio_url)]
+        try:
+            figures: dict[str, Callable[[], float]] = {
+                "search_ytproxy": partial(_seconds, _get_search(daemon.port)),
+                "search_ytdlp_alone": measurers[0].once,
+                "radio_ytproxy": measurers[1].once,
+                "radio_ytdlp_alone": measurers[2].once,
+            }
+            rows: dict[str, list[float]] = {name: [] for name in figures}
+            # Turn by turn, so a load that comes and goes weighs on each alike;
+            # the first turn warms up (imports, worker processes) and is not kept.
+            for turn in range(args.runs + 1):
+                for name, measure in figures.items():
+                    took = measure()
+                    if turn:
+                        rows[name].append(took)
+        finally:
+            for measurer in measurers:
+                measurer.close()
         calls = fake.listing_calls() - before
         results["listing_calls"] = calls
         results["listing_calls_expected"] = 4 * (args.runs + 1)
@@ -211,6 +253,23 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def child(argv: list[str]) -> None:
+    """A measuring process: for each line read, one listing, and its seconds printed."""
+    sys.path.insert(0, str(PLUGINS))
+    close: Callable[[], None] | None = None
+    if argv[0] == "alone":
+        run_once = _ytdlp_alone(argv[1])
+    else:
+        workdir, watch, radio, seed = argv[1:5]
+        run_once, close = _radio(Path(workdir), watch, radio, seed)
+    try:
+        for _ in sys.stdin:
+            print(_seconds(run_once), flush=True)
+    finally:
+        if close is not None:
+            close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench listings",
                                      description=(__doc__ or "").splitlines()[0])
@@ -226,3 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"results": results, "table": text}, indent=2))
         print(f"figures written to {args.json}")
     return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["child"]:
+        child(sys.argv[2:])
+    else:
+        raise SystemExit(main(sys.argv[1:]))
