@@ -18,6 +18,7 @@ from aiohttp import web
 from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
+    BadQuery,
     BadRange,
     BadRequest,
     CacheOff,
@@ -405,20 +406,20 @@ async def _search(request: web.Request) -> web.Response:
             "stores tracks); use `ytproxy search` or a program")
     unknown = sorted(k for k in request.query if k not in ("q", "limit"))
     if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; "
+        raise BadQuery(f"unknown parameter {unknown[0][:40]!r}; "
                          "use /search?q=QUERY&limit=N")
     queries = request.query.getall("q", [])
     if len(queries) != 1 or not queries[0].strip():
-        raise BadRequest("give one non-empty search query as ?q=QUERY")
+        raise BadQuery("give one non-empty search query as ?q=QUERY")
     if len(queries[0]) > MAX_QUERY_LENGTH:
-        raise BadRequest(f"the query (q) is {len(queries[0])} characters long; at most "
+        raise BadQuery(f"the query (q) is {len(queries[0])} characters long; at most "
                          f"{MAX_QUERY_LENGTH}")
     limits = request.query.getall("limit", [])
     limit = SEARCH_LIMIT
     if limits:
         text = limits[0]
         if len(limits) > 1 or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, "
+            raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, "
                              f"got {text[:20]!r}")
         limit = int(text)
     query = queries[0]
