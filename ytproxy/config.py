@@ -77,6 +77,10 @@ class StoreConfig:
 @dataclass(frozen=True)
 class ResolverConfig:
     source_url_template: str = "https://www.youtube.com/watch?v={id}"
+    # What yt-dlp lists for `ytproxy search` ({query}: the URL-encoded query) and
+    # for a track's mix (`ytproxy radio`, [mpd] autoplay; {id}: the track's id).
+    search_url_template: str = "https://music.youtube.com/search?q={query}#songs"
+    radio_url_template: str = "https://music.youtube.com/watch?v={id}&list=RDAMVM{id}"
     workers: int = 2
     format: str = "bestaudio[acodec=opus]/bestaudio/best"
     timeout: float = 30.0
@@ -170,6 +174,12 @@ class MpdConfig:
     # How many of the songs MPD plays next are downloaded ahead (0: none).
     lookahead: int = 2
     playlist_directory: str = ""
+    # When MPD plays the last song of its queue (repeat off), append
+    # autoplay_songs songs of that song's mix, none of the last
+    # autoplay_history songs played nor any already queued.
+    autoplay: bool = False
+    autoplay_songs: int = 5
+    autoplay_history: int = 100
 
     @property
     def resolved_playlist_directory(self) -> Path | None:
@@ -534,6 +544,10 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          "must be between 0 and 600 seconds", config.store.busy_timeout)
     need("{id}" in r.source_url_template, "resolver.source_url_template",
          "must contain the {id} placeholder", r.source_url_template)
+    need("{query}" in r.search_url_template, "resolver.search_url_template",
+         "must contain the {query} placeholder", r.search_url_template)
+    need("{id}" in r.radio_url_template, "resolver.radio_url_template",
+         "must contain the {id} placeholder", r.radio_url_template)
     need(1 <= r.workers <= 64, "resolver.workers", "must be between 1 and 64", r.workers)
     need(bool(r.format.strip()), "resolver.format", "must not be empty", r.format)
     need(r.timeout > 0, "resolver.timeout", "must be > 0 seconds", r.timeout)
@@ -595,6 +609,10 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     m = config.mpd
     need(1 <= m.port <= 65535, "mpd.port", "must be between 1 and 65535", m.port)
     need(0 <= m.lookahead <= 20, "mpd.lookahead", "must be between 0 and 20 songs", m.lookahead)
+    need(1 <= m.autoplay_songs <= 50, "mpd.autoplay_songs", "must be between 1 and 50 songs",
+         m.autoplay_songs)
+    need(0 <= m.autoplay_history <= 10_000, "mpd.autoplay_history",
+         "must be between 0 and 10000 songs", m.autoplay_history)
     need(config.cache.max_size >= 0, "cache.max_size", "must be >= 0 bytes (0: no cache)",
          config.cache.max_size)
     b = config.breaker

@@ -7,6 +7,7 @@ __all__ = [
     "AtCapacity",
     "BadJson",
     "BadPath",
+    "BadQuery",
     "BadRange",
     "BadRequest",
     "BodyCutShort",
@@ -59,6 +60,13 @@ class BadPath(YtproxyError):
     """A request path with traversal, encoded slashes, control characters or bad escapes."""
 
     code = "bad_path"
+    status = 400
+
+
+class BadQuery(YtproxyError):
+    """A search query or a listing's limit that cannot be asked for (empty, too long)."""
+
+    code = "bad_query"
     status = 400
 
 

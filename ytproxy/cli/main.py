@@ -1,4 +1,4 @@
-"""``ytproxy serve | add | import | list | remove | m3u | check-config``."""
+"""``ytproxy serve | add | import | search | radio | list | remove | m3u | check-config``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ from urllib.parse import quote
 from ytproxy import __version__
 from ytproxy.cli.cache_view import run_cache
 from ytproxy.cli.doctor import run_doctor
+from ytproxy.cli.listen import run_radio, run_search
 from ytproxy.cli.status_view import run_status
 from ytproxy.config import Config, ConfigError, load_config, render_config
 from ytproxy.errors import YtproxyError
 from ytproxy.http.app import NOTIFIER, create_app
 from ytproxy.http.auth import bind_refusal, bind_warning
 from ytproxy.http.listener import serve
+from ytproxy.library.listings import MAX_LIMIT, RADIO_LIMIT, SEARCH_LIMIT
 from ytproxy.library.playlists import (
     check_playlist_name,
     proxy_base_url,
@@ -78,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("url", metavar="PLAYLIST_URL")
     imp.add_argument("--name", help="the playlist's name (default: made from its title)")
 
+    search = command("search", help="find songs (YouTube Music by default), store them, "
+                                    "and queue them in MPD with --add")
+    search.add_argument("query", nargs="+", metavar="QUERY")
+    _listing_options(search, SEARCH_LIMIT)
+
+    radio = command("radio", help="the mix of a track: store its songs, and queue them in "
+                                  "MPD with --add")
+    radio.add_argument("item", metavar="ID_OR_URL",
+                       help="a track id, a YouTube (Music) watch URL or a /proxy/<id> URL")
+    _listing_options(radio, RADIO_LIMIT)
+
     command("list", help="list stored tracks")
 
     remove = command("remove", help="remove stored tracks")
@@ -104,6 +117,23 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="per network step (default 3)")
     return parser
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, "
+                                         f"got {text!r}")
+    return int(text)
+
+
+def _listing_options(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--limit", type=_limit, default=default, metavar="N",
+                        help=f"at most N songs (1-{MAX_LIMIT}, default {default})")
+    parser.add_argument("--json", action="store_true", help="print the songs as JSON")
+    parser.add_argument("--add", action="store_true",
+                        help="append the songs to MPD's queue, in order")
+    parser.add_argument("--play", action="store_true",
+                        help="append them and play the first (implies --add)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cache(config, args.action, args.ids, as_json=args.json)
     commands: dict[str, Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]]] = {
         "add": _add, "import": _import, "list": _list, "remove": _remove, "m3u": _m3u,
+        "search": run_search, "radio": run_radio,
     }
     try:
         return asyncio.run(_with_tracks(config, args, commands[args.command]))

@@ -172,7 +172,12 @@ def mpd_line(mpd: Mapping[str, Any]) -> str:
         return "look-ahead off (no [mpd] host or MPD_HOST)"
     state = "connected" if mpd.get("connected") else "not connected (retrying)"
     upcoming = ", ".join(str(i) for i in mpd.get("upcoming") or []) or "—"
-    return f"{mpd.get('address', '?')} {state}; next: {upcoming}"
+    line = f"{mpd.get('address', '?')} {state}; next: {upcoming}"
+    autoplay = mpd.get("autoplay")
+    if isinstance(autoplay, Mapping):
+        line += (f"; autoplay: {autoplay.get('appended', 0)} appended, "
+                 f"{autoplay.get('failures', 0)} mixes not listed")
+    return line
 
 
 def render_report(report: DaemonReport) -> str:

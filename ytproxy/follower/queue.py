@@ -10,6 +10,11 @@ MPD says what comes next (``nextsong``: in random mode it has already chosen);
 positions are read on from there only where queue order is what MPD will play.
 Without an MPD, look-ahead is simply off: one line in the log, then quiet
 retries until it answers.
+
+With autoplay (``more_songs`` given), the follower also keeps the music going:
+when MPD starts the last song of its queue with repeat off, it asks
+``more_songs`` for that song's mix and appends some of it (``autoplay``), at
+once, so look-ahead has the first of them on disk before the song ends.
 """
 
 from __future__ import annotations
@@ -20,11 +25,18 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import mpd.base  # type: ignore[import-untyped]
 
+from ytproxy.follower.autoplay import (
+    AutoplaySong,
+    History,
+    autoplay_due,
+    pick_songs,
+    queue_songs,
+)
 from ytproxy.follower.mpd_private import QuietMPDClient
 
 __all__ = ["MpdFollower", "mpd_address", "upcoming_positions"]
@@ -165,6 +177,14 @@ class MpdFollower:
     song is not this daemon's.  ``want(ids)`` (synchronous) gets the ids in play
     order, each once, after every look at the queue: at start and whenever MPD
     reports a change to the player, the queue or the play options.
+
+    Autoplay (``more_songs`` given, ``autoplay_songs`` > 0): ``more_songs(id)``
+    is the mix of track ``id`` (the songs MPD may be given, in the mix's
+    order); when MPD plays the last song of its queue and that song is one of
+    this daemon's, up to ``autoplay_songs`` of its mix are appended, none
+    queued already nor among the last ``autoplay_history`` songs played (kept
+    in memory).  One try per song MPD starts: a mix that cannot be listed is
+    one WARNING, and the next song tries again.
     """
 
     def __init__(
@@ -177,6 +197,9 @@ class MpdFollower:
         track_of: Callable[[str], str | None],
         want: Callable[[list[str]], None],
         retry_max: float = 30.0,
+        more_songs: Callable[[str], Awaitable[list[AutoplaySong]]] | None = None,
+        autoplay_songs: int = 5,
+        autoplay_history: int = 100,
     ) -> None:
         if retry_max <= 0:
             raise ValueError(f"retry_max must be > 0, got {retry_max}")
@@ -195,6 +218,15 @@ class MpdFollower:
         self._mpd_version: str | None = None
         self._told_unreachable = False  # the one INFO line is out: retries are quiet
         self._told_password = False
+        self._more_songs = more_songs if autoplay_songs > 0 else None
+        self._autoplay_songs = autoplay_songs
+        self._history = History(autoplay_history)
+        self._playing: str | None = None  # MPD's songid of the song last seen playing
+        self._playing_track: str | None = None  # and its track id, if it is ours
+        self._autoplay_tried: str | None = None  # the songid autoplay last tried for
+        self._autoplay_task: asyncio.Task[None] | None = None
+        self.autoplay_appended = 0  # songs autoplay has appended
+        self.autoplay_failures = 0  # mixes that could not be listed
 
     @property
     def connected(self) -> bool:
@@ -212,9 +244,20 @@ class MpdFollower:
 
     def report(self) -> dict[str, Any]:
         """For /status: where MPD is, whether it answers, the tracks handed last."""
-        return {"following": True, "address": self._where, "connected": self._connected,
-                "mpd_version": self._mpd_version, "lookahead": self._lookahead,
-                "upcoming": list(self._upcoming)}
+        report: dict[str, Any] = {
+            "following": True, "address": self._where, "connected": self._connected,
+            "mpd_version": self._mpd_version, "lookahead": self._lookahead,
+            "upcoming": list(self._upcoming)}
+        if self._more_songs is not None:
+            report["autoplay"] = {"songs": self._autoplay_songs, "history": len(self._history),
+                                  "appended": self.autoplay_appended,
+                                  "failures": self.autoplay_failures}
+        return report
+
+    @property
+    def history(self) -> list[str]:
+        """The track ids of the songs played lately that autoplay will not append."""
+        return list(self._history)
 
     async def start(self) -> None:
         """Start following in a background task; returns at once."""
@@ -224,10 +267,11 @@ class MpdFollower:
     async def aclose(self) -> None:
         """Stop following and disconnect (idempotent)."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        for task in (self._task, self._autoplay_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._task = self._autoplay_task = None
 
     # -- the task
 
@@ -307,9 +351,11 @@ class MpdFollower:
     # -- what comes next
 
     async def _next_tracks(self, client: Any) -> list[str]:
+        status = {str(k): str(v) for k, v in (await client.status()).items()}
+        if self._more_songs is not None:
+            await self._watch_for_autoplay(client, status)
         if self._lookahead == 0:
             return []
-        status = {str(k): str(v) for k, v in (await client.status()).items()}
         positions = upcoming_positions(status, self._lookahead)
         files: dict[int, str] = {}
         for start, end in _ranges(positions):
@@ -331,3 +377,72 @@ class MpdFollower:
         except Exception:
             log.exception("mpd: track_of(%r) failed; taken as not ours", uri)
             return None
+
+    # -- autoplay
+
+    async def _watch_for_autoplay(self, client: Any, status: Mapping[str, str]) -> None:
+        """Note the song playing in the history; start autoplay when it is the last."""
+        songid = status.get("songid")
+        if status.get("state") not in ("play", "pause") or songid is None:
+            return
+        if songid != self._playing:
+            current = await client.currentsong()
+            uri = current.get("file") if isinstance(current, dict) else None
+            self._playing = songid
+            self._playing_track = self._track(uri) if isinstance(uri, str) else None
+            if self._playing_track is not None:
+                self._history.note(self._playing_track)
+        track = self._playing_track
+        if track is None or songid == self._autoplay_tried or not autoplay_due(status):
+            return
+        running = self._autoplay_task
+        if running is not None and not running.done():
+            return  # one at a time; this song gets its try once that one ends
+        self._autoplay_tried = songid
+        self._autoplay_task = asyncio.create_task(self._autoplay(client, track, songid),
+                                                  name=f"mpd autoplay {track}")
+
+    async def _autoplay(self, client: Any, track: str, songid: str) -> None:
+        try:
+            await self._append_mix(client, track, songid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged with its traceback; the next song tries again
+            log.exception("mpd: autoplay for %s failed", track)
+
+    async def _append_mix(self, client: Any, track: str, songid: str) -> None:
+        assert self._more_songs is not None
+        try:
+            mix = await self._more_songs(track)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.autoplay_failures += 1
+            log.warning("mpd: autoplay: could not list the mix of %s (%s); the queue is "
+                        "left as it was, and the next song tries again", track, exc)
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                status = {str(k): str(v) for k, v in (await client.status()).items()}
+                if status.get("songid") != songid or not autoplay_due(status):
+                    log.info("mpd: autoplay: the queue moved on while the mix of %s was "
+                             "listed; nothing appended", track)
+                    return
+                queued = {t for song in await client.playlistinfo()
+                          if isinstance(song.get("file"), str)
+                          and (t := self._track(song["file"])) is not None}
+                picks = pick_songs(mix, queued=queued, history=self._history,
+                                   n=self._autoplay_songs)
+                if not picks:
+                    log.warning("mpd: autoplay: the mix of %s has %d songs, all queued or "
+                                "played lately; nothing appended, the next song tries again",
+                                track, len(mix))
+                    return
+                await queue_songs(client, picks)
+        except _FAILURES as exc:
+            log.info("mpd: autoplay: MPD at %s: %s; nothing more appended for %s",
+                     self._where, _reason(exc), track)
+            return
+        self.autoplay_appended += len(picks)
+        log.info("mpd: autoplay: appended %d songs of the mix of %s: %s", len(picks), track,
+                 ", ".join(p.track_id for p in picks))

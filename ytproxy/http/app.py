@@ -19,6 +19,7 @@ from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
     AlreadyRunning,
+    BadQuery,
     BadRange,
     BadRequest,
     CacheOff,
@@ -29,6 +30,7 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
+from ytproxy.follower.autoplay import AutoplaySong
 from ytproxy.follower.queue import MpdFollower, mpd_address
 from ytproxy.http.auth import token_middleware
 from ytproxy.http.inflight import InFlightRequests
@@ -41,11 +43,24 @@ from ytproxy.http.listener import (
     json_http_error,
 )
 from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
-from ytproxy.http.origin import FROM_OTHER_SITE, trust_middleware
+from ytproxy.http.origin import (
+    FROM_OTHER_SITE,
+    Hosts,
+    asked_of,
+    from_other_site,
+    trust_middleware,
+)
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
 from ytproxy.http.validation import path_guard, read_json_object, string_field, track_id
+from ytproxy.library.listings import (
+    MAX_LIMIT,
+    MAX_QUERY_LENGTH,
+    SEARCH_LIMIT,
+    Listings,
+    search_json,
+)
 from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
@@ -72,6 +87,7 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 DAEMON = web.AppKey("daemon", Daemon)
 METRICS = web.AppKey("metrics", Metrics)
+LISTINGS = web.AppKey("listings", Listings)
 
 
 def error_response(exc: YtproxyError) -> web.Response:
@@ -148,9 +164,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
                                  cache)
+    app[LISTINGS] = listings = Listings(
+        store=app[STORE], list_flat=app[RESOLVER].listing,
+        source_url_for=app[RESOLVER].source_url_for,
+        search_url_template=config.resolver.search_url_template,
+        radio_url_template=config.resolver.radio_url_template)
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
                          app[RESOLVER], app[TRACKS], app[FETCHER], cache)
-    follower = _mpd_follower(config, cache)
+    follower = _mpd_follower(config, cache, partial(_mix_songs, listings, config))
     if follower is not None:
         await follower.start()
         app[DAEMON].mpd = follower.report
@@ -168,24 +189,43 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def _mpd_follower(config: Config, cache: TrackCache | None) -> MpdFollower | None:
-    """MPD look-ahead, when there is a cache to fill and an MPD to follow."""
+async def _mix_songs(listings: Listings, config: Config, track_id: str) -> list[AutoplaySong]:
+    """Autoplay's ``more_songs``: the mix of a track, stored, as MPD is to queue it."""
+    base = proxy_base_url(config.server.host, config.server.port)
+    songs = await listings.radio(track_id, limit=MAX_LIMIT)
+    return [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
+
+
+def _no_lookahead(track_ids: list[str]) -> None:
+    """``want`` when there is no cache to fill (autoplay alone)."""
+
+
+def _mpd_follower(config: Config, cache: TrackCache | None,
+                  more_songs: Callable[[str], Awaitable[list[AutoplaySong]]]
+                  ) -> MpdFollower | None:
+    """MPD look-ahead, when there is a cache to fill and an MPD to follow, and
+    autoplay when it is on."""
+    autoplay = config.mpd.autoplay
     try:
         address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
     except ValueError as exc:
-        log.warning("mpd: look-ahead is off: %s", exc)
+        log.warning("mpd: look-ahead%s is off: %s", " and autoplay" if autoplay else "", exc)
         return None
-    if address is None or cache is None or config.mpd.lookahead == 0:
+    lookahead = config.mpd.lookahead if cache is not None else 0
+    if address is None or (lookahead == 0 and not autoplay):
         why = ("no [mpd] host and no MPD_HOST" if address is None else
                "the cache is off" if cache is None else "[mpd] lookahead = 0")
-        log.info("mpd: look-ahead is off (%s)", why)
+        log.info("mpd: look-ahead%s is off (%s)", " and autoplay" if autoplay else "", why)
         return None
     host, port, password = address
     server = config.server
     return MpdFollower(host=host, port=port, password=config.mpd.password or password,
-                       lookahead=config.mpd.lookahead,
+                       lookahead=lookahead,
                        track_of=partial(proxied_track, host=server.host, port=server.port),
-                       want=cache.want)
+                       want=cache.want if cache is not None else _no_lookahead,
+                       more_songs=more_songs if autoplay else None,
+                       autoplay_songs=config.mpd.autoplay_songs,
+                       autoplay_history=config.mpd.autoplay_history)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -261,6 +301,7 @@ def create_app(config: Config) -> web.Application:
         ("GET", "/playlist.m3u", _playlist),
         ("GET", "/playlist/{name}.m3u", _named_playlist),
         ("GET", "/playlists", _list_playlists),
+        ("GET", "/search", _search),
         ("GET", "/tracks", _list_tracks),
         ("POST", "/tracks", _add_track),
         ("GET", "/tracks/{id}", _get_track),
@@ -357,6 +398,42 @@ async def _list_playlists(request: web.Request) -> web.Response:
         }
         for p in playlists
     ]})
+
+
+async def _search(request: web.Request) -> web.Response:
+    """``GET /search?q=QUERY&limit=N``: what `ytproxy search --json` prints; the
+    songs found are stored as tracks (resolved when first played).
+
+    A GET that changes the store and costs a yt-dlp call: another site's page
+    (which may send it, not read it) is refused, as it is for writes."""
+    config = request.app[CONFIG]
+    if from_other_site(Hosts.of(config.server), asked_of(request, PLAYER_PATHS)):
+        raise CrossSiteRequest(
+            "a web page of another site may not search (each search is a yt-dlp call and "
+            "stores tracks); use `ytproxy search` or a program")
+    unknown = sorted(k for k in request.query if k not in ("q", "limit"))
+    if unknown:
+        raise BadQuery(f"unknown parameter {unknown[0][:40]!r}; "
+                         "use /search?q=QUERY&limit=N")
+    queries = request.query.getall("q", [])
+    if len(queries) != 1 or not queries[0].strip():
+        raise BadQuery("give one non-empty search query as ?q=QUERY")
+    if len(queries[0]) > MAX_QUERY_LENGTH:
+        raise BadQuery(f"the query (q) is {len(queries[0])} characters long; at most "
+                         f"{MAX_QUERY_LENGTH}")
+    limits = request.query.getall("limit", [])
+    limit = SEARCH_LIMIT
+    if limits:
+        text = limits[0]
+        if len(limits) > 1 or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, "
+                             f"got {text[:20]!r}")
+        limit = int(text)
+    query = queries[0]
+    songs = await request.app[LISTINGS].search(query, limit=limit)
+    server = config.server
+    return web.json_response(search_json(query, songs, proxy_base_url(server.host,
+                                                                      server.port)))
 
 
 async def _list_tracks(request: web.Request) -> web.Response:

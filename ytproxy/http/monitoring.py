@@ -329,8 +329,13 @@ def _mpd_line(mpd: dict[str, Any]) -> str:
         return "MPD look-ahead: off (no [mpd] host, MPD_HOST, or MPD not reached yet)"
     state = "connected" if mpd.get("connected") else "not connected, retrying"
     upcoming = ", ".join(mpd.get("upcoming") or []) or "nothing queued after this song"
-    return (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
+    line = (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
             f"{html.escape(upcoming)}")
+    autoplay = mpd.get("autoplay")
+    if isinstance(autoplay, dict):
+        line += (f" · autoplay: {int(autoplay.get('appended', 0))} songs appended, "
+                 f"{int(autoplay.get('failures', 0))} mixes not listed")
+    return line
 
 
 def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:

@@ -452,6 +452,32 @@ class Store:
         assert track is not None
         return track
 
+    async def add_listed(
+        self, tracks: Sequence[tuple[str, str, str | None, str | None, float | None]]
+    ) -> list[Track]:
+        """Store the songs of a listing, ``(id, source_url, title, artist,
+        duration)`` each, in one transaction: new ones are added, stored ones
+        keep what they have (their source too) and get their gaps filled.
+        The tracks as stored now, in the order given."""
+        now = time.time()
+        await self._write_all([(
+            """
+            INSERT INTO tracks (id, source_url, title, artist, duration, added_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                title = coalesce(title, excluded.title),
+                artist = coalesce(artist, excluded.artist),
+                duration = coalesce(duration, excluded.duration)
+            """,
+            (track_id, source_url, title, artist, duration, now),
+        ) for track_id, source_url, title, artist, duration in tracks])
+        stored = []
+        for track_id, *_ in tracks:
+            track = await self.get(track_id)
+            if track is not None:  # removed since, by another process
+                stored.append(track)
+        return stored
+
     async def save_stream(self, track_id: str, info: StreamInfo) -> None:
         """Store a freshly resolved stream URL; metadata gaps are filled, never erased."""
         await self._write(

@@ -550,6 +550,40 @@ class Resolver:
                  self.last_duration)
         return result
 
+    async def listing(self, url: str, *, what: str, limit: int | None = None
+                      ) -> dict[str, Any]:
+        """yt-dlp's flat info dict for a listing (a search, a mix): one call
+        through the same breaker, rate limit and pool as ``resolve``, no entry
+        resolved; with ``limit``, yt-dlp stops after that many entries
+        (``playlistend``: a search pages on for as long as it is read).
+
+        ``what`` names the listing in errors ("the search for 'x'").  Failures
+        are logged at INFO only: the caller says what they mean (a CLI line,
+        autoplay's one WARNING)."""
+        extra: dict[str, Any] = {"extract_flat": "in_playlist"}
+        if limit is not None:
+            extra["playlistend"] = limit
+        options = self._options(**extra)
+        call_limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
+        try:
+            info = await self._call_ytdlp(url, options, call_limit, f"to list {what}")
+        except ResolverUnavailable as exc:
+            log.info("resolver: %s (%s): %s", what, url, exc)
+            raise
+        except Exception as exc:
+            error = self._settle(exc, url)
+            if isinstance(error, TrackGone):
+                # A listing page that is gone is not a track that is gone.
+                error = ResolverFailed(f"cannot list {what}: "
+                                       f"{str(exc).removeprefix('ERROR: ').strip()}")
+            log.info("resolver: %s (%s): %s", what, url, error)
+            raise error from exc
+        self.breaker.record_success()
+        entries = info.get("entries")
+        log.info("resolver: listed %s: %d entries in %.2f s", what,
+                 len(entries) if isinstance(entries, list) else 0, self.last_duration)
+        return info
+
     async def close(self) -> None:
         """End this resolver's calls in flight (their workers are killed: a stop
         does not wait for yt-dlp); idle workers are shared, and exit when idle."""
