@@ -20,12 +20,13 @@ from tests.fakes.tube import FakeTube
 from tests.proxy_fixture import ProxyFactory, random_audio
 from tests.test_cli import cli_env, run_ytproxy
 from tests.test_config_ytdlp import check_config
-from ytproxy.cli.checks import Check
-from ytproxy.cli.doctor import run_checks
-from ytproxy.config import POT_PROVIDER_ARGS, ConfigError, config_from_mapping, load_config
-from ytproxy.resolve.resolver import Resolver, with_extractor_arg
+from ytproxy.cli.doctor import Check, run_checks
+from ytproxy.config import ConfigError, config_from_mapping, load_config
+from ytproxy.resolve.resolver import Resolver
 
 VID = "PoTokenTr01"
+# The plugin's extractor_args table (getpot_bgutil_http.py reads base_url there).
+POT_PROVIDER_ARGS = "youtubepot-bgutilhttp"
 # yt-dlp loads the plugin from this environment (`pip install '.[pot]'`).
 HAS_PLUGIN = importlib.util.find_spec("yt_dlp_plugins.extractor.getpot_bgutil") is not None
 needs_plugin = pytest.mark.skipif(not HAS_PLUGIN, reason="pip install -e '.[pot]' brings "
@@ -33,9 +34,10 @@ needs_plugin = pytest.mark.skipif(not HAS_PLUGIN, reason="pip install -e '.[pot]
 
 
 def plugin_version() -> str:
-    from ytproxy.resolve.ytdlp_clients import po_token_providers
+    """The installed plugin's own version (what it compares the server's with)."""
+    import yt_dlp_plugins.extractor.getpot_bgutil as plugin  # type: ignore[import-not-found]
 
-    return po_token_providers()["bgutil:http"]
+    return str(plugin.__version__)
 
 
 @pytest.fixture
@@ -156,6 +158,8 @@ def test_the_url_in_two_places_is_refused_naming_both() -> None:
 
 
 def test_the_plugins_argument_joins_the_persons_extractor_args() -> None:
+    from ytproxy.resolve.resolver import with_extractor_arg
+
     theirs = {"youtube": {"player_client": ["default", "mweb"]},
               POT_PROVIDER_ARGS: {"other": ["x"]}}
     merged = with_extractor_arg(theirs, POT_PROVIDER_ARGS, "base_url", "http://h:1")
@@ -246,6 +250,19 @@ async def test_another_patch_version_is_a_warning_as_the_plugin_itself_warns(
     check = await check_pot_provider(config, read_ytdlp_view(config, True), 2.0)
     assert check.level == "warn", check
     assert "the versions differ" in check.detail and f"{major}.999.0" in check.detail
+
+
+@needs_plugin
+async def test_a_server_that_is_not_a_provider_fails_naming_the_url(tmp_path: Path) -> None:
+    from ytproxy.cli.po_token import check_pot_provider, read_ytdlp_view
+
+    async with http_server() as port:  # answers every path with an HTML page
+        url = f"http://127.0.0.1:{port}"
+        config = config_from_mapping({"resolver": {"pot_provider_url": url}})
+        check = await check_pot_provider(config, read_ytdlp_view(config, True), 2.0)
+    assert check.level == "fail", check
+    assert check.detail.startswith(f"{url}/ping answered HTTP 200 without a version")
+    assert plugin_version() in check.fix
 
 
 @needs_plugin

@@ -39,26 +39,34 @@ _START = ("start the provider server (systemctl --user start bgutil-pot-provider
 
 @dataclass(frozen=True)
 class YtdlpView:
-    """What yt-dlp says about one config's calls; ``error`` when it could not be read."""
+    """What yt-dlp says about one config's calls; None (and why) where it could not
+    be read (yt-dlp moved a private table)."""
 
     clients: PlayerClients | None
-    providers: dict[str, str]
-    error: str = ""
+    providers: dict[str, str] | None
+    clients_error: str = ""
+    providers_error: str = ""
 
 
 def read_ytdlp_view(config: Config, js_runtime: bool) -> YtdlpView:
     """Blocking (imports yt-dlp and its plugins): run it in a thread."""
-    try:
-        from ytproxy.resolve.ytdlp_clients import clients_in_force, po_token_providers
+    from ytproxy.resolve.ytdlp_clients import clients_in_force, po_token_providers
 
-        r = config.resolver
-        cookies = bool(r.cookies_file.strip() or r.cookies_from_browser.strip())
-        music = "music.youtube.com" in r.source_url_template
-        clients = clients_in_force(r.ytdlp_options, cookies=cookies, js_runtime=js_runtime,
-                                   music=music)
-        return YtdlpView(clients, po_token_providers())
-    except Exception as exc:  # yt-dlp moved its private tables: say so, check the rest
-        return YtdlpView(None, {}, f"{type(exc).__name__}: {exc}")
+    r = config.resolver
+    clients: PlayerClients | None = None
+    providers: dict[str, str] | None = None
+    clients_error = providers_error = ""
+    try:
+        clients = clients_in_force(
+            r.ytdlp_options, cookies=bool(r.cookies_file.strip() or r.cookies_from_browser.strip()),
+            js_runtime=js_runtime, music="music.youtube.com" in r.source_url_template)
+    except Exception as exc:  # say so on its line, check the rest
+        clients_error = f"{type(exc).__name__}: {exc}"
+    try:
+        providers = po_token_providers()
+    except Exception as exc:
+        providers_error = f"{type(exc).__name__}: {exc}"
+    return YtdlpView(clients, providers, clients_error, providers_error)
 
 
 def _names(clients: tuple[str, ...]) -> str:
@@ -69,7 +77,7 @@ def check_player_clients(config: Config, view: YtdlpView) -> Check:
     clients = view.clients
     if clients is None:
         return Check("player clients", "warn", "cannot tell which clients yt-dlp asks "
-                     f"({view.error})", "upgrade ytproxy, or report this: yt-dlp changed")
+                     f"({view.clients_error})", "upgrade ytproxy, or report this: yt-dlp changed")
     detail = f"{_names(clients.clients)} ({clients.source})"
     if "with cookies" in clients.source:
         detail += f"; with YouTube Premium: {_names(clients.premium)}"
@@ -93,6 +101,10 @@ def check_player_clients(config: Config, view: YtdlpView) -> Check:
 async def check_pot_provider(config: Config, view: YtdlpView, seconds: float) -> Check:
     name = "pot provider"
     url = config.resolver.pot_provider_url.strip().rstrip("/")
+    if view.providers is None:
+        return Check(name, "warn", "cannot tell which PO-token providers yt-dlp loads "
+                     f"({view.providers_error})", "upgrade ytproxy, or report this: yt-dlp "
+                     "changed")
     plugin = view.providers.get(POT_PROVIDER)
     affects = _affects(view.clients)
     if not url:
@@ -123,8 +135,8 @@ async def check_pot_provider(config: Config, view: YtdlpView, seconds: float) ->
         return Check(name, "fail", f"{said}: the plugin refuses a server of another major "
                      "version, so yt-dlp gets no PO tokens", same)
     if version != plugin:
-        return Check(name, "warn", f"{said}: the versions differ (the plugin warns on every "
-                     f"call, and its authors ask for the same version); it {affects}", same)
+        return Check(name, "warn", f"{said}: the versions differ (the plugin warns of it, "
+                     f"and its authors ask for the same version); it {affects}", same)
     return Check(name, "ok", f"{said}; it {affects}")
 
 
