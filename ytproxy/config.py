@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ytproxy.loops import EVENT_LOOPS
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MAX_CONFIG_BYTES",
     "OWNED_YTDLP_OPTIONS",
+    "POT_PROVIDER_ARGS",
     "SECRET_KEYS",
     "BreakerConfig",
     "CacheConfig",
@@ -99,6 +101,9 @@ class ResolverConfig:
     cookies_from_browser: str = ""
     # Seconds a first request may wait for a format's available_at.
     max_available_wait: float = 30.0
+    # A PO-token provider server (bgutil-ytdlp-pot-provider's, `pip install
+    # 'ytproxy[pot]'`), handed to its yt-dlp plugin as base_url; empty: none.
+    pot_provider_url: str = ""
     # Merged into yt-dlp's YoutubeDL parameters (extractor_args, ...).
     ytdlp_options: dict[str, Any] = field(default_factory=dict)
 
@@ -294,6 +299,9 @@ OWNED_YTDLP_OPTIONS: dict[str, str] = {
     "cookiesfrombrowser": "use resolver.cookies_from_browser",
     "js_runtimes": "use resolver.js_runtime",
 }
+# The extractor_args table of bgutil-ytdlp-pot-provider's HTTP provider, whose
+# base_url is resolver.pot_provider_url.
+POT_PROVIDER_ARGS = "youtubepot-bgutilhttp"
 # yt-dlp's SUPPORTED_BROWSERS (not imported here: yt-dlp is heavy).
 BROWSERS = frozenset({"brave", "chrome", "chromium", "edge", "firefox", "opera", "safari",
                       "vivaldi", "whale"})
@@ -569,6 +577,7 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
             errors.append(f"{origins.get('resolver.ytdlp_options', source)}: "
                           f"resolver.ytdlp_options.{key} is set by ytproxy; "
                           f"{OWNED_YTDLP_OPTIONS[key]}")
+    errors.extend(_check_pot_provider(r, source, origins))
     need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
          r.rate_limit_wait)
     need(4096 <= u.chunk_size <= MAX_CHUNK_SIZE, "upstream.chunk_size",
@@ -618,6 +627,33 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     b = config.breaker
     need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
     need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)
+    return errors
+
+
+def _check_pot_provider(r: ResolverConfig, source: str,
+                        origins: Mapping[str, str]) -> list[str]:
+    """resolver.pot_provider_url: empty, or the http(s) URL of a provider server;
+    and not also given as base_url in resolver.ytdlp_options (one place says it)."""
+    errors: list[str] = []
+    url = r.pot_provider_url.strip()
+    where = origins.get("resolver.pot_provider_url", source)
+    if url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.query or parts.fragment):
+            errors.append(f"{where}: resolver.pot_provider_url must be the http:// or https:// "
+                          "URL of a PO-token provider server, such as "
+                          f'"http://127.0.0.1:4416", or empty for none; got {url!r}')
+    args = r.ytdlp_options.get("extractor_args")
+    table = args.get(POT_PROVIDER_ARGS) if isinstance(args, Mapping) else None
+    if url and isinstance(table, Mapping) and "base_url" in table:
+        errors.append(f"{origins.get('resolver.ytdlp_options', source)}: resolver.ytdlp_options"
+                      f".extractor_args.{POT_PROVIDER_ARGS}.base_url and "
+                      "resolver.pot_provider_url are both set; keep resolver.pot_provider_url")
     return errors
 
 

@@ -20,12 +20,12 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
+from ytproxy.cli.checks import Check
 from ytproxy.cli.client import DaemonNotAnswering, daemon_base_url, fetch_report
+from ytproxy.cli.po_token import check_player_clients, check_pot_provider, read_ytdlp_view
 from ytproxy.cli.reachability import Target, Unreachable, proxy_for, reach
 from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
 from ytproxy.library.store import SCHEMA_VERSION
@@ -39,8 +39,6 @@ __all__ = [
     "run_doctor",
     "upstream_targets",
 ]
-
-Level = Literal["ok", "warn", "fail", "skip"]
 
 DEFAULT_TIMEOUT = 3.0
 # YouTube changes every few weeks, and yt-dlp releases follow: one two months
@@ -56,15 +54,6 @@ REPRESENTATIVES = {
 _SAMPLE_ID = "dQw4w9WgXcQ"
 _UPGRADE = ("pip install -U 'yt-dlp[default,deno]', then restart the daemon "
             "(systemctl --user restart ytproxy)")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    level: Level
-    detail: str
-    fix: str = ""
-    more: tuple[str, ...] = ()  # extra lines (every config error, say)
 
 
 # --------------------------------------------------------------------- local checks
@@ -377,6 +366,7 @@ async def run_checks(
                        proxy=proxy_for(t, config.upstream.proxy))
         for t in targets if isinstance(t, Target)
     ]
+    po_token = asyncio.ensure_future(_po_token_checks(config, timeout))
     store_check, ytdlp_check, runtime_check, *reached = await asyncio.gather(
         store, *local, *network,
         _check_daemon(config, timeout), _check_mpd(config, timeout),
@@ -385,7 +375,16 @@ async def run_checks(
     endpoints = iter(endpoint_checks)
     network_checks = [next(endpoints) if isinstance(t, Target) else t for t in targets]
     return [config_check, store_check, ytdlp_check, _check_ejs(), runtime_check,
-            _check_cookies(config.resolver), *network_checks, daemon_check, mpd_check]
+            _check_cookies(config.resolver), *await po_token, *network_checks, daemon_check,
+            mpd_check]
+
+
+async def _po_token_checks(config: Config, timeout: float) -> list[Check]:  # noqa: ASYNC109
+    """The player clients in force, and the PO-token provider that serves them."""
+    runtime = await asyncio.to_thread(find_js_runtime, config.resolver.js_runtime)
+    view = await asyncio.to_thread(read_ytdlp_view, config, runtime is not None)
+    return [check_player_clients(config, view),
+            await check_pot_provider(config, view, timeout)]
 
 
 def format_checks(checks: Sequence[Check]) -> str:

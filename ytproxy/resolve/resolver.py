@@ -22,7 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiolimiter import AsyncLimiter
 
-from ytproxy.config import BreakerConfig, ResolverConfig, browser_cookie_spec
+from ytproxy.config import (
+    POT_PROVIDER_ARGS,
+    BreakerConfig,
+    ResolverConfig,
+    browser_cookie_spec,
+)
 from ytproxy.errors import (
     InvalidTrackId,
     ResolverFailed,
@@ -50,6 +55,7 @@ __all__ = [
     "playlist_entries_from",
     "stream_info_from",
     "strip_query",
+    "with_extractor_arg",
     "ytdlp_cache_dir",
 ]
 
@@ -244,6 +250,18 @@ def playlist_entries_from(
     if not entries:
         raise ResolverFailed(f"found no tracks in the playlist at {source_url}")
     return _text(info.get("title")), entries
+
+
+def with_extractor_arg(extractor_args: object, ie_key: str, key: str,
+                       value: str) -> dict[str, Any]:
+    """yt-dlp's ``extractor_args`` (the person's, from ytdlp_options) with
+    ``ie_key:key=value`` added; every other argument, of this extractor and of
+    others, kept.  Copies: the config's table is not changed."""
+    merged = {k: dict(v) if isinstance(v, dict) else v
+              for k, v in (extractor_args.items() if isinstance(extractor_args, dict) else ())}
+    table = merged.get(ie_key)
+    merged[ie_key] = {**(table if isinstance(table, dict) else {}), key: [value]}
+    return merged
 
 
 def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
@@ -473,6 +491,10 @@ class Resolver:
             options["cookiefile"] = str(cookies)
         if self._browser_cookies is not None:
             options["cookiesfrombrowser"] = self._browser_cookies
+        pot_url = self._config.pot_provider_url.strip().rstrip("/")
+        if pot_url:
+            options["extractor_args"] = with_extractor_arg(
+                options.get("extractor_args"), POT_PROVIDER_ARGS, "base_url", pot_url)
         return options
 
     def _check_cookies_file(self, path: Path) -> None:
