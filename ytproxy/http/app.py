@@ -28,7 +28,7 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
-from ytproxy.follower.queue import MpdFollower, mpd_address
+from ytproxy.follower.queue import MpdFollower, mpd_candidates
 from ytproxy.http.auth import token_middleware
 from ytproxy.http.inflight import InFlightRequests
 from ytproxy.http.listener import (
@@ -162,23 +162,26 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _mpd_follower(config: Config, cache: TrackCache | None) -> MpdFollower | None:
-    """MPD look-ahead, when there is a cache to fill and an MPD to follow."""
+    """MPD look-ahead, when there is a cache to fill and an MPD to follow.
+
+    With no [mpd] host and no MPD_HOST, MPD is looked for where mpc looks
+    (``mpd_candidates``): the follower takes the first that answers."""
     try:
-        address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
     except ValueError as exc:
         log.warning("mpd: look-ahead is off: %s", exc)
         return None
-    if address is None or cache is None or config.mpd.lookahead == 0:
-        why = ("no [mpd] host and no MPD_HOST" if address is None else
-               "the cache is off" if cache is None else "[mpd] lookahead = 0")
+    if cache is None or config.mpd.lookahead == 0:
+        why = "the cache is off" if cache is None else "[mpd] lookahead = 0"
         log.info("mpd: look-ahead is off (%s)", why)
         return None
-    host, port, password = address
+    host, port, password = candidates[0]
     server = config.server
     return MpdFollower(host=host, port=port, password=config.mpd.password or password,
                        lookahead=config.mpd.lookahead,
                        track_of=partial(proxied_track, host=server.host, port=server.port),
-                       want=cache.want)
+                       want=cache.want,
+                       alternatives=[(h, p) for h, p, _ in candidates[1:]])
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
