@@ -47,6 +47,7 @@ from ytproxy.http.streams import StreamHandler
 from ytproxy.http.validation import path_guard, read_json_object, string_field, track_id
 from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.library.store import Store
+from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
 from ytproxy.redact import redact_urls
@@ -54,7 +55,7 @@ from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
-__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
+__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "SYNCER", "TRACKS", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 DAEMON = web.AppKey("daemon", Daemon)
 METRICS = web.AppKey("metrics", Metrics)
+SYNCER = web.AppKey("syncer", PlaylistSyncer)
 
 
 def error_response(exc: YtproxyError) -> web.Response:
@@ -147,10 +149,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     if follower is not None:
         await follower.start()
         app[DAEMON].mpd = follower.report
+    syncer = app[SYNCER] = _playlist_syncer(app)
+    await syncer.start()
+    app[DAEMON].sync = syncer.report
     metrics = app[METRICS] = Metrics(app[DAEMON])
     app[RESOLVER].on_duration = metrics.resolver_duration.observe
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
+    await syncer.aclose()
     if follower is not None:
         await follower.aclose()
     await app[HANDLER].drain()
@@ -182,6 +188,33 @@ def _mpd_follower(config: Config, cache: TrackCache | None) -> MpdFollower | Non
                        track_of=partial(proxied_track, host=server.host, port=server.port),
                        want=cache.want,
                        alternatives=[(h, p) for h, p, _ in candidates[1:]])
+
+
+def _playlist_syncer(app: web.Application) -> PlaylistSyncer:
+    """The task that re-imports playlists imported with ``--sync`` when due."""
+    config, store, tracks = app[CONFIG], app[STORE], app[TRACKS]
+    base = proxy_base_url(config.server.host, config.server.port)
+
+    async def sync(name: str, source_url: str) -> str:
+        if await store.get_sync(name) is None:  # unsynced or removed meanwhile
+            return "no longer synced; left alone"
+        summary = await tracks.import_playlist(source_url, name)
+        done = f"{len(summary.track_ids)} tracks ({summary.added} new)"
+        directory = config.mpd.resolved_playlist_directory
+        if directory is None:
+            return done
+        try:
+            await tracks.write_playlist_file(name, directory, base)
+        except OSError as exc:
+            raise OSError(f"the playlist is stored ({done}), but {directory / (name + '.m3u')} "
+                          f"could not be written: {exc.strerror or exc}; check "
+                          "[mpd] playlist_directory") from exc
+        return f"{done}, {name}.m3u replaced"
+
+    # A schedule the CLI adds while the daemon runs is seen within this.
+    poll = min(POLL_MAX, config.library.sync_every_seconds)
+    return PlaylistSyncer(schedules=store.list_syncs, sync=sync, record=store.record_sync,
+                          poll_every=poll)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
