@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.local_servers import free_port, running_daemon, write_toml
 from tests.test_cli import Result, cli_env, run_ytproxy
+from ytproxy.cli.status_view import mpd_line, sync_lines
 from ytproxy.config import ConfigError, config_from_mapping, parse_interval
 from ytproxy.library import store as store_module
 from ytproxy.library.store import SCHEMA_VERSION, Store
@@ -337,6 +338,10 @@ async def test_a_synced_playlist_follows_its_source_keeps_it_on_failure_and_surv
             assert shown.rc == 0, shown.err
             error_lines = [line for line in shown.out.splitlines() if "last error" in line]
             assert len(error_lines) == 1 and "404" in error_lines[0], shown.out
+            status = await setup.cli("status")
+            sync_line = [line for line in status.out.splitlines() if line.startswith("sync:")]
+            assert len(sync_line) == 1 and "Mix: 3 tracks, failing (" in sync_line[0], status
+            assert "404" in sync_line[0]
             async with session.get(f"http://127.0.0.1:{setup.port}/") as resp:
                 page = await resp.text()
             assert "Synced playlists" in page and "404" in page
@@ -402,3 +407,21 @@ async def test_import_sync_refuses_a_bad_interval_and_takes_the_default(
     assert no_name.rc == 2 and "takes the playlist's NAME" in no_name.err
     plain_unsync = await setup.cli("playlists", "unsync", "Plain")
     assert plain_unsync.rc == 1 and "'Plain' is not synced" in plain_unsync.err
+
+
+def test_status_lines_for_sync_and_an_mpd_not_found() -> None:
+    assert sync_lines({"playlists": [
+        {"name": "Mix", "tracks": 3, "last_sync": 5.0, "last_error": None},
+        {"name": "New", "tracks": 1, "last_sync": None, "last_error": None},
+        {"name": "Bad", "tracks": 2, "last_sync": None, "failures": 3,
+         "last_error": "HTTP Error 404"}]}) == [
+        "Mix: 3 tracks, in sync", "New: 1 track, not synced yet",
+        "Bad: 2 tracks, failing (3 in a row): HTTP Error 404"]
+    assert sync_lines({}) == []
+    assert mpd_line({"following": True, "connected": False, "address": "/r/mpd/socket",
+                     "tries": ["/r/mpd/socket", "/run/mpd/socket", "localhost:6600"]}) == (
+        "looking for MPD at /r/mpd/socket, /run/mpd/socket or localhost:6600 (none answers; "
+        "set [mpd] host or MPD_HOST)")
+    assert mpd_line({"following": True, "connected": True, "address": "/r/mpd/socket",
+                     "tries": ["/r/mpd/socket", "localhost:6600"], "upcoming": ["x"]}) == (
+        "/r/mpd/socket connected; next: x")

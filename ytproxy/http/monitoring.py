@@ -348,6 +348,10 @@ def _cache_line(cache: dict[str, Any]) -> str:
 def _mpd_line(mpd: dict[str, Any]) -> str:
     if not mpd.get("following"):
         return "MPD look-ahead: off (no [mpd] host, MPD_HOST, or MPD not reached yet)"
+    tries = mpd.get("tries")
+    if not mpd.get("connected") and isinstance(tries, list) and len(tries) > 1:
+        return (f"MPD look-ahead: looking for MPD at {html.escape(', '.join(tries))} "
+                "(none answers; set <code>[mpd] host</code> or MPD_HOST)")
     state = "connected" if mpd.get("connected") else "not connected, retrying"
     upcoming = ", ".join(mpd.get("upcoming") or []) or "nothing queued after this song"
     return (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
