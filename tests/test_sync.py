@@ -338,6 +338,10 @@ async def test_a_synced_playlist_follows_its_source_keeps_it_on_failure_and_surv
             assert shown.rc == 0, shown.err
             error_lines = [line for line in shown.out.splitlines() if "last error" in line]
             assert len(error_lines) == 1 and "404" in error_lines[0], shown.out
+            async with session.get(f"http://127.0.0.1:{setup.port}/playlists") as resp:
+                over_http = (await resp.json())["playlists"]
+            assert [(p["name"], p["sync"]["every_seconds"]) for p in over_http] == [("Mix", 2.0)]
+            assert "404" in over_http[0]["sync"]["last_error"]
             status = await setup.cli("status")
             sync_line = [line for line in status.out.splitlines() if line.startswith("sync:")]
             assert len(sync_line) == 1 and "Mix: 3 tracks, failing (" in sync_line[0], status

@@ -373,7 +373,18 @@ async def _named_playlist(request: web.Request) -> web.Response:
 
 
 async def _list_playlists(request: web.Request) -> web.Response:
-    playlists = await request.app[STORE].list_playlists()
+    store = request.app[STORE]
+    playlists = await store.list_playlists()
+    syncs = {s.name: s for s in await store.list_syncs()}
+
+    def sync_json(name: str) -> dict[str, Any] | None:
+        s = syncs.get(name)
+        if s is None:
+            return None
+        return {"every_seconds": s.every, "last_sync": s.last_sync, "next_sync": s.next_sync,
+                "last_attempt": s.last_attempt, "failures": s.failures,
+                "last_error": None if s.last_error is None else redact_urls(s.last_error)}
+
     return web.json_response({"playlists": [
         {
             "name": p.name,
@@ -383,6 +394,8 @@ async def _list_playlists(request: web.Request) -> web.Response:
             "created_at": p.created_at,
             "updated_at": p.updated_at,
             "m3u": f"/playlist/{quote(p.name)}.m3u",
+            # Imported with --sync: when it follows its source next, and how it went.
+            "sync": sync_json(p.name),
         }
         for p in playlists
     ]})
