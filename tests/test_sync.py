@@ -399,6 +399,8 @@ async def test_import_sync_refuses_a_bad_interval_and_takes_the_default(
     default = await setup.cli("import", source.url, "--name", "Mix", "--sync")
     assert default.rc == 0, default.err
     assert "synced every 1s" in default.out  # [library] sync_every
+    other = await setup.cli("import", source.url + "?other", "--name", "Mix")
+    assert other.rc == 0 and "'Mix' is still synced every 1s from " + source.url in other.err
     plain = await setup.cli("import", source.url, "--name", "Plain")
     assert plain.rc == 0 and "synced" not in plain.out
     listed = json.loads((await setup.cli("playlists", "--json")).out)["playlists"]

@@ -420,6 +420,12 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
         await tracks.store.set_sync(name, args.url, every, time.time() + every)
         print(f"  synced every {_every(every)} by the running daemon (`ytproxy serve`); "
               "`ytproxy playlists` shows how it goes")
+    else:
+        synced = await tracks.store.get_sync(name)
+        if synced is not None and synced.source_url != args.url:
+            print(f"ytproxy: note: {name!r} is still synced every {_every(synced.every)} from "
+                  f"{synced.source_url}; import with --sync to follow this URL instead, or "
+                  f"`ytproxy playlists unsync {shlex.quote(name)}`", file=sys.stderr)
     directory = config.mpd.resolved_playlist_directory
     if directory is None:
         print(f"  for MPD: ytproxy m3u --playlist {shlex.quote(name)}, or set "
