@@ -417,7 +417,9 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
     print(f"imported playlist {name!r}: {len(summary.track_ids)} tracks ({counts})")
     print(f"  {base}/playlist/{quote(name)}.m3u")
     if every is not None:
-        await tracks.store.set_sync(name, args.url, every, time.time() + every)
+        now = time.time()  # this import was a sync: the next is due in EVERY
+        await tracks.store.set_sync(name, args.url, every, now + every)
+        await tracks.store.record_sync(name, at=now, next_sync=now + every)
         print(f"  synced every {_every(every)} by the running daemon (`ytproxy serve`); "
               "`ytproxy playlists` shows how it goes")
     else:
@@ -453,12 +455,15 @@ def _every(seconds: float) -> str:
 
 
 def _when(now: float, when: float | None) -> str:
+    """``in 5h59m``, ``2m6s ago``: to the minute past an hour, to the hour past a day."""
     if when is None:
         return "never"
     seconds = round(when - now)
     if abs(seconds) < 1:
         return "now"
-    return f"in {_every(seconds)}" if seconds > 0 else f"{_every(-seconds)} ago"
+    size = abs(seconds)
+    size -= size % (3600 if size >= 86400 else 60 if size >= 3600 else 1)
+    return f"in {_every(size)}" if seconds > 0 else f"{_every(size)} ago"
 
 
 async def _playlists(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
