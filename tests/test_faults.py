@@ -234,11 +234,12 @@ async def test_host_breaker_opens_fails_fast_and_closes_after_recovery(
     assert googlevideo.counts["fault_status"] == sent_before
     async with proxy.session.get(proxy.url("/status")) as resp:
         hosts = (await resp.json())["upstream"]["hosts"]
-    assert hosts["127.0.0.1"]["state"] == "open"
+    assert hosts[f"127.0.0.1:{googlevideo.port}"]["state"] == "open"
     googlevideo.clear_faults()  # upstream recovers
     # The breaker's reset_after: then one trial decides.
-    await asyncio.sleep(hosts["127.0.0.1"]["retry_after"] + 0.1)
+    await asyncio.sleep(hosts[f"127.0.0.1:{googlevideo.port}"]["retry_after"] + 0.1)
     status, body_bytes = await fetch(proxy, "FaultTrack1")
     assert status == 200 and body_bytes == data
     async with proxy.session.get(proxy.url("/status")) as resp:
-        assert (await resp.json())["upstream"]["hosts"]["127.0.0.1"]["state"] == "closed"
+        hosts = (await resp.json())["upstream"]["hosts"]
+    assert hosts[f"127.0.0.1:{googlevideo.port}"]["state"] == "closed"

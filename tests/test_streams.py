@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -213,7 +214,7 @@ async def _icy_get(proxy: RunningProxy, headers: dict[str, str]) -> aiohttp.Clie
 
 
 async def test_icy_inline_metadata_only_when_enabled_and_asked(
-    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, tmp_path: Path,
 ) -> None:
     data = random_audio(100_000, seed=3)
     googlevideo.add_track(VID, data, title="Framed")
@@ -229,7 +230,9 @@ async def test_icy_inline_metadata_only_when_enabled_and_asked(
     assert await resp.read() == data
     assert "icy-metaint" not in resp.headers
 
-    plain = await make_proxy()  # inline_metadata off (the default): never framed
+    # inline_metadata off (the default): never framed.  A store of its own: the
+    # first daemon's is locked while it runs.
+    plain = await make_proxy(store={"path": str(tmp_path / "plain.db")})
     resp = await plain.session.get(plain.url(f"/proxy/{VID}"), headers={"Icy-MetaData": "1"})
     assert await resp.read() == data
     assert "icy-metaint" not in resp.headers

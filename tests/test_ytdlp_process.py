@@ -13,9 +13,10 @@ import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
-from tests.proxy_fixture import random_audio
+from tests.proxy_fixture import ProxyFactory, random_audio
 from ytproxy.config import ResolverConfig
 from ytproxy.errors import ResolverUnavailable
+from ytproxy.http.app import RESOLVER
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.resolve.ytdlp_process import ExtractFailed, YtdlpProcesses
 
@@ -76,28 +77,64 @@ async def test_a_failure_comes_back_as_plain_data(googlevideo: FakeGooglevideo) 
     assert "404" in str(caught.value)
 
 
-async def test_a_worker_killed_mid_call_is_a_503_and_the_next_call_works(
-    googlevideo: FakeGooglevideo,
+def _busy_pids(resolver: Resolver) -> set[int]:
+    """The worker processes in a call now (the pool is shared between tests)."""
+    return {w.proc.pid for w in resolver._workers._busy}
+
+
+async def test_a_worker_killed_mid_call_is_tried_again_and_the_listener_gets_the_audio(
+    faketube: FakeTube, make_tube_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    googlevideo.add_track(VID, random_audio(1000), title="Survivor")
-    googlevideo.watch_delay = 3.0  # the call is in flight while its worker is killed
-    resolver = Resolver(ResolverConfig(source_url_template=googlevideo.watch_url_template,
-                                       timeout=20.0, workers=3))
-    source = resolver.source_url_for(VID)
-    others = set(_workers_of_this_process())  # other tests' shared workers: left alone
-    call = asyncio.create_task(resolver.resolve(source))
-    await _wait_for(lambda: googlevideo.watch_hits[VID] == 1)
-    mine = set(_workers_of_this_process()) - others
-    assert mine
-    for pid in mine:
-        os.kill(pid, signal.SIGKILL)
-    with pytest.raises(ResolverUnavailable, match="worker process died"):
-        await call
-    assert resolver.failures["worker_lost"] == 1
-    googlevideo.watch_delay = 0.0
-    info = await resolver.resolve(source)
-    assert info.title is not None and info.title.startswith("Survivor")
-    await resolver.close()
+    data = random_audio(300_000, seed=12)
+    faketube.add_track("KilledWork1", data, title="Killed under")
+    faketube.player_delay["KilledWork1"] = 60.0  # the call is held while its worker dies
+    proxy = await make_tube_proxy()
+    resolver = proxy.app[RESOLVER]
+
+    async def listen() -> tuple[int, bytes]:
+        async with proxy.session.get(proxy.url("/proxy/KilledWork1")) as resp:
+            return resp.status, await resp.read()
+
+    listener = asyncio.ensure_future(listen())
+    await faketube.wait_for(lambda: len(faketube.player_requests) == 1, 20)
+    (killed,) = _busy_pids(resolver)
+    del faketube.player_delay["KilledWork1"]  # the next try is answered at once
+    os.kill(killed, signal.SIGKILL)
+    status, body = await asyncio.wait_for(listener, 60)
+    assert status == 200, body[:300]
+    assert body == data
+    assert len(faketube.player_requests) == 2  # once more, in a new worker
+    assert killed not in _workers_of_this_process()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                  and "worker process died" in r.getMessage()]
+    assert "killed by SIGKILL" in warning and "once more" in warning
+    assert resolver.failures["worker_lost"] == 0
+
+
+async def test_a_worker_killed_twice_in_one_call_is_a_503_naming_the_signal(
+    faketube: FakeTube,
+) -> None:
+    faketube.add_track(VID, random_audio(1000), title="Survivor")
+    faketube.player_delay[VID] = 60.0
+    resolver = Resolver(ResolverConfig(source_url_template=faketube.watch_url_template,
+                                       timeout=60.0, workers=2, max_calls_per_minute=6000))
+    try:
+        call = asyncio.ensure_future(resolver.resolve(resolver.source_url_for(VID)))
+        for n in (1, 2):
+            await faketube.wait_for(lambda n=n: len(faketube.player_requests) == n, 20)
+            await _wait_for(lambda: len(_busy_pids(resolver)) == 1)
+            (pid,) = _busy_pids(resolver)
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ResolverUnavailable, match="worker process died") as raised:
+            await asyncio.wait_for(call, 30)
+        assert str(raised.value).count("killed by SIGKILL") == 2, raised.value
+        assert resolver.failures["worker_lost"] == 1
+        # The pool replaced the dead: the next call works.
+        del faketube.player_delay[VID]
+        info = await resolver.resolve(resolver.source_url_for(VID))
+        assert info.title == "Survivor"
+    finally:
+        await resolver.close()
 
 
 async def test_yt_dlp_messages_reach_the_daemon_log_at_debug(

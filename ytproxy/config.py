@@ -22,6 +22,7 @@ from ytproxy.loops import EVENT_LOOPS
 
 __all__ = [
     "MAX_CHUNK_SIZE",
+    "MAX_CONFIG_BYTES",
     "OWNED_YTDLP_OPTIONS",
     "SECRET_KEYS",
     "BreakerConfig",
@@ -301,6 +302,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "library": LibraryConfig,
 }
 
+# A config file longer than this is not one (see _read_config_text).
+MAX_CONFIG_BYTES = 1_048_576
 # googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
 MAX_CHUNK_SIZE = 10 * 1_048_576
 # yt-dlp parameters ytproxy sets itself, with what to use instead.
@@ -387,7 +390,7 @@ def load_config(explicit: str | None = None) -> Config:
         return config_from_mapping(_env_overrides({}, origins), source="built-in defaults",
                                    origins=origins)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_config_text(path))
     except FileNotFoundError:
         raise ConfigError([f"{path}: config file not found"]) from None
     except OSError as exc:
@@ -395,6 +398,28 @@ def load_config(explicit: str | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return config_from_mapping(_env_overrides(raw, origins), source=str(path), origins=origins)
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text: at most MAX_CONFIG_BYTES (a config is a few KiB; a path
+    such as /dev/zero would otherwise be read until memory runs out), UTF-8 as
+    TOML requires; ConfigError naming the first byte that is not."""
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1_048_576} MiB; not a "
+                           "config file (is --config or $YTPROXY_CONFIG the right path?)"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        # What comes before the bad byte is UTF-8: its column in characters.
+        column = len(data[line_start:exc.start].decode("utf-8")) + 1
+        raise ConfigError([
+            f"{path}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"(line {line}, column {column}) cannot be decoded; a TOML file must be UTF-8, "
+            "so save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"]) from None
 
 
 def _env_overrides(raw: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyRunning",
     "AtCapacity",
     "BadJson",
     "BadPath",
@@ -181,18 +182,23 @@ class UpstreamGone(UpstreamFailed):
 
 
 class UpstreamUnavailable(UpstreamFailed):
-    """An upstream host's breaker is open: it failed repeatedly, and we let it rest."""
+    """An upstream host's breaker is open: it failed repeatedly, and we let it rest.
+    ``refused``: its last failure was a refused connection (see UpstreamUnreachable)."""
 
     code = "upstream_unavailable"
     status = 503
     retry_after = 30.0
+    refused = False
 
 
 class UpstreamUnreachable(UpstreamFailed):
     """No answer from upstream at all (refused, reset before an answer, DNS, TLS,
-    connect or header timeout): the network or the host is down, not the track."""
+    connect or header timeout): the network or the host is down, not the track.
+    ``refused``: the host's machine answered that nothing listens on the URL's
+    port (the stream may have moved to another host: worth a fresh URL)."""
 
     code = "upstream_unreachable"
+    refused = False
 
 
 class UpstreamHostNotAllowed(UpstreamFailed):
@@ -215,3 +221,9 @@ class AtCapacity(YtproxyError):
 class StoreError(YtproxyError):
     code = "store_error"
     status = 500
+
+
+class AlreadyRunning(YtproxyError):
+    """Another daemon holds the lock of a store or cache directory this one needs."""
+
+    code = "already_running"

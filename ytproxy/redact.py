@@ -6,6 +6,12 @@ their text through :func:`redact_urls`, which keeps every URL's scheme, host,
 path and parameter *names* but masks parameter values (and passwords).  The
 few parameters of YouTube page URLs that identify what was asked for (``v``,
 ``list``) are kept, so messages about a page still say which one.
+
+Cookies sign in as the person whose browser they came from: :func:`redact_secrets`
+also masks the value of anything that looks like a line of a Netscape cookies
+file (yt-dlp quotes a line it cannot parse, tabs as ``\t``), of the session
+cookies YouTube signs in with wherever they appear (``SID``, ``__Secure-…``), and
+of a ``Cookie`` header.  The log's filter applies both.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["RedactingFilter", "redact_strings", "redact_url", "redact_urls"]
+__all__ = ["RedactingFilter", "redact_cookies", "redact_secrets", "redact_strings", "redact_url",
+           "redact_urls"]
 
 MASK = "***"
 # Page parameters that name a video or playlist; never credentials.
@@ -63,10 +70,51 @@ def redact_urls(text: str) -> str:
     return _URL_RE.sub(_redact_match, text)
 
 
+# A field separator of a cookies file line: a tab, or a tab as repr() shows it.
+_SEP = r"(?:\t|\\t)"
+# A field: no whitespace, quotes or backslashes (a repr's escapes start with one).
+_FIELD = r"[^\s'\"\\]*"
+# What is left of a line: up to its end, a quote, or an escaped line end.
+_REST = r"(?:[^\r\n'\"\\]|\\t|\\(?![nrt]))*"
+# Netscape format: domain, subdomains, path, secure, expiry, name, then the value.
+_COOKIE_LINE_RE = re.compile(rf"(?P<keep>(?:{_FIELD}{_SEP}){{6}})(?P<value>{_REST})")
+# Cookies that sign in (Google's), by name, followed by their value.
+_SECRET_NAMES = (r"__(?:Secure|Host)-[\w.-]+|SID|HSID|SSID|APISID|SAPISID|SIDCC|LOGIN_INFO"
+                 r"|OSID|LSID|SMSV")
+_SECRET_COOKIE_RE = re.compile(
+    rf"(?:(?<=\\t)|(?<![\w-]))(?P<keep>(?:{_SECRET_NAMES}){_SEP}|(?:{_SECRET_NAMES})=)"
+    r"(?P<value>(?:[^\s'\";\\]|\\(?![nrt]))+)")
+# A Cookie header, as text or in a dict's repr: every value in it.
+_COOKIE_HEADER_RE = re.compile(r"(?i)(?P<keep>\bcookie['\"]?\s*[:=]\s*['\"]?)"
+                               r"(?P<value>[^'\"\r\n]+)")
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    return match.group("keep") + (MASK if match.group("value") else "")
+
+
+def redact_cookies(text: str) -> str:
+    """``text`` with cookie values masked: the value field of anything shaped
+    like a cookies file line, the values of sign-in cookies by name, and a
+    ``Cookie`` header's."""
+    if "\t" in text or "\\t" in text:
+        text = _COOKIE_LINE_RE.sub(_mask_value, text)
+    text = _SECRET_COOKIE_RE.sub(_mask_value, text)
+    if "ookie" in text or "OOKIE" in text:
+        text = _COOKIE_HEADER_RE.sub(_mask_value, text)
+    return text
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with URL credentials (:func:`redact_urls`) and cookie values
+    (:func:`redact_cookies`) masked."""
+    return redact_cookies(redact_urls(text))
+
+
 def redact_strings(value: Any) -> Any:
-    """A copy of a JSON-like value with :func:`redact_urls` applied to every string."""
+    """A copy of a JSON-like value with :func:`redact_secrets` applied to every string."""
     if isinstance(value, str):
-        return redact_urls(value)
+        return redact_secrets(value)
     if isinstance(value, dict):
         return {k: redact_strings(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -75,17 +123,18 @@ def redact_strings(value: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter that redacts URLs in every record's message (all levels)."""
+    """A handler filter that redacts URLs and cookies in every record's message
+    (all levels)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact_urls(message)
+        redacted = redact_secrets(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             # A traceback's messages may carry a signed URL too: format it here,
             # redacted (handlers use exc_text when it is set).
-            record.exc_text = redact_urls(_FORMATTER.formatException(record.exc_info))
+            record.exc_text = redact_secrets(_FORMATTER.formatException(record.exc_info))
         return True
 
 

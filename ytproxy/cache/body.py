@@ -48,7 +48,10 @@ class CachedBody:
                  relay: Callable[[int, int], Awaitable[RangeStream]]) -> None:
         self._cache = cache
         self._entry = entry
-        self._fd = cache.use(entry)
+        fd = cache.use(entry)
+        # The caller holds the entry (TrackCache.hit or start): its file is open.
+        assert fd is not None, "a body of a file nobody holds"
+        self._fd = fd
         self._pos = start
         self._end = end
         self._relay_from = relay
@@ -121,6 +124,10 @@ class CachedBody:
         size = min(held, self._end + 1 - pos, self._piece)
         piece = os.pread(self._fd, size, pos)
         if not piece:
+            # Its record says the bytes are in, the file ends before them: it
+            # was truncated under us.  Dropped; the rest comes from upstream.
+            self._cache.vanished(self._entry, f"ends at byte {pos}, before what its "
+                                 "record says is in")
             return await self._switch_to_relay()
         self._pos = pos + len(piece)
         stats = self._cache.stats

@@ -57,7 +57,10 @@ class Download:
         self._refresh = refresh
         self._policy = policy
         self._max_available_wait = max_available_wait
-        self._fd = cache.use(entry)
+        fd = cache.use(entry)
+        # Made by TrackCache.start, which holds the file open meanwhile.
+        assert fd is not None, "a download of a file nobody holds"
+        self._fd = fd
         self._focus = 0
         # A move of the fetch waits until this much was fetched since the last
         # one: two listeners far apart take turns, rather than each moving it

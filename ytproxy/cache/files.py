@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -25,6 +26,7 @@ from ytproxy.cache.ranges import Ranges
 from ytproxy.config import CacheConfig
 from ytproxy.errors import StoreError, YtproxyError
 from ytproxy.library.store import CacheRow, Store
+from ytproxy.lockfile import LockFile
 
 if TYPE_CHECKING:
     from ytproxy.cache.download import Download
@@ -34,6 +36,8 @@ __all__ = ["AudioCache", "CacheFile", "CacheStats"]
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".audio"
+# In the directory: held by the daemon that uses it (ytproxy.lockfile).
+_LOCK_NAME = ".lock"
 
 
 @dataclass(eq=False)
@@ -48,8 +52,11 @@ class CacheFile:
     ranges: Ranges = field(default_factory=Ranges)
     complete: bool = False
     last_used: float = field(default_factory=time.time)
-    users: int = 0  # listeners reading it and its download, if one runs
+    users: int = 0  # listeners reading it, its download, and holds (AudioCache.hit)
     fd: int | None = None
+    # (st_dev, st_ino) of the file this entry wrote or first opened: another
+    # file put at its path is not its file.
+    inode: tuple[int, int] | None = None
     dropped: bool = False
     # Set by the download that fills it (ytproxy.cache.download); None when none runs.
     download: Download | None = None
@@ -90,6 +97,10 @@ class AudioCache:
         self._saving: dict[str, asyncio.Task[None]] = {}  # a record's writer, per track
         self._forgetting: set[asyncio.Task[None]] = set()  # records being deleted
         self._dirty: set[str] = set()
+        self._lock: LockFile | None = None
+        # The directory vanished and could not be made again (or its lock was
+        # taken meanwhile): every track is relayed.
+        self._lost = False
         self.stats = CacheStats()
         # Told of a file dropped or evicted (monitoring, tests).
         self.on_drop: Callable[[CacheFile, str], None] | None = None
@@ -107,6 +118,8 @@ class AudioCache:
             raise YtproxyError(f"cannot create the cache directory {self.directory}: "
                                f"{exc.strerror or exc}; set [cache] directory, or "
                                "[cache] max_size = 0 to turn the cache off") from exc
+        # Before anything is read or swept: another daemon's files are not ours.
+        self._lock = self._take_lock()
         rows = await self._store.cache_rows()
         stale: list[str] = []
         for row in rows:
@@ -145,6 +158,19 @@ class AudioCache:
             await asyncio.gather(*pending, return_exceptions=True)
         for entry in self._files.values():
             _close(entry)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _take_lock(self) -> LockFile:
+        path = self.directory / _LOCK_NAME
+        try:
+            return LockFile.take(path, f"the cache directory {self.directory}",
+                                 "[cache] directory")
+        except OSError as exc:
+            raise YtproxyError(f"cannot create the cache's lock file {path}: "
+                               f"{exc.strerror or exc}; set [cache] directory, or "
+                               "[cache] max_size = 0 to turn the cache off") from exc
 
     # -- looking up ------------------------------------------------------
 
@@ -154,6 +180,16 @@ class AudioCache:
     def complete(self, track_id: str) -> CacheFile | None:
         entry = self._files.get(track_id)
         return entry if entry is not None and entry.complete else None
+
+    def hit(self, track_id: str) -> CacheFile | None:
+        """The track's complete file, open and held (``release`` it): looked up
+        and opened in one step, so no eviction or clear comes between (both
+        leave files in use alone), and the open descriptor reads the file even
+        if it is deleted meanwhile.  None: a miss (none, or its file is gone)."""
+        entry = self.complete(track_id)
+        if entry is None or self.use(entry) is None:
+            return None
+        return entry
 
     def files(self) -> list[CacheFile]:
         return sorted(self._files.values(), key=lambda e: e.last_used, reverse=True)
@@ -181,26 +217,110 @@ class AudioCache:
                      "complete" if entry.complete else "partial", entry.size,
                      entry.format_id, size, format_id)
             self.drop(entry, "another file upstream")
-        if size > self.limit or not self._evict(size):
+        if self._lost or size > self.limit or not self._evict(size):
             return None
         path = self.directory / f"{track_id}{_SUFFIX}"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            log.warning("cache: cannot create %s (%s): the track is relayed", path,
-                        exc.strerror or exc)
+        fd = self._create(path)
+        if fd is None:
             return None
         entry = CacheFile(track_id, path, size, format_id, mime, fd=fd)
+        entry.inode = _inode(os.fstat(fd))
         self._files[track_id] = entry
         self.save(entry)
         return entry
 
-    def use(self, entry: CacheFile) -> int:
-        """Count a user of the file and return its descriptor (opened on first use)."""
+    def _create(self, path: Path) -> int | None:
+        """A new, empty file at ``path``; None (said) when it cannot be made.
+
+        Never ``O_TRUNC``: whatever is at the path (a dropped file a listener
+        still reads, had its unlink failed) is unlinked and a new inode made, so
+        no open descriptor ever sees its file shrink.  Nothing else writes here:
+        the directory's lock keeps other daemons out.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for attempt in (1, 2):
+            _unlink(path)
+            try:
+                return os.open(path, flags, 0o600)
+            except FileNotFoundError:
+                if attempt == 1 and self._remake_directory():
+                    continue
+                return None
+            except OSError as exc:
+                log.warning("cache: cannot create %s (%s): the track is relayed", path,
+                            exc.strerror or exc)
+                return None
+        return None
+
+    def use(self, entry: CacheFile) -> int | None:
+        """Count a user of the file and return its descriptor, opened on first use
+        and checked against its record.  None when the file is gone or is not
+        the one its record describes (deleted, replaced, truncated): the entry
+        is dropped with one warning, and the caller has a miss."""
         if entry.fd is None:
-            entry.fd = os.open(entry.path, os.O_RDWR | os.O_CLOEXEC)
+            if entry.dropped:
+                return None
+            fd = self._open(entry)
+            if fd is None:
+                return None
+            entry.fd = fd
         entry.users += 1
         return entry.fd
+
+    def _open(self, entry: CacheFile) -> int | None:
+        try:
+            fd = os.open(entry.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            self.vanished(entry, "is gone" if exc.errno == errno.ENOENT
+                          else f"cannot be opened ({exc.strerror or exc})")
+            return None
+        try:
+            why = _mismatch(entry, os.fstat(fd))
+        except OSError as exc:
+            why = f"cannot be read ({exc.strerror or exc})"
+        if why is not None:
+            os.close(fd)
+            self.vanished(entry, why)
+            return None
+        return fd
+
+    def vanished(self, entry: CacheFile, why: str) -> None:
+        """The file is not what its record says (``why``, e.g. "is gone"): drop
+        the entry and its record, once, and make the directory again if it went
+        too.  The track is fetched again the next time it is wanted."""
+        if entry.dropped:
+            return
+        log.warning("cache: %s: the file %s %s; the track is fetched again", entry.track_id,
+                    entry.path, why)
+        self.drop(entry, "vanished")
+        if not self.directory.is_dir():
+            self._remake_directory()
+
+    def _remake_directory(self) -> bool:
+        """The directory vanished under us: make it again (0700, and its lock),
+        and forget the idle files that went with it; False (said) when it
+        cannot be made, and every track is relayed from then on."""
+        if self.directory.is_dir():
+            return True
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            self._lock = self._take_lock()
+        except (OSError, YtproxyError) as exc:
+            self._lost = True
+            log.error("cache: the directory %s vanished and cannot be made again (%s); "
+                      "every track is relayed until the daemon is restarted", self.directory,
+                      exc.strerror if isinstance(exc, OSError) else exc)
+            return False
+        gone = [e for e in self._files.values() if e.users == 0 and not e.path.exists()]
+        for entry in gone:
+            self.drop(entry, "vanished")
+        log.warning("cache: the directory %s vanished: made it again; %d other files went "
+                    "with it and are fetched again when played", self.directory, len(gone))
+        return True
 
     def release(self, entry: CacheFile) -> None:
         entry.users -= 1
@@ -320,12 +440,33 @@ def _check_row(row: CacheRow, path: Path) -> str | None:
     return None
 
 
+def _inode(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _mismatch(entry: CacheFile, info: os.stat_result) -> str | None:
+    """Why the file opened at an entry's path is not the entry's file, or None."""
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if entry.inode is not None and _inode(info) != entry.inode:
+        return "was replaced by another file"
+    if entry.complete and info.st_size != entry.size:
+        return f"is {info.st_size} bytes, its record says {entry.size}"
+    held_to = max((end for _, end in entry.ranges.as_tuple()), default=0)
+    if info.st_size < held_to:
+        return f"is {info.st_size} bytes, shorter than the {held_to} its record says are in"
+    if entry.inode is None:
+        entry.inode = _inode(info)
+    return None
+
+
 def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            path.unlink()
-        except OSError as exc:
-            log.warning("cache: cannot delete %s: %s", path, exc.strerror or exc)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cache: cannot delete %s: %s", path, exc.strerror or exc)
 
 
 def _close(entry: CacheFile) -> None:

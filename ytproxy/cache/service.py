@@ -67,12 +67,27 @@ class TrackCache:
     def complete(self, track_id: str) -> CacheFile | None:
         return self.files.complete(track_id)
 
+    def hit(self, track_id: str) -> CacheFile | None:
+        """The track's complete file, open and held until ``release`` (see
+        ``AudioCache.hit``); None when it has none, or its file vanished."""
+        return self.files.hit(track_id)
+
+    def release(self, entry: CacheFile) -> None:
+        self.files.release(entry)
+
     def start(self, track_id: str, info: StreamInfo, size: int, mime: str | None,
               focus: int = 0) -> CacheFile | None:
-        """The track's file, its download started if it is not complete and none
-        runs; None when the track cannot be cached (relay it)."""
-        entry = self.files.claim(track_id, size, info.format_id, mime)
-        if entry is None:
+        """The track's file, open and held until ``release``, its download started
+        if it is not complete and none runs; None when the track cannot be
+        cached (relay it).  A file that vanished is made anew."""
+        for _ in range(2):
+            entry = self.files.claim(track_id, size, info.format_id, mime)
+            if entry is None:
+                return None
+            if self.files.use(entry) is not None:
+                break
+            # Its file was gone (dropped, with a warning): the next claim makes one.
+        else:
             return None
         if not entry.complete and entry.download is None:
             retry = self._config.retry
@@ -84,6 +99,8 @@ class TrackCache:
 
     def body(self, entry: CacheFile, start: int, end: int,
              relay: Callable[[int, int], Awaitable[RangeStream]]) -> CachedBody:
+        """Bytes ``start..end`` from ``entry``, which the caller holds (``hit``,
+        ``start``); the body holds it for itself until it is closed."""
         self.files.played(entry)
         return CachedBody(self.files, entry, start, end, relay=relay)
 
@@ -125,6 +142,7 @@ class TrackCache:
                 if entry is None:
                     return "not cached: bigger than the room the cache can make"
                 download = entry.download
+                self.files.release(entry)  # the download holds it while it runs
                 if download is not None:
                     # A slot is held until its download ends: two at a time.
                     await download.finished()

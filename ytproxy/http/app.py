@@ -18,6 +18,7 @@ from aiohttp import web
 from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
+    AlreadyRunning,
     BadRange,
     BadRequest,
     CacheOff,
@@ -108,8 +109,11 @@ async def errors_middleware(
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store_config = app[CONFIG].store
+    # The daemon's store is its alone (a second daemon refuses to start): the
+    # CLI's commands open it beside the daemon, without the lock.
     app[STORE] = await Store.open(
-        store_config.resolved_path, busy_timeout_ms=int(store_config.busy_timeout * 1000)
+        store_config.resolved_path, busy_timeout_ms=int(store_config.busy_timeout * 1000),
+        exclusive=True,
     )
     yield
     await app[STORE].close()
@@ -134,6 +138,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         cache = TrackCache(config, app[STORE], app[TRACKS], app[FETCHER])
         try:
             await cache.open()
+        except AlreadyRunning:
+            await session.close()
+            raise  # another daemon's files: refuse to start, as for its store
         except YtproxyError as exc:
             # Streams need no cache: relay them rather than not start at all.
             log.warning("%s; the cache is off until this is fixed and the daemon restarted",

@@ -132,14 +132,21 @@ class StreamHandler:
 
     async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
         received = time.monotonic()
-        cached = self._cache.complete(track_id) if self._cache is not None else None
+        cached = self._cache.hit(track_id) if self._cache is not None else None
         if cached is not None:
             # On disk whole: no yt-dlp call, no upstream byte (also offline).
-            track = await self._tracks.store.get(track_id)
-            if track is not None:
-                return await self._answer(request, track, None, cached.size,
-                                          cached.mime or track.stream_mime or _FALLBACK_MIME,
-                                          received, cached=cached)
+            # Held open from here on: an eviction, a clear or a deletion
+            # meanwhile cannot take the bytes from under this listener.
+            assert self._cache is not None
+            try:
+                track = await self._tracks.store.get(track_id)
+                if track is not None:
+                    return await self._answer(
+                        request, track, None, cached.size,
+                        cached.mime or track.stream_mime or _FALLBACK_MIME, received,
+                        cached=cached)
+            finally:
+                self._cache.release(cached)
         track, info = await self._stream_for(request, track_id)
         mime = info.mime
         size = info.size
@@ -252,9 +259,14 @@ class StreamHandler:
                 assert info is not None
                 cache.files.stats.misses += 1
                 entry = cache.start(track_id, info, size, mime, focus=start)
+                if entry is not None:
+                    try:
+                        return cache.body(entry, start, end, relay=partial(
+                            self._late_relay, request, track_id, info, size))
+                    finally:
+                        cache.release(entry)  # the body holds it now
             else:
-                cache.files.stats.hits += 1
-            if entry is not None:
+                cache.files.stats.hits += 1  # held by _serve until the answer ends
                 return cache.body(entry, start, end,
                                   relay=partial(self._late_relay, request, track_id, info, size))
         assert info is not None

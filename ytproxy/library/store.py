@@ -25,6 +25,7 @@ import aiosqlite
 
 from ytproxy.errors import StoreError
 from ytproxy.library.playlists import check_playlist_name
+from ytproxy.lockfile import LockFile
 from ytproxy.models import Playlist, PlaylistSync, StreamInfo, Track
 
 __all__ = ["SCHEMA_VERSION", "CacheRow", "Store"]
@@ -165,6 +166,7 @@ class Store:
         self.read_only: str | None = None
         # Why the database cannot be trusted, once SQLite has said it is damaged.
         self.damaged: str | None = None
+        self._lock_file: LockFile | None = None
         self._cache: dict[str, tuple[float, Track]] = {}
         # Bumped by every write: a read that started before one must not cache.
         self._generation = 0
@@ -177,13 +179,16 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000,
-                   write: bool = True) -> Store:
+                   write: bool = True, exclusive: bool = False) -> Store:
         """Open (and create, or migrate) the store at ``path``.
 
         Nothing is written before the file has been checked (SQLite's own
         ``quick_check``), so a damaged file, or another program's, is refused
         and left byte for byte.  ``write=False`` (``list``, ``m3u``): a store this
         process cannot write is read through a read-only connection.
+        ``exclusive`` (the daemon): hold ``<path>.lock`` until ``close``, and raise
+        AlreadyRunning while another process holds it (the CLI's commands open the
+        store beside a daemon; SQLite serialises them).
         """
         memory = str(path) == ":memory:"
         read_only = None if memory else _prepare_file(path, write=write)
@@ -206,6 +211,9 @@ class Store:
             if read_only is not None:
                 await store._check_read_only_schema()
                 return store
+            if exclusive and not memory:
+                # Only once the file is known good: a refused store gets no lock file.
+                store._lock_file = _take_lock(path)
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             # Per connection, off by default: removing a track drops its playlist entries.
@@ -224,9 +232,14 @@ class Store:
 
     async def close(self) -> None:
         # The reader first: the writer, closing last, checkpoints the WAL and removes it.
-        if self._reader is not self._conn:
-            await self._reader.close()
-        await self._conn.close()
+        try:
+            if self._reader is not self._conn:
+                await self._reader.close()
+            await self._conn.close()
+        finally:
+            if self._lock_file is not None:
+                self._lock_file.release()
+                self._lock_file = None
 
     async def _refuse_damaged(self) -> None:
         """Refuse a database SQLite's ``quick_check`` finds damaged (a few ms for
@@ -744,6 +757,16 @@ def _statements(script: str) -> list[str]:
     if pending.strip():
         statements.append(pending.strip())
     return statements
+
+
+def _take_lock(path: Path) -> LockFile:
+    """``<path>.lock``, held by one daemon at a time (AlreadyRunning otherwise)."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        return LockFile.take(lock_path, f"the store {path}", "[store] path")
+    except OSError as exc:
+        raise StoreError(f"cannot create the store's lock file {lock_path}: "
+                         f"{exc.strerror or exc}") from exc
 
 
 def _prepare_file(path: Path, *, write: bool) -> str | None:

@@ -10,7 +10,10 @@ A worker reads one JSON request per line on stdin (``{"url", "options", "env"}``
 the last the daemon's proxy variables) and
 answers one JSON line on stdout: ``{"info": {...}}`` (yt-dlp's sanitized info
 dict, or null) or ``{"error": text, "expected": bool, "network": bool}``.
-This module is all a worker imports besides yt-dlp: it must stay light.
+Whatever a worker writes on stderr (yt-dlp writes some warnings there, past
+its ``logger``) is logged by the daemon line by line, redacted.
+This module (and ``ytproxy.redact``) is all a worker imports besides yt-dlp: it
+must stay light.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from ytproxy.redact import redact_secrets
 
 __all__ = ["IDLE_EXIT", "CallTimedOut", "ExtractFailed", "WorkerLost", "YtdlpProcesses",
            "failure_cause"]
@@ -44,9 +50,16 @@ _CALL_ENV = tuple(name for base in ("http_proxy", "https_proxy", "all_proxy", "n
                   for name in (base, base.upper()))
 # yt-dlp messages a reply carries at most.
 _MAX_CHATTER = 500
+# Distinct stderr lines of workers remembered (repeats are logged at DEBUG).
+_MAX_SAID = 200
+# Written on stderr after each call: the daemon has logged what the call wrote
+# there before it takes the answer (a CLI command may exit right after).
+_CALL_DONE = b"\0ytproxy: call done\n"
 # A worker idle this close to its exit (seconds, at most a tenth of it) is not
 # handed a call: it may be leaving.
 _IDLE_MARGIN = 5.0
+# Seconds to wait for a worker whose pipe closed to be reaped (it is exiting).
+_REAP_WAIT = 5.0
 
 
 class ExtractFailed(Exception):
@@ -63,7 +76,12 @@ class ExtractFailed(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker process died during a call (killed, out of memory)."""
+    """The worker process died during a call (killed, out of memory); ``how``:
+    its signal or exit status."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"the yt-dlp worker process died ({how})")
+        self.how = how
 
 
 class CallTimedOut(Exception):
@@ -146,7 +164,8 @@ def _add_cookie_header(info: dict[str, Any], jar: Any) -> None:
 def serve(idle_exit: float) -> None:
     """The worker's loop: answer requests on stdin until EOF or ``idle_exit`` s idle."""
     stdin = sys.stdin.buffer
-    # Answers go to the real stdout; anything yt-dlp prints goes to stderr.
+    # Answers go to the real stdout; anything yt-dlp prints goes to stderr (a
+    # pipe the daemon logs from: _relay_stderr).
     stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     while True:
@@ -160,6 +179,10 @@ def serve(idle_exit: float) -> None:
             reply = _answer(json.loads(line))
         except Exception as exc:  # a bad request: say so, keep serving
             reply = {"error": f"bad request to the yt-dlp worker: {exc}"}
+        # All this call wrote to stderr is before the mark, the mark before the answer.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(sys.stderr.fileno(), _CALL_DONE)
         stdout.write(json.dumps(reply, default=str) + "\n")
         stdout.flush()
 
@@ -167,16 +190,63 @@ def serve(idle_exit: float) -> None:
 # ------------------------------------------------------------------ the daemon side
 
 
+class _Said:
+    """Lines of workers' stderr already logged: yt-dlp says some on every call
+    (a cookies file line it skips), and once at WARNING is enough."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, line: str) -> bool:
+        with self._lock:
+            if line in self._lines:
+                return False
+            self._lines[line] = None
+            if len(self._lines) > _MAX_SAID:
+                del self._lines[next(iter(self._lines))]
+            return True
+
+
+def _relay_stderr(stream: IO[bytes], pid: int, said: _Said,
+                  calls_done: threading.Semaphore) -> None:
+    """A worker's stderr, line by line, into the log (run in a thread).
+
+    What a worker writes there bypasses yt-dlp's ``logger`` (yt-dlp writes some
+    warnings straight to stderr, quoting a cookies file line; a JS runtime or a
+    crash prints there too): inherited, it would reach the journal unredacted.
+    Each line is redacted here and goes through the log's own filter.
+    """
+    with stream:
+        for raw in stream:
+            # The mark ends a line of its own, or one cut short (a JS runtime's).
+            done = raw.endswith(_CALL_DONE)
+            line = redact_secrets(raw.removesuffix(_CALL_DONE).decode("utf-8", "replace")
+                                  .rstrip())
+            if line.strip():
+                level = logging.WARNING if said.first_time(line) else logging.DEBUG
+                log.log(level, "resolver: yt-dlp (worker %d): %s", pid,
+                        line.removeprefix("WARNING: "))
+            if done:
+                calls_done.release()
+
+
 class _Worker:
-    def __init__(self, idle_exit: float) -> None:
+    def __init__(self, idle_exit: float, said: _Said) -> None:
         env = dict(os.environ)
         # The package's own directory first, however ytproxy was installed or run.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ytproxy.resolve.ytdlp_process", str(idle_exit)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            close_fds=True,
         )
+        assert self.proc.stderr is not None
+        self._calls_done = threading.Semaphore(0)
+        threading.Thread(target=_relay_stderr,
+                         args=(self.proc.stderr, self.proc.pid, said, self._calls_done),
+                         name=f"ytproxy-ytdlp-stderr-{self.proc.pid}", daemon=True).start()
         self.idle_since = time.monotonic()
 
     def alive(self, idle_exit: float) -> bool:
@@ -201,14 +271,29 @@ class _Worker:
                     raise CallTimedOut(f"yt-dlp took longer than {limit:g} s")
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError, ValueError) as exc:
-            raise WorkerLost(f"the yt-dlp worker process died ({exc})") from None
+            raise WorkerLost(self._death(exc)) from None
         if not line:
-            self.proc.wait()
-            raise WorkerLost(f"the yt-dlp worker process died (exit status "
-                             f"{self.proc.returncode})")
+            raise WorkerLost(self._death(None))
         self.idle_since = time.monotonic()
+        # What the call wrote on stderr is logged before its answer is used.
+        self._calls_done.acquire(timeout=_REAP_WAIT)
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+    def _death(self, error: BaseException | None) -> str:
+        """How the worker ended: its signal or exit status (reaped here, in the
+        call's thread), else the pipe's error."""
+        try:
+            code = self.proc.wait(timeout=_REAP_WAIT)
+        except subprocess.TimeoutExpired:
+            return str(error) if error is not None else "its output closed"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        return f"exit status {code}"
 
     def kill(self) -> None:
         """End the worker now (a call past its deadline, or one nobody waits for).
@@ -249,6 +334,8 @@ class YtdlpProcesses:
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
+        self._closing = False  # close(busy=True): a killed call is not tried again
+        self._said = _Said()
         self.started = 0  # worker processes started so far
 
     @property
@@ -265,7 +352,7 @@ class YtdlpProcesses:
                     return worker
                 worker.stop()
             self.started += 1
-        return _Worker(self._idle_exit)
+        return _Worker(self._idle_exit, self._said)
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
@@ -301,27 +388,45 @@ class YtdlpProcesses:
         debug = log.isEnabledFor(logging.DEBUG)
         request = (json.dumps({"url": url, "options": options, "env": env, "debug": debug,
                                "avoid_clients": list(avoid_clients)}) + "\n").encode()
-        loop = asyncio.get_running_loop()
-        taken: list[_Worker] = []
         try:
-            answer = await loop.run_in_executor(self._threads, self._call, request, limit,
-                                                taken)
-        except asyncio.CancelledError:
-            for worker in taken:
-                worker.kill()  # nobody waits for its answer: free its slot now
-            raise
+            answer = await self._run(request, limit)
+        except WorkerLost as exc:
+            if self._closing:
+                raise
+            # Killed under the call (the OOM killer, kill -9): its death says
+            # nothing of the track.  Once more, in a new worker; a second death
+            # is the caller's to hear.
+            log.warning("resolver: %s during a call; trying it once more in a new one", exc)
+            try:
+                answer = await self._run(request, limit)
+            except WorkerLost as again:
+                raise WorkerLost(f"{exc.how}; and the new one that tried the call again: "
+                                 f"{again.how}") from None
         for line in answer.get("chatter") or ():
-            # Through the daemon's log, so its redaction of URL queries applies.
-            log.debug("yt-dlp: %s", line)
+            # Redacted here and by the log's filter: URL queries, cookie values.
+            log.debug("yt-dlp: %s", redact_secrets(str(line)))
         if "error" in answer:
             raise ExtractFailed(str(answer["error"]), bool(answer.get("expected")),
                                 bool(answer.get("network")))
         info = answer.get("info")
         return info if isinstance(info, dict) else None
 
+    async def _run(self, request: bytes, limit: float) -> dict[str, Any]:
+        """One try of a call, in a worker thread; a cancelled caller kills its worker."""
+        loop = asyncio.get_running_loop()
+        taken: list[_Worker] = []
+        try:
+            return await loop.run_in_executor(self._threads, self._call, request, limit, taken)
+        except asyncio.CancelledError:
+            for worker in taken:
+                worker.kill()  # nobody waits for its answer: free its slot now
+            raise
+
     def close(self, *, busy: bool = False) -> None:
         """Let the idle workers go now; with ``busy``, kill those in a call too
-        (a daemon that stops does not wait for yt-dlp)."""
+        (a daemon that stops does not wait for yt-dlp, nor tries again)."""
+        if busy:
+            self._closing = True
         with self._lock:
             idle, self._idle = self._idle, []
             calling = list(self._busy) if busy else []
