@@ -32,6 +32,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "IcyConfig",
+    "LibraryConfig",
     "LimitsConfig",
     "MpdConfig",
     "ResolverConfig",
@@ -42,6 +43,7 @@ __all__ = [
     "browser_cookie_spec",
     "find_config_file",
     "load_config",
+    "parse_interval",
     "parse_size",
     "render_config",
 ]
@@ -241,6 +243,38 @@ def parse_size(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
+class LibraryConfig:
+    """Playlists kept in the store (ytproxy.library)."""
+
+    # How often a playlist imported with `--sync` (and no EVERY) follows its
+    # source: "6h", "30m", "90s", "1h30m".
+    sync_every: str = "6h"
+
+    @property
+    def sync_every_seconds(self) -> float:
+        seconds = parse_interval(self.sync_every)
+        assert seconds is not None  # load_config refuses another value
+        return seconds
+
+
+_INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_INTERVAL_RE = re.compile(r"(?:\d+[smhd])+")
+_INTERVAL_PART = re.compile(r"(\d+)([smhd])")
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 365 * 86400.0
+
+
+def parse_interval(value: str) -> float | None:
+    """Seconds from ``"6h"``, ``"30m"``, ``"90s"``, ``"2d"`` or ``"1h30m"``; None if it
+    is none of those or outside 1 s .. 365 days."""
+    text = value.strip().lower()
+    if len(text) > 40 or _INTERVAL_RE.fullmatch(text) is None:
+        return None
+    seconds = float(sum(int(n) * _INTERVAL_UNITS[u] for n, u in _INTERVAL_PART.findall(text)))
+    return seconds if MIN_INTERVAL <= seconds <= MAX_INTERVAL else None
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -252,6 +286,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     mpd: MpdConfig = field(default_factory=MpdConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -279,6 +314,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "breaker": BreakerConfig,
     "mpd": MpdConfig,
     "cache": CacheConfig,
+    "library": LibraryConfig,
 }
 
 # A config file longer than this is not one (see _read_config_text).
@@ -624,6 +660,9 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          "must be between 0 and 10000 songs", m.autoplay_history)
     need(config.cache.max_size >= 0, "cache.max_size", "must be >= 0 bytes (0: no cache)",
          config.cache.max_size)
+    need(parse_interval(config.library.sync_every) is not None, "library.sync_every",
+         'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
+         config.library.sync_every)
     b = config.breaker
     need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
     need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
+import os
 import re
 import sqlite3
 import ssl
@@ -28,6 +29,7 @@ from ytproxy.cli.client import DaemonNotAnswering, daemon_base_url, fetch_report
 from ytproxy.cli.po_token import check_player_clients, check_pot_provider, read_ytdlp_view
 from ytproxy.cli.reachability import Target, Unreachable, proxy_for, reach
 from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
+from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.store import SCHEMA_VERSION
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_label, runtime_version
 
@@ -302,9 +304,26 @@ async def _check_daemon(config: Config, seconds: float) -> Check:
 
 
 async def _check_mpd(config: Config, seconds: float) -> Check:
-    host, port = config.mpd.host, config.mpd.port
-    if not host:
-        return Check("mpd", "skip", "[mpd] host is not set")
+    """MPD where the daemon looks for it: [mpd] host, MPD_HOST, else where mpc looks."""
+    try:
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
+    except ValueError as exc:
+        return Check("mpd", "fail", str(exc), "fix or unset MPD_PORT")
+    if len(candidates) == 1:
+        host, port, _ = candidates[0]
+        return await _probe_mpd(host, port, seconds)
+    tried: list[str] = []
+    for host, port, _ in candidates:
+        check = await _probe_mpd(host, port, seconds)
+        if check.level == "ok":
+            return Check("mpd", "ok", f"{check.detail} (found where mpc looks; no [mpd] host)")
+        tried.append(check.detail)
+    return Check("mpd", "warn", "no MPD found where mpc looks: " + "; ".join(tried) +
+                 "; look-ahead is off until one answers",
+                 "start MPD, or set [mpd] host/port (or MPD_HOST) to where it listens")
+
+
+async def _probe_mpd(host: str, port: int, seconds: float) -> Check:
     where = host if host.startswith("/") else f"{host}:{port}"
     fix = "is MPD running (`systemctl --user status mpd`)? check [mpd] host/port"
     writer: asyncio.StreamWriter | None = None
@@ -318,7 +337,7 @@ async def _check_mpd(config: Config, seconds: float) -> Check:
             writer.write(b"close\n")
     except TimeoutError:
         return Check("mpd", "fail", f"no answer from {where} within {seconds:g} s", fix)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, FileNotFoundError):
         return Check("mpd", "fail", f"nothing listens on {where}", fix)
     except OSError as exc:
         return Check("mpd", "fail", f"cannot reach MPD at {where}: {exc.strerror or exc}", fix)

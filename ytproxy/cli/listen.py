@@ -22,7 +22,7 @@ from ytproxy.config import Config
 from ytproxy.errors import YtproxyError
 from ytproxy.follower.autoplay import AutoplaySong, queue_songs
 from ytproxy.follower.mpd_private import QuietMPDClient
-from ytproxy.follower.queue import mpd_address
+from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.listings import (
     Listings,
     Song,
@@ -120,36 +120,53 @@ async def _answer(songs: list[Song], args: argparse.Namespace, config: Config, e
 
 
 async def _queue(config: Config, songs: list[Song], base: str, *, play: bool) -> int:
-    """Append the songs to MPD's queue in order; with ``play``, play the first."""
+    """Append the songs to MPD's queue in order; with ``play``, play the first.
+
+    MPD is looked for as the daemon looks for it (``mpd_candidates``: [mpd]
+    host, MPD_HOST, else where mpc looks); the first place that answers is used."""
     try:
-        address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
     except ValueError as exc:
         print(f"ytproxy: cannot queue the songs in MPD: {exc}", file=sys.stderr)
         return 1
-    # Neither [mpd] host nor MPD_HOST: where mpc looks first.
-    host, port, password = address or ("localhost", config.mpd.port, None)
-    password = config.mpd.password or password
-    where = host if host.startswith(("/", "@")) else f"{host}:{port}"
+    named = [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
+    failures: list[str] = []
+    added: list[str] | None = None
+    for host, port, password in candidates:
+        where = host if host.startswith(("/", "@")) else f"{host}:{port}"
+        try:
+            added = await _queue_at(host, port, config.mpd.password or password, named,
+                                    play=play)
+            break
+        except (OSError, mpd.base.MPDError) as exc:
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else (
+                os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
+                else _one_line(exc) or type(exc).__name__)
+            failures.append(f"{where} ({reason})")
+            if not isinstance(exc, OSError):  # MPD answered and refused: look no further
+                break
+    if added is None:
+        print(f"ytproxy: cannot queue the songs in MPD at {', '.join(failures)}; the songs "
+              "are stored; set [mpd] host and port, or MPD_HOST", file=sys.stderr)
+        return 1
+    what = f"{len(added)} song{'' if len(added) == 1 else 's'}"
+    print(f"queued {what} in MPD at {where}" + ("; playing the first" if play else ""))
+    return 0
+
+
+async def _queue_at(host: str, port: int, password: str | None, songs: list[AutoplaySong],
+                    *, play: bool) -> list[str]:
+    """Queue ``songs`` in the MPD at ``host``/``port``; MPD's ids of those added."""
     client = QuietMPDClient()
     try:
         async with asyncio.timeout(MPD_TIMEOUT):
             await client.connect(host, port)
             if password:
                 await client.password(password)
-            added = await queue_songs(client, [
-                AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs])
+            added = await queue_songs(client, songs)
             if play and added:
                 await client.playid(added[0])
-    except (OSError, mpd.base.MPDError) as exc:
-        reason = "no answer in time" if isinstance(exc, TimeoutError) else (
-            os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno
-            else _one_line(exc) or type(exc).__name__)
-        print(f"ytproxy: cannot queue the songs in MPD at {where}: {reason} (the songs are "
-              "stored; set [mpd] host and port, or MPD_HOST)", file=sys.stderr)
-        return 1
+            return added
     finally:
         with contextlib.suppress(Exception):  # closing what may never have opened
             client.disconnect()
-    what = f"{len(added)} song{'' if len(added) == 1 else 's'}"
-    print(f"queued {what} in MPD at {where}" + ("; playing the first" if play else ""))
-    return 0

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import mpd.base  # type: ignore[import-untyped]
@@ -39,7 +39,7 @@ from ytproxy.follower.autoplay import (
 )
 from ytproxy.follower.mpd_private import QuietMPDClient
 
-__all__ = ["MpdFollower", "mpd_address", "upcoming_positions"]
+__all__ = ["MpdFollower", "mpd_address", "mpd_candidates", "upcoming_positions"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,41 @@ def mpd_address(
             raise ValueError(f"MPD_PORT={port_s!r} is not a port number (1-65535)")
         port = int(port_s)
     return spec, port, password or None
+
+
+# MPD's own list for clients that find it themselves (doc/client.rst, "Connecting
+# to MPD"): $MPD_HOST, then $XDG_RUNTIME_DIR/mpd/socket (where an MPD run by the
+# user listens when no bind_to_address is set, src/Listen.cxx), then
+# /run/mpd/socket (libmpdclient's compiled-in default socket, a system MPD's),
+# then localhost:$MPD_PORT.
+SYSTEM_SOCKET = "/run/mpd/socket"
+
+
+def mpd_candidates(
+    host: str, port: int, environ: Mapping[str, str]
+) -> list[tuple[str, int, str | None]]:
+    """Where to look for MPD, in order: ``[(host, port, password from MPD_HOST)]``.
+
+    One address when [mpd] host or MPD_HOST says where (``mpd_address``); else
+    what mpc's library tries: the user's socket under ``$XDG_RUNTIME_DIR``, the
+    system socket, then ``localhost`` at MPD_PORT (default ``port``).  Raises
+    ValueError for an MPD_PORT that is not a port number.
+    """
+    address = mpd_address(host, port, environ)
+    if address is not None:
+        return [address]
+    port_s = environ.get("MPD_PORT", "")
+    if port_s:
+        if not _PORT.fullmatch(port_s) or not 1 <= int(port_s) <= 65535:
+            raise ValueError(f"MPD_PORT={port_s!r} is not a port number (1-65535)")
+        port = int(port_s)
+    found: list[tuple[str, int, str | None]] = []
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):  # relative: invalid, to be ignored (XDG spec)
+        found.append((os.path.join(runtime, "mpd", "socket"), port, None))
+    found.append((SYSTEM_SOCKET, port, None))
+    found.append(("localhost", port, None))
+    return found
 
 
 def _where(host: str, port: int) -> str:
@@ -134,9 +169,13 @@ def upcoming_positions(status: Mapping[str, str], n: int) -> list[int]:
     song = _position(status.get("song"), length)
     nextsong = _position(status.get("nextsong"), length)
     if status.get("state") not in ("play", "pause"):
-        # Stopped: play starts at `song` (MPD's current position), if it has one.
+        # Stopped: `play` starts at `song` (MPD's current position), or with none
+        # (a queue just loaded: `mpc clear; mpc load X`) at the first song in play
+        # order, which is position 0 unless random shuffled that order.
         if song is None:
-            return []
+            if random:
+                return []
+            return [0] if single else _in_order(0, n, length, repeat, None)
         if single:
             return [song]
         if random:  # MPD has chosen the one after it; no further
@@ -200,17 +239,19 @@ class MpdFollower:
         more_songs: Callable[[str], Awaitable[list[AutoplaySong]]] | None = None,
         autoplay_songs: int = 5,
         autoplay_history: int = 100,
+        alternatives: Sequence[tuple[str, int]] = (),
     ) -> None:
         if retry_max <= 0:
             raise ValueError(f"retry_max must be > 0, got {retry_max}")
-        self._host = host
-        self._port = port
+        # Tried in order at every (re)connect; the first that answers is followed.
+        self._addresses = [(host, port), *alternatives]
         self._password = password or None
         self._lookahead = max(0, lookahead)
         self._track_of = track_of
         self._want = want
         self._retry_max = retry_max
         self._where = _where(host, port)
+        self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._connected = False
@@ -248,6 +289,8 @@ class MpdFollower:
             "following": True, "address": self._where, "connected": self._connected,
             "mpd_version": self._mpd_version, "lookahead": self._lookahead,
             "upcoming": list(self._upcoming)}
+        if len(self._addresses) > 1:
+            report["tries"] = [_where(h, p) for h, p in self._addresses]
         if self._more_songs is not None:
             report["autoplay"] = {"songs": self._autoplay_songs, "history": len(self._history),
                                   "appended": self.autoplay_appended,
@@ -279,31 +322,52 @@ class MpdFollower:
         first = min(1.0, self._retry_max)
         delay = first
         while True:
-            client = QuietMPDClient()
             try:
-                worked = await self._session(client)
+                worked = await self._session()
             except Exception:  # a bug (here or in python-mpd2): logged, then retried
                 log.exception("mpd: following MPD at %s failed; reconnecting", self._where)
                 worked = False
             finally:
                 self._connected = False
-                _disconnect(client)
+                if self._client is not None:
+                    _disconnect(self._client)
+                    self._client = None
             if worked:
                 delay = first
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max)
 
-    async def _session(self, client: Any) -> bool:
+    async def _connect(self) -> tuple[Any, list[str]] | None:
+        """A client connected to the first address that answers, and what comes next."""
+        failures: list[tuple[str, BaseException]] = []
+        for host, port in self._addresses:
+            client = self._client = QuietMPDClient()
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await client.connect(host, port)
+                    if self._password is not None:
+                        await client.password(self._password)
+                    ids = await self._next_tracks(client)
+            except _FAILURES as exc:
+                _disconnect(client)
+                self._client = None
+                if isinstance(exc, mpd.base.CommandError):  # an MPD, refusing us
+                    self._where = _where(host, port)
+                    self._connect_failed([(self._where, exc)])
+                    return None
+                failures.append((_where(host, port), exc))
+                continue
+            self._where = _where(host, port)
+            return client, ids
+        self._connect_failed(failures)
+        return None
+
+    async def _session(self) -> bool:
         """One connection, followed until it fails; False when it never worked."""
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await client.connect(self._host, self._port)
-                if self._password is not None:
-                    await client.password(self._password)
-                ids = await self._next_tracks(client)
-        except _FAILURES as exc:
-            self._connect_failed(exc)
+        connected = await self._connect()
+        if connected is None:
             return False
+        client, ids = connected
         self._connected = True
         self._mpd_version = str(client.mpd_version)
         log.info("mpd: following the queue of MPD %s at %s (look-ahead %d songs)",
@@ -323,7 +387,8 @@ class MpdFollower:
         log.info("mpd: lost MPD at %s (%s); reconnecting", self._where, reason)
         return True
 
-    def _connect_failed(self, exc: BaseException) -> None:
+    def _connect_failed(self, failures: list[tuple[str, BaseException]]) -> None:
+        where, exc = failures[-1]
         reason = _reason(exc)
         if isinstance(exc, mpd.base.CommandError) and _ACK_AUTH.search(str(exc)):
             if not self._told_password:
@@ -332,14 +397,19 @@ class MpdFollower:
                 log.warning(
                     'mpd: MPD at %s refused %s (%s); set [mpd] password, or MPD_HOST '
                     'as "password@host"; look-ahead is off until it accepts',
-                    self._where, given, reason)
+                    where, given, reason)
                 return
         elif not self._told_unreachable:
             self._told_unreachable = True
-            log.info("mpd: no MPD at %s (%s); look-ahead is off until it answers",
-                     self._where, reason)
+            if len(failures) == 1:
+                log.info("mpd: no MPD at %s (%s); look-ahead is off until it answers",
+                         where, reason)
+            else:  # none of the places mpc looks at answered
+                tried = [f"{w} ({_reason(e)})" for w, e in failures]
+                log.info("mpd: no MPD at %s or %s; look-ahead is off until one answers "
+                         "(or set [mpd] host)", ", ".join(tried[:-1]), tried[-1])
             return
-        log.debug("mpd: MPD at %s: %s; retrying", self._where, reason)
+        log.debug("mpd: MPD at %s: %s; retrying", where, reason)
 
     def _hand(self, ids: list[str]) -> None:
         self._upcoming = ids

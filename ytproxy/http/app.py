@@ -31,7 +31,7 @@ from ytproxy.errors import (
     YtproxyError,
 )
 from ytproxy.follower.autoplay import AutoplaySong
-from ytproxy.follower.queue import MpdFollower, mpd_address
+from ytproxy.follower.queue import MpdFollower, mpd_candidates
 from ytproxy.http.auth import token_middleware
 from ytproxy.http.inflight import InFlightRequests
 from ytproxy.http.listener import (
@@ -63,6 +63,7 @@ from ytproxy.library.listings import (
 )
 from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.library.store import Store
+from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
 from ytproxy.redact import redact_urls
@@ -70,7 +71,7 @@ from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
-__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
+__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "SYNCER", "TRACKS", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 DAEMON = web.AppKey("daemon", Daemon)
 METRICS = web.AppKey("metrics", Metrics)
 LISTINGS = web.AppKey("listings", Listings)
+SYNCER = web.AppKey("syncer", PlaylistSyncer)
 
 
 def error_response(exc: YtproxyError) -> web.Response:
@@ -175,10 +177,14 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     if follower is not None:
         await follower.start()
         app[DAEMON].mpd = follower.report
+    syncer = app[SYNCER] = _playlist_syncer(app)
+    await syncer.start()
+    app[DAEMON].sync = syncer.report
     metrics = app[METRICS] = Metrics(app[DAEMON])
     app[RESOLVER].on_duration = metrics.resolver_duration.observe
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
+    await syncer.aclose()
     if follower is not None:
         await follower.aclose()
     await app[HANDLER].drain()
@@ -204,20 +210,22 @@ def _mpd_follower(config: Config, cache: TrackCache | None,
                   more_songs: Callable[[str], Awaitable[list[AutoplaySong]]]
                   ) -> MpdFollower | None:
     """MPD look-ahead, when there is a cache to fill and an MPD to follow, and
-    autoplay when it is on."""
+    autoplay when it is on.
+
+    With no [mpd] host and no MPD_HOST, MPD is looked for where mpc looks
+    (``mpd_candidates``): the follower takes the first that answers."""
     autoplay = config.mpd.autoplay
     try:
-        address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
     except ValueError as exc:
         log.warning("mpd: look-ahead%s is off: %s", " and autoplay" if autoplay else "", exc)
         return None
     lookahead = config.mpd.lookahead if cache is not None else 0
-    if address is None or (lookahead == 0 and not autoplay):
-        why = ("no [mpd] host and no MPD_HOST" if address is None else
-               "the cache is off" if cache is None else "[mpd] lookahead = 0")
-        log.info("mpd: look-ahead%s is off (%s)", " and autoplay" if autoplay else "", why)
+    if lookahead == 0 and not autoplay:
+        why = "the cache is off" if cache is None else "[mpd] lookahead = 0"
+        log.info("mpd: look-ahead is off (%s)", why)
         return None
-    host, port, password = address
+    host, port, password = candidates[0]
     server = config.server
     return MpdFollower(host=host, port=port, password=config.mpd.password or password,
                        lookahead=lookahead,
@@ -225,7 +233,35 @@ def _mpd_follower(config: Config, cache: TrackCache | None,
                        want=cache.want if cache is not None else _no_lookahead,
                        more_songs=more_songs if autoplay else None,
                        autoplay_songs=config.mpd.autoplay_songs,
-                       autoplay_history=config.mpd.autoplay_history)
+                       autoplay_history=config.mpd.autoplay_history,
+                       alternatives=[(h, p) for h, p, _ in candidates[1:]])
+
+
+def _playlist_syncer(app: web.Application) -> PlaylistSyncer:
+    """The task that re-imports playlists imported with ``--sync`` when due."""
+    config, store, tracks = app[CONFIG], app[STORE], app[TRACKS]
+    base = proxy_base_url(config.server.host, config.server.port)
+
+    async def sync(name: str, source_url: str) -> str:
+        if await store.get_sync(name) is None:  # unsynced or removed meanwhile
+            return "no longer synced; left alone"
+        summary = await tracks.import_playlist(source_url, name)
+        done = f"{len(summary.track_ids)} tracks ({summary.added} new)"
+        directory = config.mpd.resolved_playlist_directory
+        if directory is None:
+            return done
+        try:
+            await tracks.write_playlist_file(name, directory, base)
+        except OSError as exc:
+            raise OSError(f"the playlist is stored ({done}), but {directory / (name + '.m3u')} "
+                          f"could not be written: {exc.strerror or exc}; check "
+                          "[mpd] playlist_directory") from exc
+        return f"{done}, {name}.m3u replaced"
+
+    # A schedule the CLI adds while the daemon runs is seen within this.
+    poll = min(POLL_MAX, config.library.sync_every_seconds)
+    return PlaylistSyncer(schedules=store.list_syncs, sync=sync, record=store.record_sync,
+                          poll_every=poll)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -385,7 +421,18 @@ async def _named_playlist(request: web.Request) -> web.Response:
 
 
 async def _list_playlists(request: web.Request) -> web.Response:
-    playlists = await request.app[STORE].list_playlists()
+    store = request.app[STORE]
+    playlists = await store.list_playlists()
+    syncs = {s.name: s for s in await store.list_syncs()}
+
+    def sync_json(name: str) -> dict[str, Any] | None:
+        s = syncs.get(name)
+        if s is None:
+            return None
+        return {"every_seconds": s.every, "last_sync": s.last_sync, "next_sync": s.next_sync,
+                "last_attempt": s.last_attempt, "failures": s.failures,
+                "last_error": None if s.last_error is None else redact_urls(s.last_error)}
+
     return web.json_response({"playlists": [
         {
             "name": p.name,
@@ -395,6 +442,8 @@ async def _list_playlists(request: web.Request) -> web.Response:
             "created_at": p.created_at,
             "updated_at": p.updated_at,
             "m3u": f"/playlist/{quote(p.name)}.m3u",
+            # Imported with --sync: when it follows its source next, and how it went.
+            "sync": sync_json(p.name),
         }
         for p in playlists
     ]})
