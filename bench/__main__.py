@@ -1,4 +1,12 @@
-"""``python -m bench``: the benchmark suite (see bench/suite.py and README's Performance)."""
+"""``python -m bench``: the benchmark suite (see bench/suite.py and README's Performance);
+``python -m bench listings``: search and radio listing times alone (bench/listings.py)."""
+
+import sys
+
+if sys.argv[1:2] == ["listings"]:
+    from bench.listings import main as listings_main
+
+    raise SystemExit(listings_main(sys.argv[2:]))
 
 from bench.suite import main
 

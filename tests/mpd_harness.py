@@ -461,10 +461,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_conf(root: Path, port: int) -> Path:
+def _write_conf(root: Path, port: int, extra_binds: tuple[str, ...] = ()) -> Path:
     (root / "music").mkdir(parents=True, exist_ok=True)
     (root / "playlists").mkdir(parents=True, exist_ok=True)
     conf = root / "mpd.conf"
+    # More addresses to listen on besides 127.0.0.1:port (a unix socket path).
+    binds = "".join(f'bind_to_address     "{b}"\n' for b in extra_binds)
     conf.write_text(
         f"""\
 music_directory     "{root / "music"}"
@@ -475,7 +477,7 @@ pid_file            "{root / "mpd.pid"}"
 log_file            "{root / "mpd.log"}"
 log_level           "verbose"
 bind_to_address     "{HOST}"
-port                "{port}"
+{binds}port                "{port}"
 zeroconf_enabled    "no"
 auto_update         "no"
 filesystem_charset  "UTF-8"
@@ -526,12 +528,12 @@ def _open_stderr(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
 
-async def _start(root: Path) -> MpdInstance:
+async def _start(root: Path, extra_binds: tuple[str, ...] = ()) -> MpdInstance:
     """Start MPD on a free port; retries on a port race. Raises RuntimeError on failure."""
     failure = ""
     for _attempt in range(3):
         port = _free_port()
-        conf = _write_conf(root, port)
+        conf = _write_conf(root, port, extra_binds)
         (root / "mpd.log").unlink(missing_ok=True)
         errfd = _open_stderr(root / "mpd.stderr")
         try:
@@ -556,14 +558,16 @@ async def _start(root: Path) -> MpdInstance:
 
 
 @asynccontextmanager
-async def run_mpd(tmp_path: Path) -> AsyncIterator[MpdInstance]:
-    """Run ``mpd --no-daemon`` with a private config under ``tmp_path/"mpd"``.
+async def run_mpd(tmp_path: Path, *, extra_binds: tuple[str, ...] = ()
+                  ) -> AsyncIterator[MpdInstance]:
+    """Run ``mpd --no-daemon`` with a private config under ``tmp_path/"mpd"``,
+    listening on 127.0.0.1 (and on ``extra_binds``, e.g. a unix socket path).
 
     Yields once MPD greets on its port; on exit SIGTERM, then SIGKILL after 5 s.
     """
     root = tmp_path / "mpd"
     root.mkdir(parents=True, exist_ok=True)
-    inst = await _start(root)
+    inst = await _start(root, extra_binds)
     try:
         yield inst
     finally:

@@ -218,3 +218,33 @@ def test_the_readme_command_starts() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--only" in done.stdout
+
+
+def listing_figures(*, search_added: float, calls: int, player: int = 0) -> dict[str, Any]:
+    figures: dict[str, Any] = {"runs": 20, "listed": 25, "listing_calls": calls,
+                               "listing_calls_expected": 84, "player_requests": player}
+    for kind, added in (("search", search_added), ("radio", 3.0)):
+        figures.update({f"{kind}_ytproxy_p50_ms": 100.0 + added, f"{kind}_ytproxy_max_ms": 150.0,
+                        f"{kind}_ytdlp_alone_p50_ms": 100.0, f"{kind}_ytdlp_alone_max_ms": 140.0,
+                        f"{kind}_added_ms": added, f"{kind}_met": added <= 20.0})
+    return figures
+
+
+def test_the_listings_table_judges_the_20_ms_and_the_calls() -> None:
+    from bench.listings import table as listings_table
+
+    text = listings_table(listing_figures(search_added=4.0, calls=84))
+    assert cells(text, "search, 25 songs")[1:] == [
+        "104.0 / 150.0 ms", "100.0 / 140.0 ms", "+4.0 ms", "<= 20 ms: yes"]
+    assert cells(text, "radio")[3:] == ["+3.0 ms", "<= 20 ms: yes"]
+    assert cells(text, "yt-dlp calls")[-1] == "one per listing, none per entry: yes"
+    missed = listings_table(listing_figures(search_added=25.0, calls=85, player=1))
+    assert cells(missed, "search, 25 songs")[-1] == "<= 20 ms: **no**"
+    assert cells(missed, "yt-dlp calls")[-1] == "one per listing, none per entry: **no**"
+
+
+def test_the_listings_command_starts() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "listings", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--runs" in done.stdout

@@ -334,6 +334,62 @@ def test_check_config_prints_the_file_it_used(tmp_path: Path) -> None:
     assert "port = 6999" in result.stdout.splitlines()
 
 
+# A Latin-1 "é" (0xE9) in a comment on line 3: what an editor set to another
+# encoding writes.  It is byte 26 of the file (counted from 0), the 6th
+# character of its line.
+LATIN1_CONFIG = b'[server]\nport = 6999\n# caf\xe9 au lait\n[icy]\nmetaint = 8192\n'
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve", "doctor", "status"])
+def test_a_config_that_is_not_utf8_is_an_error_naming_the_byte(
+    tmp_path: Path, command: str
+) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(LATIN1_CONFIG)
+    result = run_cli("--config", str(path), command)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    said = result.stdout if command == "doctor" else result.stderr
+    [line] = [line for line in said.splitlines() if str(path) in line]
+    assert "not UTF-8" in line and "0xe9" in line.lower(), line
+    assert "offset 26" in line and "line 3, column 6" in line, line
+    if command == "doctor":
+        assert "fail  config" in said, said
+
+
+def test_a_binary_config_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "random.toml"
+    path.write_bytes(bytes(range(256)))  # 0x00-0x7f decode; 0x80 is the first that cannot
+    errors = errors_of(path)
+    assert len(errors) == 1 and str(path) in errors[0], errors
+    assert "not UTF-8" in errors[0] and "offset 128" in errors[0], errors
+    result = run_cli("--config", str(path), "check-config")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "offset 128" in result.stderr
+
+
+def test_a_config_path_that_is_a_directory_or_bad_toml_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "conf.d"
+    folder.mkdir()
+    syntax = write(tmp_path / "syntax.toml", "[server]\nport = = 1\n")
+    for path, what in ((folder, "cannot read config file"), (syntax, "not valid TOML")):
+        for command in ("check-config", "serve"):
+            result = run_cli("--config", str(path), command)
+            assert result.returncode == 1, (path, command, result.stderr)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert f"{path}: {what}" in result.stderr, result.stderr
+
+
+def test_a_config_file_far_larger_than_any_config_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    path.write_bytes(b"# " + b"x" * (2 * 1_048_576) + b"\n")
+    errors = errors_of(path)
+    assert len(errors) == 1 and str(path) in errors[0] and "larger than" in errors[0], errors
+    # /dev/zero never ends: read as a whole it would take all memory.
+    errors = errors_of(Path("/dev/zero"))
+    assert len(errors) == 1 and "larger than" in errors[0], errors
+
+
 # -- environment overrides ------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ from ytproxy.cli.doctor import (
 )
 from ytproxy.cli.reachability import Target, proxy_for
 from ytproxy.config import Config, ResolverConfig, load_config
+from ytproxy.follower import queue
 from ytproxy.http.app import RESOLVER, STORE
 from ytproxy.library.store import SCHEMA_VERSION
 
@@ -465,3 +467,39 @@ async def test_tls_is_checked_directly_and_through_a_connect_proxy(
     assert tunnelled.level == "ok", tunnelled
     assert "tunnel HTTP 200" in tunnelled.detail and "TLSv1." in tunnelled.detail
     assert [r.url for r in forward.records] == [f"127.0.0.1:{tls_port}"]
+
+
+async def test_mpd_with_no_host_is_looked_for_where_mpc_looks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    runtime = Path(tempfile.mkdtemp(prefix="xdg", dir="/tmp"))  # a short socket path
+    try:
+        (runtime / "mpd").mkdir()
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        monkeypatch.delenv("MPD_HOST", raising=False)
+        monkeypatch.setenv("MPD_PORT", str(free_port()))  # localhost: nothing there
+        # Nor at the system socket (a machine's own MPD may listen at /run/mpd/socket).
+        monkeypatch.setattr(queue, "SYSTEM_SOCKET", str(runtime / "system.socket"))
+        config = Config()
+        missing = await _check_mpd(config, 2.0)
+        assert missing.level == "warn", missing
+        assert f"{runtime}/mpd/socket" in missing.detail and "localhost:" in missing.detail
+        assert "[mpd] host" in missing.fix
+
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"OK MPD 0.23.5\n")
+            await writer.drain()
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_unix_server(greet, path=str(runtime / "mpd" / "socket"))
+        try:
+            found = await _check_mpd(config, 2.0)
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert found.level == "ok", found
+        assert found.detail == (f"MPD 0.23.5 at {runtime}/mpd/socket "
+                                "(found where mpc looks; no [mpd] host)")
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

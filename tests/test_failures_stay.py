@@ -66,7 +66,7 @@ async def test_a_dead_track_does_not_rest_its_host_for_the_next_one(
         assert await resp.read() == good
     assert googlevideo.counts["ok"] > before
     status = await (await proxy.session.get(proxy.url("/status"))).json()
-    assert status["upstream"]["hosts"]["127.0.0.1"]["state"] == "closed"
+    assert status["upstream"]["hosts"][f"127.0.0.1:{googlevideo.port}"]["state"] == "closed"
 
 
 async def test_a_listener_who_leaves_frees_its_slot_and_its_retries_stop(

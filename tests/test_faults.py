@@ -195,7 +195,13 @@ async def test_random_fault_plans_never_change_the_bytes(
     for fault in plan:
         googlevideo.add_fault("FaultTrack1", fault)
     proxy = await make_proxy(**FAST)
-    status, body = await fetch(proxy, "FaultTrack1")
+    try:
+        status, body = await fetch(proxy, "FaultTrack1")
+    finally:
+        # Each example's daemon lets go of the store (and its lock) before the
+        # next one opens it, as a restarted daemon would.
+        await proxy.session.close()
+        await proxy.server.close()
     assert status == 200
     assert digest(body) == digest(data)
 
@@ -234,11 +240,12 @@ async def test_host_breaker_opens_fails_fast_and_closes_after_recovery(
     assert googlevideo.counts["fault_status"] == sent_before
     async with proxy.session.get(proxy.url("/status")) as resp:
         hosts = (await resp.json())["upstream"]["hosts"]
-    assert hosts["127.0.0.1"]["state"] == "open"
+    assert hosts[f"127.0.0.1:{googlevideo.port}"]["state"] == "open"
     googlevideo.clear_faults()  # upstream recovers
     # The breaker's reset_after: then one trial decides.
-    await asyncio.sleep(hosts["127.0.0.1"]["retry_after"] + 0.1)
+    await asyncio.sleep(hosts[f"127.0.0.1:{googlevideo.port}"]["retry_after"] + 0.1)
     status, body_bytes = await fetch(proxy, "FaultTrack1")
     assert status == 200 and body_bytes == data
     async with proxy.session.get(proxy.url("/status")) as resp:
-        assert (await resp.json())["upstream"]["hosts"]["127.0.0.1"]["state"] == "closed"
+        hosts = (await resp.json())["upstream"]["hosts"]
+    assert hosts[f"127.0.0.1:{googlevideo.port}"]["state"] == "closed"

@@ -46,7 +46,7 @@ async def test_status_shows_a_live_stream_and_every_section(
     resolver = status["resolver"]
     assert resolver["calls"] == 1 and resolver["breaker"]["state"] == "closed"
     assert {"cache_hits", "single_flight_joins", "failures", "rate_limit_waiting"} <= set(resolver)
-    host = status["upstream"]["hosts"]["127.0.0.1"]
+    host = status["upstream"]["hosts"][f"127.0.0.1:{googlevideo.port}"]
     assert host["state"] == "closed" and host["success_rate"] == 1.0
     assert status["config"]["server"]["port"] == proxy.config.server.port
     assert "sig=" not in raw and "expire=" not in raw

@@ -4,7 +4,9 @@ What MPD 0.23.12 reports in ``status`` (found while writing these tests; they
 pin what the follower relies on):
 
 * A fresh queue that has not been played: no ``song`` and no ``nextsong``,
-  stopped, whatever random/single/repeat say.
+  stopped, whatever random/single/repeat say; ``play`` then starts at the first
+  song in play order (src/queue/PlaylistControl.cxx PlayAny: order 0), which is
+  position 0 unless random is on.
 * Playing or paused: ``song`` is the current song, ``nextsong`` the one after
   it -- in random mode the one MPD has chosen; at the end of the queue without
   repeat there is none; with repeat it is position 0.  Single mode without
@@ -26,17 +28,24 @@ import asyncio
 import logging
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.mpd_harness import MpdInstance, make_test_audio
-from ytproxy.follower.queue import MpdFollower, mpd_address, upcoming_positions
+from ytproxy.follower.queue import (
+    MpdFollower,
+    mpd_address,
+    mpd_candidates,
+    upcoming_positions,
+)
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
@@ -214,7 +223,9 @@ async def test_hands_the_next_songs_in_queue_order(mpd: MpdInstance, origin: str
     await queue(mpd, *(origin + vid(i) for i in range(5)))
     want = Wants()
     async with following(mpd.port, want, lookahead=2) as follower:
-        await want.got([])  # stopped, never played: MPD names no song
+        # Stopped, never played: MPD names no song, and `play` starts at the first
+        # (a queue just loaded: `mpc clear; mpc load X`).
+        await want.got([vid(0), vid(1)])
         assert follower.connected
         assert follower.mpd_version is not None and follower.mpd_version.startswith("0.")
         await pause_at(mpd, 1)
@@ -443,3 +454,60 @@ def test_upcoming_positions_with_consume() -> None:
     assert upcoming_positions({**status, "consume": "0"}, 5) == [2, 0, 1]
     assert upcoming_positions(status, 0) == []
 
+
+
+def test_upcoming_positions_of_a_queue_never_played() -> None:
+    # `mpc clear; mpc load X`: stopped, no current song; `play` starts at order 0.
+    status = {"state": "stop", "playlistlength": "3", "repeat": "0", "random": "0",
+              "single": "0", "consume": "0"}
+    assert upcoming_positions(status, 2) == [0, 1]
+    assert upcoming_positions(status, 5) == [0, 1, 2]
+    assert upcoming_positions({**status, "single": "1"}, 2) == [0]
+    # Random: order 0 is a position MPD does not tell.
+    assert upcoming_positions({**status, "random": "1"}, 2) == []
+    assert upcoming_positions({**status, "playlistlength": "0"}, 2) == []
+
+
+def test_mpd_candidates_are_where_mpc_looks() -> None:
+    # Told where: only there.
+    assert mpd_candidates("mpd.lan", 6601, {"XDG_RUNTIME_DIR": "/run/user/1"}) == [
+        ("mpd.lan", 6601, None)]
+    assert mpd_candidates("", 6600, {"MPD_HOST": "pw@box", "XDG_RUNTIME_DIR": "/r"}) == [
+        ("box", 6600, "pw")]
+    # Not told: MPD's doc/client.rst order.
+    assert mpd_candidates("", 6600, {"XDG_RUNTIME_DIR": "/run/user/1000"}) == [
+        ("/run/user/1000/mpd/socket", 6600, None), ("/run/mpd/socket", 6600, None),
+        ("localhost", 6600, None)]
+    assert mpd_candidates("", 6600, {"MPD_PORT": "6700"}) == [
+        ("/run/mpd/socket", 6700, None), ("localhost", 6700, None)]
+    # A relative XDG_RUNTIME_DIR is invalid, and ignored (the XDG base directory spec).
+    assert mpd_candidates("", 6600, {"XDG_RUNTIME_DIR": "run"})[0] == (
+        "/run/mpd/socket", 6600, None)
+    with pytest.raises(ValueError, match=re.escape("MPD_PORT='x'")):
+        mpd_candidates("", 6600, {"MPD_PORT": "x"})
+
+
+async def test_none_of_the_places_answers_one_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    missing = str(tmp_path / "no-mpd.socket")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    want = Wants()
+    follower = MpdFollower(host=missing, port=port, password=None, lookahead=2,
+                           track_of=track_of, want=want, retry_max=0.2,
+                           alternatives=[("127.0.0.1", port)])
+    await follower.start()
+    try:
+        await eventually(lambda: len(records(caplog, logging.DEBUG, "retrying")) >= 2,
+                         "two quiet retries")
+    finally:
+        await follower.aclose()
+    told = records(caplog, logging.INFO, "")
+    assert [r.getMessage() for r in told] == [
+        f"mpd: no MPD at {missing} (No such file or directory) or 127.0.0.1:{port} "
+        "(Connection refused); look-ahead is off until one answers (or set [mpd] host)"]
+    assert follower.report()["tries"] == [missing, f"127.0.0.1:{port}"]
+    assert want.calls == []

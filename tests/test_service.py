@@ -35,6 +35,7 @@ from ytproxy.systemd import Notifier, sd_notify, watchdog_interval
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "ytproxy.service"
+POT_UNIT = REPO / "systemd" / "bgutil-pot-provider.service"
 VID = "Sv5_-Sv5_-Q"
 START_TIMEOUT = 30.0
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
@@ -534,9 +535,9 @@ async def test_under_journald_lines_carry_no_timestamp_and_access_log_is_opt_in(
 # ------------------------------------------------------------------- unit file
 
 
-def unit_settings() -> dict[str, list[str]]:
+def unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text(encoding="utf-8").splitlines():
+    for line in unit.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith(("#", "[")):
             key, _, value = line.partition("=")
             settings.setdefault(key.strip(), []).append(value.strip())
@@ -572,5 +573,37 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     result = subprocess.run([analyze, "--user", "verify", str(UNIT)], env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     # verify exits 0 on unknown keys too, with a warning: any output is a finding.
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+def test_the_pot_provider_unit_serves_on_loopback_before_ytproxy_and_is_hardened() -> None:
+    s = unit_settings(POT_UNIT)
+    assert s["Before"] == ["ytproxy.service"] and s["Restart"] == ["on-failure"]
+    (start,) = s["ExecStart"]
+    assert start.startswith("%h/.local/bin/deno run ") and "--port 4416" in start
+    text = POT_UNIT.read_text(encoding="utf-8")
+    # The container alternative publishes on loopback only (the server has no auth).
+    assert "-p 127.0.0.1:4416:4416" in text and "-p 4416:4416" not in text
+    assert s["NoNewPrivileges"] == ["yes"] and s["SystemCallFilter"] == ["@system-service"]
+    assert "MemoryDenyWriteExecute" not in s  # the JavaScript runtime's JIT
+    assert 'pot_provider_url = "http://127.0.0.1:4416"' in text
+
+
+def test_systemd_analyze_verifies_the_pot_provider_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (Debian package `systemd`)")
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    # ExecStart must exist for verify to pass: the deno pip installed, or any program.
+    target = shutil.which("deno") or sys.executable
+    (home / ".local" / "bin" / "deno").symlink_to(target)
+    env = child_env(tmp_path, HOME=str(home), XDG_RUNTIME_DIR=str(runtime),
+                    SYSTEMD_LOG_LEVEL="notice")
+    result = subprocess.run([analyze, "--user", "verify", str(POT_UNIT)], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr

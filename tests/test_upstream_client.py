@@ -146,9 +146,10 @@ async def test_a_kept_connection_upstream_closed_is_replaced_without_an_error(
     async with Scripted(lambda head, conn, n: partial_content(head) if n == 1 else None
                         ) as server:
         got, body = await play(fetcher, server.url())
+        host = f"127.0.0.1:{server.port}"
     assert got == BODY
     assert body.retry_count == 0
-    assert not fetcher.breaker_for("127.0.0.1").failures
+    assert host in fetcher.breakers and not fetcher.breakers[host].failures
     assert server.connections == 4  # one per range answered
 
 

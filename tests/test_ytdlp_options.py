@@ -20,7 +20,13 @@ from ytproxy.resolve.resolver import (
     stream_info_from,
     ytdlp_cache_dir,
 )
-from ytproxy.resolve.ytdlp_clients import FALLBACK_CLIENTS, clients_named, options_avoiding
+from ytproxy.resolve.ytdlp_clients import (
+    FALLBACK_CLIENTS,
+    clients_in_force,
+    clients_named,
+    options_avoiding,
+    po_token_providers,
+)
 
 DENO = Path(sys.executable).parent / "deno"
 
@@ -36,6 +42,49 @@ def test_yt_dlp_still_has_the_innertube_client_table_ytproxy_reads() -> None:
     assert clients_named(["VISIONOS"]) == ["visionos"]
     assert clients_named(["visionos"]) == ["visionos"]  # c= is matched case-blind
     assert clients_named(["NO_SUCH_CLIENT"]) == []
+
+
+def test_yt_dlp_still_has_the_default_clients_and_token_policies_doctor_reads() -> None:
+    # If this fails, yt-dlp moved or reshaped _DEFAULT_*_CLIENTS, GVS_PO_TOKEN_POLICY
+    # or WEBPO_CLIENTS: doctor cannot tell which clients are asked and which need a
+    # PO token; fix ytproxy/resolve/ytdlp_clients.py.
+    plain = clients_in_force({}, cookies=False)
+    signed = clients_in_force({}, cookies=True)
+    assert plain.clients and signed.clients and plain.clients != signed.clients
+    assert "visionos" not in signed.clients  # it takes no cookies
+    assert clients_in_force({}, cookies=False, js_runtime=False).clients == ("visionos",)
+    assert "visionos" not in plain.need_token  # needs no token (FACTS.md)
+    web = clients_in_force({"extractor_args": {"youtube": {"player_client": ["web", "mweb"]}}},
+                           cookies=False)
+    assert web.clients == ("web", "mweb") and web.need_token == ("web", "mweb")
+    assert web.provider_serves == ("web", "mweb")
+    android = clients_in_force({"extractor_args": {"youtube": {"player_client": "android"}}},
+                               cookies=False)
+    assert android.need_token == ("android",) and android.provider_serves == ()
+    assert signed.premium and "web_creator" in signed.premium
+
+
+def test_the_persons_player_client_is_read_as_yt_dlp_reads_it() -> None:
+    def asked(*clients: str, cookies: bool = False) -> tuple[str, ...]:
+        options = {"extractor_args": {"youtube": {"player_client": list(clients)}}}
+        return clients_in_force(options, cookies=cookies).clients
+
+    default = clients_in_force({}, cookies=False).clients
+    assert asked("default", "mweb") == (*default, "mweb")
+    assert asked("default", f"-{default[0]}") == default[1:]
+    assert asked("no_such_client") == default  # skipped, as yt-dlp skips it
+    assert "visionos" not in asked("visionos", "web", cookies=True)
+    assert clients_in_force({}, cookies=True, music=True).clients[-1] == "web_music"
+
+
+def test_po_token_providers_are_the_ones_yt_dlp_loads() -> None:
+    providers = po_token_providers()
+    assert po_token_providers() == providers  # loading twice registers nothing twice
+    try:
+        import yt_dlp_plugins.extractor.getpot_bgutil as plugin  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.skip("pip install -e '.[pot]' brings bgutil-ytdlp-pot-provider")
+    assert providers["bgutil:http"] == plugin.__version__
 
 
 def test_avoiding_a_client_keeps_the_persons_list_and_adds_others() -> None:

@@ -17,19 +17,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ytproxy.loops import EVENT_LOOPS
 
 __all__ = [
     "DEFAULT_CALLS_PER_HOUR",
     "MAX_CHUNK_SIZE",
+    "MAX_CONFIG_BYTES",
     "OWNED_YTDLP_OPTIONS",
+    "POT_PROVIDER_ARGS",
     "SECRET_KEYS",
     "BreakerConfig",
     "CacheConfig",
     "Config",
     "ConfigError",
     "IcyConfig",
+    "LibraryConfig",
     "LimitsConfig",
     "MpdConfig",
     "ResolverConfig",
@@ -40,6 +44,7 @@ __all__ = [
     "browser_cookie_spec",
     "find_config_file",
     "load_config",
+    "parse_interval",
     "parse_size",
     "render_config",
 ]
@@ -77,6 +82,10 @@ class StoreConfig:
 @dataclass(frozen=True)
 class ResolverConfig:
     source_url_template: str = "https://www.youtube.com/watch?v={id}"
+    # What yt-dlp lists for `ytproxy search` ({query}: the URL-encoded query) and
+    # for a track's mix (`ytproxy radio`, [mpd] autoplay; {id}: the track's id).
+    search_url_template: str = "https://music.youtube.com/search?q={query}#songs"
+    radio_url_template: str = "https://music.youtube.com/watch?v={id}&list=RDAMVM{id}"
     workers: int = 2
     format: str = "bestaudio[acodec=opus]/bestaudio/best"
     timeout: float = 30.0
@@ -104,6 +113,9 @@ class ResolverConfig:
     cookies_from_browser: str = ""
     # Seconds a first request may wait for a format's available_at.
     max_available_wait: float = 30.0
+    # A PO-token provider server (bgutil-ytdlp-pot-provider's, `pip install
+    # 'ytproxy[pot]'`), handed to its yt-dlp plugin as base_url; empty: none.
+    pot_provider_url: str = ""
     # Merged into yt-dlp's YoutubeDL parameters (extractor_args, ...).
     ytdlp_options: dict[str, Any] = field(default_factory=dict)
 
@@ -179,6 +191,12 @@ class MpdConfig:
     # How many of the songs MPD plays next are downloaded ahead (0: none).
     lookahead: int = 2
     playlist_directory: str = ""
+    # When MPD plays the last song of its queue (repeat off), append
+    # autoplay_songs songs of that song's mix, none of the last
+    # autoplay_history songs played nor any already queued.
+    autoplay: bool = False
+    autoplay_songs: int = 5
+    autoplay_history: int = 100
 
     @property
     def resolved_playlist_directory(self) -> Path | None:
@@ -235,6 +253,38 @@ def parse_size(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
+class LibraryConfig:
+    """Playlists kept in the store (ytproxy.library)."""
+
+    # How often a playlist imported with `--sync` (and no EVERY) follows its
+    # source: "6h", "30m", "90s", "1h30m".
+    sync_every: str = "6h"
+
+    @property
+    def sync_every_seconds(self) -> float:
+        seconds = parse_interval(self.sync_every)
+        assert seconds is not None  # load_config refuses another value
+        return seconds
+
+
+_INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_INTERVAL_RE = re.compile(r"(?:\d+[smhd])+")
+_INTERVAL_PART = re.compile(r"(\d+)([smhd])")
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 365 * 86400.0
+
+
+def parse_interval(value: str) -> float | None:
+    """Seconds from ``"6h"``, ``"30m"``, ``"90s"``, ``"2d"`` or ``"1h30m"``; None if it
+    is none of those or outside 1 s .. 365 days."""
+    text = value.strip().lower()
+    if len(text) > 40 or _INTERVAL_RE.fullmatch(text) is None:
+        return None
+    seconds = float(sum(int(n) * _INTERVAL_UNITS[u] for n, u in _INTERVAL_PART.findall(text)))
+    return seconds if MIN_INTERVAL <= seconds <= MAX_INTERVAL else None
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -246,6 +296,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     mpd: MpdConfig = field(default_factory=MpdConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
     source: str | None = None  # the file it came from; None = defaults only
 
     def replace(self, section: str, **changes: Any) -> Config:
@@ -273,8 +324,11 @@ _SECTIONS: dict[str, type[Any]] = {
     "breaker": BreakerConfig,
     "mpd": MpdConfig,
     "cache": CacheConfig,
+    "library": LibraryConfig,
 }
 
+# A config file longer than this is not one (see _read_config_text).
+MAX_CONFIG_BYTES = 1_048_576
 # googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
 MAX_CHUNK_SIZE = 10 * 1_048_576
 # yt-dlp parameters ytproxy sets itself, with what to use instead.
@@ -291,6 +345,9 @@ OWNED_YTDLP_OPTIONS: dict[str, str] = {
     "cookiesfrombrowser": "use resolver.cookies_from_browser",
     "js_runtimes": "use resolver.js_runtime",
 }
+# The extractor_args table of bgutil-ytdlp-pot-provider's HTTP provider, whose
+# base_url is resolver.pot_provider_url.
+POT_PROVIDER_ARGS = "youtubepot-bgutilhttp"
 # yt-dlp's SUPPORTED_BROWSERS (not imported here: yt-dlp is heavy).
 BROWSERS = frozenset({"brave", "chrome", "chromium", "edge", "firefox", "opera", "safari",
                       "vivaldi", "whale"})
@@ -368,7 +425,7 @@ def load_config(explicit: str | None = None) -> Config:
         return config_from_mapping(_env_overrides({}, origins), source="built-in defaults",
                                    origins=origins)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_config_text(path))
     except FileNotFoundError:
         raise ConfigError([f"{path}: config file not found"]) from None
     except OSError as exc:
@@ -376,6 +433,28 @@ def load_config(explicit: str | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return config_from_mapping(_env_overrides(raw, origins), source=str(path), origins=origins)
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text: at most MAX_CONFIG_BYTES (a config is a few KiB; a path
+    such as /dev/zero would otherwise be read until memory runs out), UTF-8 as
+    TOML requires; ConfigError naming the first byte that is not."""
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1_048_576} MiB; not a "
+                           "config file (is --config or $YTPROXY_CONFIG the right path?)"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        # What comes before the bad byte is UTF-8: its column in characters.
+        column = len(data[line_start:exc.start].decode("utf-8")) + 1
+        raise ConfigError([
+            f"{path}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"(line {line}, column {column}) cannot be decoded; a TOML file must be UTF-8, "
+            "so save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"]) from None
 
 
 def _env_overrides(raw: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
@@ -538,6 +617,10 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
          "must be between 0 and 600 seconds", config.store.busy_timeout)
     need("{id}" in r.source_url_template, "resolver.source_url_template",
          "must contain the {id} placeholder", r.source_url_template)
+    need("{query}" in r.search_url_template, "resolver.search_url_template",
+         "must contain the {query} placeholder", r.search_url_template)
+    need("{id}" in r.radio_url_template, "resolver.radio_url_template",
+         "must contain the {id} placeholder", r.radio_url_template)
     need(1 <= r.workers <= 64, "resolver.workers", "must be between 1 and 64", r.workers)
     need(bool(r.format.strip()), "resolver.format", "must not be empty", r.format)
     need(r.timeout > 0, "resolver.timeout", "must be > 0 seconds", r.timeout)
@@ -559,6 +642,7 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
             errors.append(f"{origins.get('resolver.ytdlp_options', source)}: "
                           f"resolver.ytdlp_options.{key} is set by ytproxy; "
                           f"{OWNED_YTDLP_OPTIONS[key]}")
+    errors.extend(_check_pot_provider(r, source, origins))
     need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
          r.rate_limit_wait)
     need(1 <= r.max_calls_per_hour <= 100_000, "resolver.max_calls_per_hour",
@@ -605,11 +689,45 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     m = config.mpd
     need(1 <= m.port <= 65535, "mpd.port", "must be between 1 and 65535", m.port)
     need(0 <= m.lookahead <= 20, "mpd.lookahead", "must be between 0 and 20 songs", m.lookahead)
+    need(1 <= m.autoplay_songs <= 50, "mpd.autoplay_songs", "must be between 1 and 50 songs",
+         m.autoplay_songs)
+    need(0 <= m.autoplay_history <= 10_000, "mpd.autoplay_history",
+         "must be between 0 and 10000 songs", m.autoplay_history)
     need(config.cache.max_size >= 0, "cache.max_size", "must be >= 0 bytes (0: no cache)",
          config.cache.max_size)
+    need(parse_interval(config.library.sync_every) is not None, "library.sync_every",
+         'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
+         config.library.sync_every)
     b = config.breaker
     need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
     need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)
+    return errors
+
+
+def _check_pot_provider(r: ResolverConfig, source: str,
+                        origins: Mapping[str, str]) -> list[str]:
+    """resolver.pot_provider_url: empty, or the http(s) URL of a provider server;
+    and not also given as base_url in resolver.ytdlp_options (one place says it)."""
+    errors: list[str] = []
+    url = r.pot_provider_url.strip()
+    where = origins.get("resolver.pot_provider_url", source)
+    if url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.query or parts.fragment):
+            errors.append(f"{where}: resolver.pot_provider_url must be the http:// or https:// "
+                          "URL of a PO-token provider server, such as "
+                          f'"http://127.0.0.1:4416", or empty for none; got {url!r}')
+    args = r.ytdlp_options.get("extractor_args")
+    table = args.get(POT_PROVIDER_ARGS) if isinstance(args, Mapping) else None
+    if url and isinstance(table, Mapping) and "base_url" in table:
+        errors.append(f"{origins.get('resolver.ytdlp_options', source)}: resolver.ytdlp_options"
+                      f".extractor_args.{POT_PROVIDER_ARGS}.base_url and "
+                      "resolver.pot_provider_url are both set; keep resolver.pot_provider_url")
     return errors
 
 

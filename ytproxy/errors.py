@@ -7,6 +7,7 @@ __all__ = [
     "AtCapacity",
     "BadJson",
     "BadPath",
+    "BadQuery",
     "BadRange",
     "BadRequest",
     "BodyCutShort",
@@ -66,6 +67,13 @@ class BadPath(YtproxyError):
     """A request path with traversal, encoded slashes, control characters or bad escapes."""
 
     code = "bad_path"
+    status = 400
+
+
+class BadQuery(YtproxyError):
+    """A search query or a listing's limit that cannot be asked for (empty, too long)."""
+
+    code = "bad_query"
     status = 400
 
 
@@ -204,18 +212,23 @@ class UpstreamGone(UpstreamFailed):
 
 
 class UpstreamUnavailable(UpstreamFailed):
-    """An upstream host's breaker is open: it failed repeatedly, and we let it rest."""
+    """An upstream host's breaker is open: it failed repeatedly, and we let it rest.
+    ``refused``: its last failure was a refused connection (see UpstreamUnreachable)."""
 
     code = "upstream_unavailable"
     status = 503
     retry_after = 30.0
+    refused = False
 
 
 class UpstreamUnreachable(UpstreamFailed):
     """No answer from upstream at all (refused, reset before an answer, DNS, TLS,
-    connect or header timeout): the network or the host is down, not the track."""
+    connect or header timeout): the network or the host is down, not the track.
+    ``refused``: the host's machine answered that nothing listens on the URL's
+    port (the stream may have moved to another host: worth a fresh URL)."""
 
     code = "upstream_unreachable"
+    refused = False
 
 
 class UpstreamHostNotAllowed(UpstreamFailed):

@@ -12,6 +12,7 @@ __all__ = [
     "VIDEO_ID_RE",
     "Playlist",
     "PlaylistEntry",
+    "PlaylistSync",
     "StreamInfo",
     "Track",
     "display_name",
@@ -167,3 +168,17 @@ class Playlist:
     created_at: float
     updated_at: float
     track_count: int = 0
+
+
+@dataclass(frozen=True)
+class PlaylistSync:
+    """A stored playlist the daemon keeps following its source (``import --sync``)."""
+
+    name: str
+    source_url: str
+    every: float  # seconds between syncs
+    next_sync: float  # when the daemon syncs it next (time.time())
+    last_sync: float | None = None  # the last sync that worked
+    last_attempt: float | None = None
+    last_error: str | None = None  # why the last attempt failed; None once one works
+    failures: int = 0  # attempts failed in a row (the backoff)

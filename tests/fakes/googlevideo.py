@@ -263,6 +263,10 @@ class FakeGooglevideo:
         self.host = HOST
         #: Seconds the /watch handler sleeps before answering.
         self.watch_delay: float = 0.0
+        #: When set, the watch page's signed URLs name this port of 127.0.0.1,
+        #: not the fake's (googlevideo moved the stream to another edge).
+        #: :meth:`listen_also` serves there too.
+        self.media_port: int | None = None
         #: When set, media bodies are written at about this many bytes per second.
         self.throttle_bytes_per_sec: float | None = None
         #: The fake's notion of "now" for ``expire=`` (replace to time-travel).
@@ -286,6 +290,7 @@ class FakeGooglevideo:
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._extra_sites: list[web.TCPSite] = []
         self._handlers: set[asyncio.Task[object]] = set()
         self._port: int | None = None
 
@@ -328,11 +333,21 @@ class FakeGooglevideo:
         await site.start()
         self._site = site
 
+    async def listen_also(self, port: int) -> None:
+        """Serve on ``port`` of 127.0.0.1 too (another edge of the same
+        googlevideo: the same tracks, signatures and records); ``go_offline``
+        leaves it serving."""
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, HOST, port)
+        await site.start()
+        self._extra_sites.append(site)
+
     async def close(self) -> None:
         """Stop serving; bodies still being written are cut off."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self._extra_sites.clear()  # the runner's cleanup stops them
         # Cut off bodies still being written (and /watch answers still
         # sleeping) so that aiohttp's graceful shutdown has nothing to wait for.
         pending = [t for t in self._handlers if not t.done()]
@@ -395,13 +410,15 @@ class FakeGooglevideo:
         return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()
 
     def sign(
-        self, video_id: str, *, ttl: float | None = None, extra: Mapping[str, str] | None = None
+        self, video_id: str, *, ttl: float | None = None, extra: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> str:
         """A fresh signed stream URL for ``video_id``, valid for ``ttl`` seconds.
 
         ``extra`` parameters go into the query and are covered by the signature
         (their names listed in ``sparams=``, as googlevideo does): changing or
-        dropping one makes the URL a ``bad_signature``."""
+        dropping one makes the URL a ``bad_signature``.  ``port``: the URL
+        names that port of 127.0.0.1 (the signature does not cover it)."""
         track = self.tracks[video_id]
         ttl = self.url_ttl if ttl is None else ttl
         expire = math.floor(self.clock() + ttl)
@@ -421,7 +438,8 @@ class FakeGooglevideo:
             params.update(extra)
             params["sparams"] = ",".join(sorted(extra))
         params["sig"] = self._signature(video_id, expire, clen, gen, extra)
-        return f"{self.base_url}/videoplayback?{urlencode(params)}"
+        base = self.base_url if port is None else f"http://{self.host}:{port}"
+        return f"{base}/videoplayback?{urlencode(params)}"
 
     def revoke(self, video_id: str) -> None:
         """Every URL issued so far for ``video_id`` now answers 403 "revoked"."""
@@ -602,7 +620,7 @@ class FakeGooglevideo:
                 f"<body><h1>{status} {reason}</h1></body></html>"
             )
             return web.Response(status=status, text=body, content_type="text/html")
-        src = html.escape(self.sign(video_id), quote=True)
+        src = html.escape(self.sign(video_id, port=self.media_port), quote=True)
         page = (
             f"<html><head><title>{html.escape(track.title)}</title></head>"
             f'<body><audio controls><source src="{src}" '

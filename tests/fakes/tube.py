@@ -18,6 +18,17 @@ what YouTube does in 2026 (../shared/docs/FACTS.md):
 ``refuse(REASON, after=N)``: from the N+1-th player request on, every player
 request is refused with YouTube's reason as yt-dlp words it (``RATE_LIMITED``,
 ``BOT_CHECK``), until ``relent()``.
+
+Listings, as YouTube Music gives them to yt-dlp, for the listing extractors
+of the plugin (tests/ytdlp_plugins/.../ytproxy_fakemusic.py): a catalogue of
+songs (``add_song``: artist, title, duration), searched by words
+(``search_url_template``), mixes (``mixes[seed]``, ``radio_url_template``)
+and playlists (``playlists[id]``, ``playlist_url``).  The plugin asks
+``GET /faketube/listing/{search,mix,playlist}`` once per listing; each is
+recorded in ``listing_requests`` (``listing_calls`` counts them), so a test
+can tell one yt-dlp call per listing and, from ``player_requests``, none per
+entry.  ``listing_faults[key]`` (key ``"mix:ID"``, ``"search:QUERY"``,
+``"playlist:ID"``) answers that status instead.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from tests.fakes.googlevideo import (
 )
 
 __all__ = ["BOT_CHECK", "DEFAULT_CLIENTS", "PLUGINS", "RATE_LIMITED", "FakeTube", "Format",
-           "PlayerRecord", "faketube"]
+           "ListingRecord", "PlayerRecord", "Song", "faketube"]
 
 PLUGINS = Path(__file__).resolve().parent.parent / "ytdlp_plugins"
 DEFAULT_CLIENTS = ("tv_samsung", "visionos")
@@ -98,6 +109,25 @@ class PlayerRecord:
     refused: bool = False  # answered with the reason given to FakeTube.refuse
 
 
+@dataclass(frozen=True)
+class Song:
+    """A song of the catalogue, as YouTube Music lists it."""
+
+    artist: str
+    title: str
+    duration: float
+
+
+@dataclass
+class ListingRecord:
+    """A listing the plugin asked for: ``kind`` search, mix or playlist."""
+
+    kind: str
+    key: str
+    status: int
+    at: float
+
+
 @dataclass
 class _Issued:
     video_id: str
@@ -132,6 +162,19 @@ class FakeTube(FakeGooglevideo):
         self._issued: dict[str, _Issued] = {}
         #: Seconds the player endpoint takes for these ids (a yt-dlp call that hangs).
         self.player_delay: dict[str, float] = {}
+        #: The catalogue the listings draw from, in the order songs were added.
+        self.songs: dict[str, Song] = {}
+        #: A track's mix: the seed's id -> the ids listed (the seed first, as YouTube does).
+        self.mixes: dict[str, list[str]] = {}
+        #: Playlists: list id -> the ids listed.
+        self.playlists: dict[str, list[str]] = {}
+        #: Listings answered with this status instead ("mix:ID", "search:QUERY", "playlist:ID").
+        self.listing_faults: dict[str, int] = {}
+        self.listing_requests: list[ListingRecord] = []
+        #: The extractor listed entries name: this fake's own (played through
+        #: source_url_template), or "Youtube" to look like YouTube's listings to
+        #: code that keys on it (`ytproxy import` takes YouTube entries' ids).
+        self.entry_ie_key = "FakeTube"
         self._refusal: tuple[str, int] | None = None  # (reason, from this request on)
 
     def refuse(self, reason: str, *, after: int = 0) -> None:
@@ -145,6 +188,30 @@ class FakeTube(FakeGooglevideo):
     @property
     def watch_url_template(self) -> str:
         return f"{self.base_url}/faketube/watch?v={{id}}"
+
+    @property
+    def search_url_template(self) -> str:
+        """``[resolver] search_url_template`` for this fake (YouTube Music's shape)."""
+        return f"{self.base_url}/faketube/music/search?q={{query}}#songs"
+
+    @property
+    def radio_url_template(self) -> str:
+        """``[resolver] radio_url_template`` for this fake (YouTube Music's shape)."""
+        return f"{self.base_url}/faketube/music/watch?v={{id}}&list=RDAMVM{{id}}"
+
+    def playlist_url(self, list_id: str) -> str:
+        return f"{self.base_url}/faketube/playlist?list={list_id}"
+
+    def add_song(self, video_id: str, data: bytes, *, artist: str, title: str,
+                 duration: float, mime: str = "audio/webm") -> None:
+        """Serve ``data`` as ``video_id`` and list it in the catalogue."""
+        self.add_track(video_id, data, title=title, mime=mime)
+        self.songs[video_id] = Song(artist, title, duration)
+
+    def listing_calls(self, kind: str | None = None, key: str | None = None) -> int:
+        """Listings asked for (of one kind, and one search query or id)."""
+        return sum(1 for r in self.listing_requests
+                   if (kind is None or r.kind == kind) and (key is None or r.key == key))
 
     def configure(self, video_id: str, *, available_in: float | None = None,
                   prefix_only: dict[str, int] | None = None,
@@ -172,7 +239,45 @@ class FakeTube(FakeGooglevideo):
                                 content_type="text/html")
         if request.path == "/faketube/videoplayback":
             return await self._media(request)
+        if request.path.startswith("/faketube/listing/"):
+            return self._listing(request, request.path.removeprefix("/faketube/listing/"))
         return await super()._route(request)
+
+    def _entry(self, video_id: str) -> dict[str, object]:
+        song = self.songs.get(video_id)
+        entry: dict[str, object] = {"id": video_id, "ie_key": self.entry_ie_key,
+                                    "url": self.watch_url_template.replace("{id}", video_id)}
+        if song is not None:
+            entry.update(title=song.title, artists=[song.artist], channel=song.artist,
+                         duration=song.duration)
+        return entry
+
+    def _listing(self, request: web.Request, kind: str) -> web.Response:
+        if kind == "search":
+            key = request.query.get("q", "")
+            words = key.lower().split()
+            ids = [i for i, song in self.songs.items()
+                   if words and all(w in f"{song.artist} {song.title}".lower() for w in words)]
+            title = f"Search: {key}"
+        elif kind == "mix":
+            key = request.query.get("v", "")
+            found = self.mixes.get(key)
+            ids, title = found or [], f"Mix - {key}"
+        elif kind == "playlist":
+            key = request.query.get("list", "")
+            found = self.playlists.get(key)
+            ids, title = found or [], f"Playlist {key}"
+        else:
+            return web.Response(status=404, text="no such listing")
+        status = self.listing_faults.get(f"{kind}:{key}", 200)
+        if status == 200 and kind != "search" and found is None:
+            status = 404
+        self.listing_requests.append(ListingRecord(kind, key, status, time.time()))
+        self._notify()
+        if status != 200:
+            return web.Response(status=status, text=f"{kind} {key}: {status}")
+        return web.json_response({"id": key, "title": title,
+                                  "entries": [self._entry(i) for i in ids]})
 
     def _clients(self, asked: list[str]) -> list[str]:
         wanted: list[str] = []
@@ -222,6 +327,11 @@ class FakeTube(FakeGooglevideo):
         answer.append({"format_id": "234", "url": f"{self.base_url}/faketube/manifest.m3u8",
                        "ext": "mp4", "acodec": "mp4a.40.2", "vcodec": "none", "abr": 48,
                        "protocol": "m3u8_native"})
+        song = self.songs.get(video_id)
+        if song is not None:
+            return web.json_response({"title": song.title, "uploader": song.artist,
+                                      "artist": song.artist, "duration": song.duration,
+                                      "formats": answer})
         return web.json_response({"title": track.title, "uploader": "FakeTube Artist",
                                   "duration": 60, "formats": answer})
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
+import os
 import re
 import sqlite3
 import ssl
@@ -20,14 +21,16 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
+from ytproxy.cli.checks import Check
 from ytproxy.cli.client import DaemonNotAnswering, daemon_base_url, fetch_report
+from ytproxy.cli.po_token import check_player_clients, check_pot_provider, read_ytdlp_view
 from ytproxy.cli.reachability import Target, Unreachable, proxy_for, reach
 from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
+from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.store import SCHEMA_VERSION
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_label, runtime_version
 from ytproxy.resolve.refusals import refusal_reason
@@ -40,8 +43,6 @@ __all__ = [
     "run_doctor",
     "upstream_targets",
 ]
-
-Level = Literal["ok", "warn", "fail", "skip"]
 
 DEFAULT_TIMEOUT = 3.0
 # YouTube changes every few weeks, and yt-dlp releases follow: one two months
@@ -57,15 +58,6 @@ REPRESENTATIVES = {
 _SAMPLE_ID = "dQw4w9WgXcQ"
 _UPGRADE = ("pip install -U 'yt-dlp[default,deno]', then restart the daemon "
             "(systemctl --user restart ytproxy)")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    level: Level
-    detail: str
-    fix: str = ""
-    more: tuple[str, ...] = ()  # extra lines (every config error, say)
 
 
 # --------------------------------------------------------------------- local checks
@@ -343,9 +335,26 @@ def youtube_check(resolver: dict[str, Any]) -> Check | None:
 
 
 async def _check_mpd(config: Config, seconds: float) -> Check:
-    host, port = config.mpd.host, config.mpd.port
-    if not host:
-        return Check("mpd", "skip", "[mpd] host is not set")
+    """MPD where the daemon looks for it: [mpd] host, MPD_HOST, else where mpc looks."""
+    try:
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
+    except ValueError as exc:
+        return Check("mpd", "fail", str(exc), "fix or unset MPD_PORT")
+    if len(candidates) == 1:
+        host, port, _ = candidates[0]
+        return await _probe_mpd(host, port, seconds)
+    tried: list[str] = []
+    for host, port, _ in candidates:
+        check = await _probe_mpd(host, port, seconds)
+        if check.level == "ok":
+            return Check("mpd", "ok", f"{check.detail} (found where mpc looks; no [mpd] host)")
+        tried.append(check.detail)
+    return Check("mpd", "warn", "no MPD found where mpc looks: " + "; ".join(tried) +
+                 "; look-ahead is off until one answers",
+                 "start MPD, or set [mpd] host/port (or MPD_HOST) to where it listens")
+
+
+async def _probe_mpd(host: str, port: int, seconds: float) -> Check:
     where = host if host.startswith("/") else f"{host}:{port}"
     fix = "is MPD running (`systemctl --user status mpd`)? check [mpd] host/port"
     writer: asyncio.StreamWriter | None = None
@@ -359,7 +368,7 @@ async def _check_mpd(config: Config, seconds: float) -> Check:
             writer.write(b"close\n")
     except TimeoutError:
         return Check("mpd", "fail", f"no answer from {where} within {seconds:g} s", fix)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, FileNotFoundError):
         return Check("mpd", "fail", f"nothing listens on {where}", fix)
     except OSError as exc:
         return Check("mpd", "fail", f"cannot reach MPD at {where}: {exc.strerror or exc}", fix)
@@ -408,6 +417,7 @@ async def run_checks(
         for t in targets if isinstance(t, Target)
     ]
     daemon = asyncio.ensure_future(_daemon_checks(config, timeout))
+    po_token = asyncio.ensure_future(_po_token_checks(config, timeout))
     store_check, ytdlp_check, runtime_check, *reached = await asyncio.gather(
         store, *local, *network, _check_mpd(config, timeout),
     )
@@ -416,7 +426,16 @@ async def run_checks(
     endpoints = iter(endpoint_checks)
     network_checks = [next(endpoints) if isinstance(t, Target) else t for t in targets]
     return [config_check, store_check, ytdlp_check, _check_ejs(), runtime_check,
-            _check_cookies(config.resolver), *network_checks, *daemon_checks, mpd_check]
+            _check_cookies(config.resolver), *await po_token, *network_checks, *daemon_checks,
+            mpd_check]
+
+
+async def _po_token_checks(config: Config, timeout: float) -> list[Check]:  # noqa: ASYNC109
+    """The player clients in force, and the PO-token provider that serves them."""
+    runtime = await asyncio.to_thread(find_js_runtime, config.resolver.js_runtime)
+    view = await asyncio.to_thread(read_ytdlp_view, config, runtime is not None)
+    return [check_player_clients(config, view),
+            await check_pot_provider(config, view, timeout)]
 
 
 def format_checks(checks: Sequence[Check]) -> str:

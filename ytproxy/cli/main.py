@@ -1,14 +1,17 @@
-"""``ytproxy serve | add | import | list | remove | m3u | check-config``."""
+"""``ytproxy serve | add | import | playlists | search | radio | list | remove | m3u |
+check-config``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 from urllib.parse import quote
@@ -16,24 +19,26 @@ from urllib.parse import quote
 from ytproxy import __version__
 from ytproxy.cli.cache_view import run_cache
 from ytproxy.cli.doctor import run_doctor
+from ytproxy.cli.listen import run_radio, run_search
 from ytproxy.cli.status_view import run_status
-from ytproxy.config import Config, ConfigError, load_config, render_config
+from ytproxy.config import Config, ConfigError, load_config, parse_interval, render_config
 from ytproxy.errors import YtproxyError
 from ytproxy.http.app import NOTIFIER, create_app
 from ytproxy.http.auth import bind_refusal, bind_warning
 from ytproxy.http.listener import serve
+from ytproxy.library.listings import MAX_LIMIT, RADIO_LIMIT, SEARCH_LIMIT
 from ytproxy.library.playlists import (
     check_playlist_name,
     proxy_base_url,
+    remove_m3u_file,
     render_m3u,
-    write_m3u_file,
 )
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.loops import loop_factory as new_loop_factory
 from ytproxy.loops import loop_name
 from ytproxy.malloc import tune_malloc
-from ytproxy.models import Track
+from ytproxy.models import PlaylistSync, Track
 from ytproxy.redact import RedactingFilter
 from ytproxy.resolve.resolver import Resolver
 
@@ -77,6 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     imp = command("import", help="store every track of a playlist as a named playlist")
     imp.add_argument("url", metavar="PLAYLIST_URL")
     imp.add_argument("--name", help="the playlist's name (default: made from its title)")
+    imp.add_argument("--sync", nargs="?", const="", default=None, metavar="EVERY",
+                     help="keep following the source: the daemon imports it again every "
+                          "EVERY (6h, 30m, 90s; default [library] sync_every)")
+
+    playlists = command("playlists", help="list stored playlists and their sync; "
+                                          "`unsync NAME`, `remove NAME`")
+    playlists.add_argument("action", nargs="?", choices=["unsync", "remove"],
+                           help="unsync: stop following the source (the playlist stays); "
+                                "remove: the playlist and its M3U (its tracks stay stored)")
+    playlists.add_argument("name", nargs="?", metavar="NAME")
+    playlists.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    search = command("search", help="find songs (YouTube Music by default), store them, "
+                                    "and queue them in MPD with --add")
+    search.add_argument("query", nargs="+", metavar="QUERY")
+    _listing_options(search, SEARCH_LIMIT)
+
+    radio = command("radio", help="the mix of a track: store its songs, and queue them in "
+                                  "MPD with --add")
+    radio.add_argument("item", metavar="ID_OR_URL",
+                       help="a track id, a YouTube (Music) watch URL or a /proxy/<id> URL")
+    _listing_options(radio, RADIO_LIMIT)
 
     command("list", help="list stored tracks")
 
@@ -104,6 +131,23 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="per network step (default 3)")
     return parser
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, "
+                                         f"got {text!r}")
+    return int(text)
+
+
+def _listing_options(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--limit", type=_limit, default=default, metavar="N",
+                        help=f"at most N songs (1-{MAX_LIMIT}, default {default})")
+    parser.add_argument("--json", action="store_true", help="print the songs as JSON")
+    parser.add_argument("--add", action="store_true",
+                        help="append the songs to MPD's queue, in order")
+    parser.add_argument("--play", action="store_true",
+                        help="append them and play the first (implies --add)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cache(config, args.action, args.ids, as_json=args.json)
     commands: dict[str, Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]]] = {
         "add": _add, "import": _import, "list": _list, "remove": _remove, "m3u": _m3u,
+        "search": run_search, "radio": run_radio, "playlists": _playlists,
     }
     try:
         return asyncio.run(_with_tracks(config, args, commands[args.command]))
@@ -251,6 +296,11 @@ def _serve(config: Config, host: str | None, port: int | None) -> int:
 _READING_COMMANDS = frozenset({"list", "m3u"})
 
 
+def _is_reading(args: argparse.Namespace) -> bool:
+    return args.command in _READING_COMMANDS or (
+        args.command == "playlists" and args.action is None)
+
+
 async def _with_tracks(
     config: Config,
     args: argparse.Namespace,
@@ -259,7 +309,7 @@ async def _with_tracks(
     store = await Store.open(
         config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000),
         # `list` and `m3u` only read: they can read a store they may not write.
-        write=args.command not in _READING_COMMANDS,
+        write=not _is_reading(args),
     )
     resolver = Resolver(config.resolver, config.breaker, proxy=config.upstream.proxy)
     tracks = Tracks(store, resolver, config.resolver)
@@ -378,6 +428,13 @@ class _ImportProgress:
 
 
 async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+    every: float | None = None
+    if args.sync is not None:
+        every = parse_interval(args.sync or config.library.sync_every)
+        if every is None:  # refused before the page is read
+            print(f"ytproxy: --sync {args.sync!r} is not a time such as 6h, 30m, 90s or "
+                  "1h30m (1 s to 365 days)", file=sys.stderr)
+            return 1
     progress = _ImportProgress(sys.stderr)
     progress.say(f"reading the playlist at {args.url}")
     try:
@@ -390,14 +447,25 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
         counts += f", {summary.skipped} skipped (not playable URLs)"
     print(f"imported playlist {name!r}: {len(summary.track_ids)} tracks ({counts})")
     print(f"  {base}/playlist/{quote(name)}.m3u")
+    if every is not None:
+        now = time.time()  # this import was a sync: the next is due in EVERY
+        await tracks.store.set_sync(name, args.url, every, now + every)
+        await tracks.store.record_sync(name, at=now, next_sync=now + every)
+        print(f"  synced every {_every(every)} by the running daemon (`ytproxy serve`); "
+              "`ytproxy playlists` shows how it goes")
+    else:
+        synced = await tracks.store.get_sync(name)
+        if synced is not None and synced.source_url != args.url:
+            print(f"ytproxy: note: {name!r} is still synced every {_every(synced.every)} from "
+                  f"{synced.source_url}; import with --sync to follow this URL instead, or "
+                  f"`ytproxy playlists unsync {shlex.quote(name)}`", file=sys.stderr)
     directory = config.mpd.resolved_playlist_directory
     if directory is None:
         print(f"  for MPD: ytproxy m3u --playlist {shlex.quote(name)}, or set "
               "[mpd] playlist_directory and import again to use `mpc load`")
         return 0
-    chosen = await tracks.store.playlist_tracks(name) or []
     try:
-        path = await asyncio.to_thread(write_m3u_file, directory, name, render_m3u(chosen, base))
+        path = await tracks.write_playlist_file(name, directory, base)
     except OSError as exc:
         print(f"ytproxy: the playlist is stored, but {directory / (name + '.m3u')} could not "
               f"be written: {exc.strerror or exc}; check [mpd] playlist_directory",
@@ -405,3 +473,110 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
         return 1
     print(f"wrote {path}; load it in MPD with: mpc load {shlex.quote(name)}")
     return 0
+
+
+def _every(seconds: float) -> str:
+    """``21600`` → ``6h``, ``5400`` → ``1h30m``, ``90`` → ``1m30s``."""
+    total, out = int(seconds), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            out += f"{total // size}{unit}"
+            total %= size
+    return out or "0s"
+
+
+def _when(now: float, when: float | None) -> str:
+    """``in 5h59m``, ``2m6s ago``: to the minute past an hour, to the hour past a day."""
+    if when is None:
+        return "never"
+    seconds = round(when - now)
+    if abs(seconds) < 1:
+        return "now"
+    size = abs(seconds)
+    size -= size % (3600 if size >= 86400 else 60 if size >= 3600 else 1)
+    return f"in {_every(size)}" if seconds > 0 else f"{_every(size)} ago"
+
+
+async def _playlists(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+    store = tracks.store
+    if args.action is not None:
+        if args.name is None:
+            print(f"ytproxy: `playlists {args.action}` takes the playlist's NAME",
+                  file=sys.stderr)
+            return 2
+        name = check_playlist_name(args.name)
+        existing = await store.get_playlist(name)
+        if existing is None:
+            print(f"ytproxy: no playlist named {name!r}; {await _known_playlists(tracks)}",
+                  file=sys.stderr)
+            return 1
+        if args.action == "unsync":
+            if not await store.unsync(name):
+                print(f"ytproxy: playlist {name!r} is not synced (import it with --sync "
+                      "to sync it)", file=sys.stderr)
+                return 1
+            print(f"playlist {name!r} is no longer synced; it and its M3U stay as they are")
+            return 0
+        await store.delete_playlist(name)  # its schedule goes with it
+        said = f"removed playlist {name!r} ({existing.track_count} tracks stay stored)"
+        directory = config.mpd.resolved_playlist_directory
+        if directory is not None:
+            try:
+                removed = await asyncio.to_thread(remove_m3u_file, directory, name)
+            except OSError as exc:
+                print(f"{said}; ytproxy: {directory / (name + '.m3u')} could not be removed: "
+                      f"{exc.strerror or exc}", file=sys.stderr)
+                return 1
+            if removed is not None:
+                said += f" and {removed}"
+        print(said)
+        return 0
+    if args.name is not None:
+        print("ytproxy: give a NAME only with `unsync` or `remove`", file=sys.stderr)
+        return 2
+    listed = await store.list_playlists()
+    syncs = {s.name: s for s in await store.list_syncs()}
+    if args.json:
+        print(json.dumps({"playlists": [_playlist_json(p.name, p.title, p.source_url,
+                                                       p.track_count, p.updated_at,
+                                                       syncs.get(p.name))
+                                        for p in listed]}, indent=2))
+        return 0
+    if not listed:
+        print("no playlists stored yet; add one with: ytproxy import <playlist-url> "
+              "--name NAME [--sync]")
+        return 0
+    now = time.time()
+    rows = [("NAME", "TRACKS", "SYNC", "LAST SYNC", "NEXT SYNC", "SOURCE")]
+    errors: dict[str, str] = {}
+    for p in listed:
+        sync = syncs.get(p.name)
+        if sync is None:
+            rows.append((p.name, str(p.track_count), "-", "-", "-", p.source_url or "-"))
+            continue
+        rows.append((p.name, str(p.track_count), _every(sync.every),
+                     _when(now, sync.last_sync), _when(now, sync.next_sync), sync.source_url))
+        if sync.last_error is not None:
+            errors[p.name] = (f"  last error ({sync.failures} in a row, "
+                              f"{_when(now, sync.last_attempt)}): {sync.last_error}")
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]),
+                 *(c.ljust(w) for c, w in zip(row[2:5], widths[2:], strict=True)), row[5]]
+        print("  ".join(cells).rstrip())
+        if row[0] in errors and row is not rows[0]:
+            print(errors[row[0]])
+    return 0
+
+
+def _playlist_json(name: str, title: str | None, source_url: str | None, count: int,
+                   updated_at: float, sync: PlaylistSync | None) -> dict[str, object]:
+    return {
+        "name": name, "title": title, "source_url": source_url, "tracks": count,
+        "updated_at": updated_at,
+        "sync": None if sync is None else {
+            "source_url": sync.source_url, "every_seconds": sync.every,
+            "last_sync": sync.last_sync, "next_sync": sync.next_sync,
+            "last_attempt": sync.last_attempt, "last_error": sync.last_error,
+            "failures": sync.failures},
+    }

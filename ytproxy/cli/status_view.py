@@ -171,9 +171,37 @@ def cache_line(cache: Mapping[str, Any]) -> str:
 def mpd_line(mpd: Mapping[str, Any]) -> str:
     if not mpd.get("following"):
         return "look-ahead off (no [mpd] host or MPD_HOST)"
+    tries = mpd.get("tries")
+    if not mpd.get("connected") and isinstance(tries, list) and len(tries) > 1:
+        places = [str(t) for t in tries]
+        return (f"looking for MPD at {', '.join(places[:-1])} or {places[-1]} "
+                "(none answers; set [mpd] host or MPD_HOST)")
     state = "connected" if mpd.get("connected") else "not connected (retrying)"
     upcoming = ", ".join(str(i) for i in mpd.get("upcoming") or []) or "—"
-    return f"{mpd.get('address', '?')} {state}; next: {upcoming}"
+    line = f"{mpd.get('address', '?')} {state}; next: {upcoming}"
+    autoplay = mpd.get("autoplay")
+    if isinstance(autoplay, Mapping):
+        line += (f"; autoplay: {autoplay.get('appended', 0)} appended, "
+                 f"{autoplay.get('failures', 0)} mixes not listed")
+    return line
+
+
+def sync_lines(sync: Mapping[str, Any]) -> list[str]:
+    """One line per synced playlist: tracks, and the last error if the last try failed."""
+    out: list[str] = []
+    for p in sync.get("playlists") or []:
+        if not isinstance(p, Mapping):
+            continue
+        count = p.get("tracks", "?")
+        line = f"{p.get('name')!s}: {count} track{'' if count == 1 else 's'}"
+        if p.get("last_error"):
+            line += f", failing ({p.get('failures', '?')} in a row): {p['last_error']}"
+        elif p.get("last_sync") is None:
+            line += ", not synced yet"
+        else:
+            line += ", in sync"
+        out.append(line)
+    return out
 
 
 def render_report(report: DaemonReport) -> str:
@@ -219,6 +247,10 @@ def render_report(report: DaemonReport) -> str:
     mpd = st.get("mpd")
     if isinstance(mpd, Mapping):
         lines.append(f"{'mpd:':<10}{mpd_line(mpd)}")
+    sync = st.get("sync")
+    if isinstance(sync, Mapping):
+        for n, line in enumerate(sync_lines(sync)):
+            lines.append(f"{'sync:' if n == 0 else '':<10}{line}")
     resolver = section("resolver", "resolver",
                        skip=("breaker", "js_runtime", "client", "cookies", "budget",
                              "youtube"))

@@ -10,6 +10,11 @@ MPD says what comes next (``nextsong``: in random mode it has already chosen);
 positions are read on from there only where queue order is what MPD will play.
 Without an MPD, look-ahead is simply off: one line in the log, then quiet
 retries until it answers.
+
+With autoplay (``more_songs`` given), the follower also keeps the music going:
+when MPD starts the last song of its queue with repeat off, it asks
+``more_songs`` for that song's mix and appends some of it (``autoplay``), at
+once, so look-ahead has the first of them on disk before the song ends.
 """
 
 from __future__ import annotations
@@ -20,14 +25,21 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import mpd.base  # type: ignore[import-untyped]
 
+from ytproxy.follower.autoplay import (
+    AutoplaySong,
+    History,
+    autoplay_due,
+    pick_songs,
+    queue_songs,
+)
 from ytproxy.follower.mpd_private import QuietMPDClient
 
-__all__ = ["MpdFollower", "mpd_address", "upcoming_positions"]
+__all__ = ["MpdFollower", "mpd_address", "mpd_candidates", "upcoming_positions"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,41 @@ def mpd_address(
             raise ValueError(f"MPD_PORT={port_s!r} is not a port number (1-65535)")
         port = int(port_s)
     return spec, port, password or None
+
+
+# MPD's own list for clients that find it themselves (doc/client.rst, "Connecting
+# to MPD"): $MPD_HOST, then $XDG_RUNTIME_DIR/mpd/socket (where an MPD run by the
+# user listens when no bind_to_address is set, src/Listen.cxx), then
+# /run/mpd/socket (libmpdclient's compiled-in default socket, a system MPD's),
+# then localhost:$MPD_PORT.
+SYSTEM_SOCKET = "/run/mpd/socket"
+
+
+def mpd_candidates(
+    host: str, port: int, environ: Mapping[str, str]
+) -> list[tuple[str, int, str | None]]:
+    """Where to look for MPD, in order: ``[(host, port, password from MPD_HOST)]``.
+
+    One address when [mpd] host or MPD_HOST says where (``mpd_address``); else
+    what mpc's library tries: the user's socket under ``$XDG_RUNTIME_DIR``, the
+    system socket, then ``localhost`` at MPD_PORT (default ``port``).  Raises
+    ValueError for an MPD_PORT that is not a port number.
+    """
+    address = mpd_address(host, port, environ)
+    if address is not None:
+        return [address]
+    port_s = environ.get("MPD_PORT", "")
+    if port_s:
+        if not _PORT.fullmatch(port_s) or not 1 <= int(port_s) <= 65535:
+            raise ValueError(f"MPD_PORT={port_s!r} is not a port number (1-65535)")
+        port = int(port_s)
+    found: list[tuple[str, int, str | None]] = []
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):  # relative: invalid, to be ignored (XDG spec)
+        found.append((os.path.join(runtime, "mpd", "socket"), port, None))
+    found.append((SYSTEM_SOCKET, port, None))
+    found.append(("localhost", port, None))
+    return found
 
 
 def _where(host: str, port: int) -> str:
@@ -122,9 +169,13 @@ def upcoming_positions(status: Mapping[str, str], n: int) -> list[int]:
     song = _position(status.get("song"), length)
     nextsong = _position(status.get("nextsong"), length)
     if status.get("state") not in ("play", "pause"):
-        # Stopped: play starts at `song` (MPD's current position), if it has one.
+        # Stopped: `play` starts at `song` (MPD's current position), or with none
+        # (a queue just loaded: `mpc clear; mpc load X`) at the first song in play
+        # order, which is position 0 unless random shuffled that order.
         if song is None:
-            return []
+            if random:
+                return []
+            return [0] if single else _in_order(0, n, length, repeat, None)
         if single:
             return [song]
         if random:  # MPD has chosen the one after it; no further
@@ -165,6 +216,14 @@ class MpdFollower:
     song is not this daemon's.  ``want(ids)`` (synchronous) gets the ids in play
     order, each once, after every look at the queue: at start and whenever MPD
     reports a change to the player, the queue or the play options.
+
+    Autoplay (``more_songs`` given, ``autoplay_songs`` > 0): ``more_songs(id)``
+    is the mix of track ``id`` (the songs MPD may be given, in the mix's
+    order); when MPD plays the last song of its queue and that song is one of
+    this daemon's, up to ``autoplay_songs`` of its mix are appended, none
+    queued already nor among the last ``autoplay_history`` songs played (kept
+    in memory).  One try per song MPD starts: a mix that cannot be listed is
+    one WARNING, and the next song tries again.
     """
 
     def __init__(
@@ -177,17 +236,22 @@ class MpdFollower:
         track_of: Callable[[str], str | None],
         want: Callable[[list[str]], None],
         retry_max: float = 30.0,
+        more_songs: Callable[[str], Awaitable[list[AutoplaySong]]] | None = None,
+        autoplay_songs: int = 5,
+        autoplay_history: int = 100,
+        alternatives: Sequence[tuple[str, int]] = (),
     ) -> None:
         if retry_max <= 0:
             raise ValueError(f"retry_max must be > 0, got {retry_max}")
-        self._host = host
-        self._port = port
+        # Tried in order at every (re)connect; the first that answers is followed.
+        self._addresses = [(host, port), *alternatives]
         self._password = password or None
         self._lookahead = max(0, lookahead)
         self._track_of = track_of
         self._want = want
         self._retry_max = retry_max
         self._where = _where(host, port)
+        self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._connected = False
@@ -195,6 +259,15 @@ class MpdFollower:
         self._mpd_version: str | None = None
         self._told_unreachable = False  # the one INFO line is out: retries are quiet
         self._told_password = False
+        self._more_songs = more_songs if autoplay_songs > 0 else None
+        self._autoplay_songs = autoplay_songs
+        self._history = History(autoplay_history)
+        self._playing: str | None = None  # MPD's songid of the song last seen playing
+        self._playing_track: str | None = None  # and its track id, if it is ours
+        self._autoplay_tried: str | None = None  # the songid autoplay last tried for
+        self._autoplay_task: asyncio.Task[None] | None = None
+        self.autoplay_appended = 0  # songs autoplay has appended
+        self.autoplay_failures = 0  # mixes that could not be listed
 
     @property
     def connected(self) -> bool:
@@ -212,9 +285,22 @@ class MpdFollower:
 
     def report(self) -> dict[str, Any]:
         """For /status: where MPD is, whether it answers, the tracks handed last."""
-        return {"following": True, "address": self._where, "connected": self._connected,
-                "mpd_version": self._mpd_version, "lookahead": self._lookahead,
-                "upcoming": list(self._upcoming)}
+        report: dict[str, Any] = {
+            "following": True, "address": self._where, "connected": self._connected,
+            "mpd_version": self._mpd_version, "lookahead": self._lookahead,
+            "upcoming": list(self._upcoming)}
+        if len(self._addresses) > 1:
+            report["tries"] = [_where(h, p) for h, p in self._addresses]
+        if self._more_songs is not None:
+            report["autoplay"] = {"songs": self._autoplay_songs, "history": len(self._history),
+                                  "appended": self.autoplay_appended,
+                                  "failures": self.autoplay_failures}
+        return report
+
+    @property
+    def history(self) -> list[str]:
+        """The track ids of the songs played lately that autoplay will not append."""
+        return list(self._history)
 
     async def start(self) -> None:
         """Start following in a background task; returns at once."""
@@ -224,10 +310,11 @@ class MpdFollower:
     async def aclose(self) -> None:
         """Stop following and disconnect (idempotent)."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        for task in (self._task, self._autoplay_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        self._task = self._autoplay_task = None
 
     # -- the task
 
@@ -235,31 +322,52 @@ class MpdFollower:
         first = min(1.0, self._retry_max)
         delay = first
         while True:
-            client = QuietMPDClient()
             try:
-                worked = await self._session(client)
+                worked = await self._session()
             except Exception:  # a bug (here or in python-mpd2): logged, then retried
                 log.exception("mpd: following MPD at %s failed; reconnecting", self._where)
                 worked = False
             finally:
                 self._connected = False
-                _disconnect(client)
+                if self._client is not None:
+                    _disconnect(self._client)
+                    self._client = None
             if worked:
                 delay = first
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max)
 
-    async def _session(self, client: Any) -> bool:
+    async def _connect(self) -> tuple[Any, list[str]] | None:
+        """A client connected to the first address that answers, and what comes next."""
+        failures: list[tuple[str, BaseException]] = []
+        for host, port in self._addresses:
+            client = self._client = QuietMPDClient()
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await client.connect(host, port)
+                    if self._password is not None:
+                        await client.password(self._password)
+                    ids = await self._next_tracks(client)
+            except _FAILURES as exc:
+                _disconnect(client)
+                self._client = None
+                if isinstance(exc, mpd.base.CommandError):  # an MPD, refusing us
+                    self._where = _where(host, port)
+                    self._connect_failed([(self._where, exc)])
+                    return None
+                failures.append((_where(host, port), exc))
+                continue
+            self._where = _where(host, port)
+            return client, ids
+        self._connect_failed(failures)
+        return None
+
+    async def _session(self) -> bool:
         """One connection, followed until it fails; False when it never worked."""
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await client.connect(self._host, self._port)
-                if self._password is not None:
-                    await client.password(self._password)
-                ids = await self._next_tracks(client)
-        except _FAILURES as exc:
-            self._connect_failed(exc)
+        connected = await self._connect()
+        if connected is None:
             return False
+        client, ids = connected
         self._connected = True
         self._mpd_version = str(client.mpd_version)
         log.info("mpd: following the queue of MPD %s at %s (look-ahead %d songs)",
@@ -279,7 +387,8 @@ class MpdFollower:
         log.info("mpd: lost MPD at %s (%s); reconnecting", self._where, reason)
         return True
 
-    def _connect_failed(self, exc: BaseException) -> None:
+    def _connect_failed(self, failures: list[tuple[str, BaseException]]) -> None:
+        where, exc = failures[-1]
         reason = _reason(exc)
         if isinstance(exc, mpd.base.CommandError) and _ACK_AUTH.search(str(exc)):
             if not self._told_password:
@@ -288,14 +397,19 @@ class MpdFollower:
                 log.warning(
                     'mpd: MPD at %s refused %s (%s); set [mpd] password, or MPD_HOST '
                     'as "password@host"; look-ahead is off until it accepts',
-                    self._where, given, reason)
+                    where, given, reason)
                 return
         elif not self._told_unreachable:
             self._told_unreachable = True
-            log.info("mpd: no MPD at %s (%s); look-ahead is off until it answers",
-                     self._where, reason)
+            if len(failures) == 1:
+                log.info("mpd: no MPD at %s (%s); look-ahead is off until it answers",
+                         where, reason)
+            else:  # none of the places mpc looks at answered
+                tried = [f"{w} ({_reason(e)})" for w, e in failures]
+                log.info("mpd: no MPD at %s or %s; look-ahead is off until one answers "
+                         "(or set [mpd] host)", ", ".join(tried[:-1]), tried[-1])
             return
-        log.debug("mpd: MPD at %s: %s; retrying", self._where, reason)
+        log.debug("mpd: MPD at %s: %s; retrying", where, reason)
 
     def _hand(self, ids: list[str]) -> None:
         self._upcoming = ids
@@ -307,9 +421,11 @@ class MpdFollower:
     # -- what comes next
 
     async def _next_tracks(self, client: Any) -> list[str]:
+        status = {str(k): str(v) for k, v in (await client.status()).items()}
+        if self._more_songs is not None:
+            await self._watch_for_autoplay(client, status)
         if self._lookahead == 0:
             return []
-        status = {str(k): str(v) for k, v in (await client.status()).items()}
         positions = upcoming_positions(status, self._lookahead)
         files: dict[int, str] = {}
         for start, end in _ranges(positions):
@@ -331,3 +447,72 @@ class MpdFollower:
         except Exception:
             log.exception("mpd: track_of(%r) failed; taken as not ours", uri)
             return None
+
+    # -- autoplay
+
+    async def _watch_for_autoplay(self, client: Any, status: Mapping[str, str]) -> None:
+        """Note the song playing in the history; start autoplay when it is the last."""
+        songid = status.get("songid")
+        if status.get("state") not in ("play", "pause") or songid is None:
+            return
+        if songid != self._playing:
+            current = await client.currentsong()
+            uri = current.get("file") if isinstance(current, dict) else None
+            self._playing = songid
+            self._playing_track = self._track(uri) if isinstance(uri, str) else None
+            if self._playing_track is not None:
+                self._history.note(self._playing_track)
+        track = self._playing_track
+        if track is None or songid == self._autoplay_tried or not autoplay_due(status):
+            return
+        running = self._autoplay_task
+        if running is not None and not running.done():
+            return  # one at a time; this song gets its try once that one ends
+        self._autoplay_tried = songid
+        self._autoplay_task = asyncio.create_task(self._autoplay(client, track, songid),
+                                                  name=f"mpd autoplay {track}")
+
+    async def _autoplay(self, client: Any, track: str, songid: str) -> None:
+        try:
+            await self._append_mix(client, track, songid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged with its traceback; the next song tries again
+            log.exception("mpd: autoplay for %s failed", track)
+
+    async def _append_mix(self, client: Any, track: str, songid: str) -> None:
+        assert self._more_songs is not None
+        try:
+            mix = await self._more_songs(track)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.autoplay_failures += 1
+            log.warning("mpd: autoplay: could not list the mix of %s (%s); the queue is "
+                        "left as it was, and the next song tries again", track, exc)
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                status = {str(k): str(v) for k, v in (await client.status()).items()}
+                if status.get("songid") != songid or not autoplay_due(status):
+                    log.info("mpd: autoplay: the queue moved on while the mix of %s was "
+                             "listed; nothing appended", track)
+                    return
+                queued = {t for song in await client.playlistinfo()
+                          if isinstance(song.get("file"), str)
+                          and (t := self._track(song["file"])) is not None}
+                picks = pick_songs(mix, queued=queued, history=self._history,
+                                   n=self._autoplay_songs)
+                if not picks:
+                    log.warning("mpd: autoplay: the mix of %s has %d songs, all queued or "
+                                "played lately; nothing appended, the next song tries again",
+                                track, len(mix))
+                    return
+                await queue_songs(client, picks)
+        except _FAILURES as exc:
+            log.info("mpd: autoplay: MPD at %s: %s; nothing more appended for %s",
+                     self._where, _reason(exc), track)
+            return
+        self.autoplay_appended += len(picks)
+        log.info("mpd: autoplay: appended %d songs of the mix of %s: %s", len(picks), track,
+                 ", ".join(p.track_id for p in picks))

@@ -19,6 +19,7 @@ from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
     AlreadyRunning,
+    BadQuery,
     BadRange,
     BadRequest,
     CacheOff,
@@ -29,7 +30,8 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
-from ytproxy.follower.queue import MpdFollower, mpd_address
+from ytproxy.follower.autoplay import AutoplaySong
+from ytproxy.follower.queue import MpdFollower, mpd_candidates
 from ytproxy.http.auth import token_middleware
 from ytproxy.http.inflight import InFlightRequests
 from ytproxy.http.listener import (
@@ -41,13 +43,27 @@ from ytproxy.http.listener import (
     json_http_error,
 )
 from ytproxy.http.monitoring import Daemon, Metrics, health, render_page, status_payload
-from ytproxy.http.origin import FROM_OTHER_SITE, trust_middleware
+from ytproxy.http.origin import (
+    FROM_OTHER_SITE,
+    Hosts,
+    asked_of,
+    from_other_site,
+    trust_middleware,
+)
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
 from ytproxy.http.validation import path_guard, read_json_object, string_field, track_id
+from ytproxy.library.listings import (
+    MAX_LIMIT,
+    MAX_QUERY_LENGTH,
+    SEARCH_LIMIT,
+    Listings,
+    search_json,
+)
 from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
 from ytproxy.library.store import Store
+from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
 from ytproxy.redact import redact_urls
@@ -55,7 +71,7 @@ from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
-__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "TRACKS", "create_app"]
+__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "SYNCER", "TRACKS", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +88,8 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 DAEMON = web.AppKey("daemon", Daemon)
 METRICS = web.AppKey("metrics", Metrics)
+LISTINGS = web.AppKey("listings", Listings)
+SYNCER = web.AppKey("syncer", PlaylistSyncer)
 
 
 def error_response(exc: YtproxyError) -> web.Response:
@@ -148,16 +166,25 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
     app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
                                  cache)
+    app[LISTINGS] = listings = Listings(
+        store=app[STORE], list_flat=app[RESOLVER].listing,
+        source_url_for=app[RESOLVER].source_url_for,
+        search_url_template=config.resolver.search_url_template,
+        radio_url_template=config.resolver.radio_url_template)
     app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
                          app[RESOLVER], app[TRACKS], app[FETCHER], cache)
-    follower = _mpd_follower(config, cache)
+    follower = _mpd_follower(config, cache, partial(_mix_songs, listings, config))
     if follower is not None:
         await follower.start()
         app[DAEMON].mpd = follower.report
+    syncer = app[SYNCER] = _playlist_syncer(app)
+    await syncer.start()
+    app[DAEMON].sync = syncer.report
     metrics = app[METRICS] = Metrics(app[DAEMON])
     app[RESOLVER].on_duration = metrics.resolver_duration.observe
     app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
     yield
+    await syncer.aclose()
     if follower is not None:
         await follower.aclose()
     await app[HANDLER].drain()
@@ -168,24 +195,73 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def _mpd_follower(config: Config, cache: TrackCache | None) -> MpdFollower | None:
-    """MPD look-ahead, when there is a cache to fill and an MPD to follow."""
+async def _mix_songs(listings: Listings, config: Config, track_id: str) -> list[AutoplaySong]:
+    """Autoplay's ``more_songs``: the mix of a track, stored, as MPD is to queue it."""
+    base = proxy_base_url(config.server.host, config.server.port)
+    songs = await listings.radio(track_id, limit=MAX_LIMIT)
+    return [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
+
+
+def _no_lookahead(track_ids: list[str]) -> None:
+    """``want`` when there is no cache to fill (autoplay alone)."""
+
+
+def _mpd_follower(config: Config, cache: TrackCache | None,
+                  more_songs: Callable[[str], Awaitable[list[AutoplaySong]]]
+                  ) -> MpdFollower | None:
+    """MPD look-ahead, when there is a cache to fill and an MPD to follow, and
+    autoplay when it is on.
+
+    With no [mpd] host and no MPD_HOST, MPD is looked for where mpc looks
+    (``mpd_candidates``): the follower takes the first that answers."""
+    autoplay = config.mpd.autoplay
     try:
-        address = mpd_address(config.mpd.host, config.mpd.port, os.environ)
+        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
     except ValueError as exc:
-        log.warning("mpd: look-ahead is off: %s", exc)
+        log.warning("mpd: look-ahead%s is off: %s", " and autoplay" if autoplay else "", exc)
         return None
-    if address is None or cache is None or config.mpd.lookahead == 0:
-        why = ("no [mpd] host and no MPD_HOST" if address is None else
-               "the cache is off" if cache is None else "[mpd] lookahead = 0")
+    lookahead = config.mpd.lookahead if cache is not None else 0
+    if lookahead == 0 and not autoplay:
+        why = "the cache is off" if cache is None else "[mpd] lookahead = 0"
         log.info("mpd: look-ahead is off (%s)", why)
         return None
-    host, port, password = address
+    host, port, password = candidates[0]
     server = config.server
     return MpdFollower(host=host, port=port, password=config.mpd.password or password,
-                       lookahead=config.mpd.lookahead,
+                       lookahead=lookahead,
                        track_of=partial(proxied_track, host=server.host, port=server.port),
-                       want=cache.want)
+                       want=cache.want if cache is not None else _no_lookahead,
+                       more_songs=more_songs if autoplay else None,
+                       autoplay_songs=config.mpd.autoplay_songs,
+                       autoplay_history=config.mpd.autoplay_history,
+                       alternatives=[(h, p) for h, p, _ in candidates[1:]])
+
+
+def _playlist_syncer(app: web.Application) -> PlaylistSyncer:
+    """The task that re-imports playlists imported with ``--sync`` when due."""
+    config, store, tracks = app[CONFIG], app[STORE], app[TRACKS]
+    base = proxy_base_url(config.server.host, config.server.port)
+
+    async def sync(name: str, source_url: str) -> str:
+        if await store.get_sync(name) is None:  # unsynced or removed meanwhile
+            return "no longer synced; left alone"
+        summary = await tracks.import_playlist(source_url, name)
+        done = f"{len(summary.track_ids)} tracks ({summary.added} new)"
+        directory = config.mpd.resolved_playlist_directory
+        if directory is None:
+            return done
+        try:
+            await tracks.write_playlist_file(name, directory, base)
+        except OSError as exc:
+            raise OSError(f"the playlist is stored ({done}), but {directory / (name + '.m3u')} "
+                          f"could not be written: {exc.strerror or exc}; check "
+                          "[mpd] playlist_directory") from exc
+        return f"{done}, {name}.m3u replaced"
+
+    # A schedule the CLI adds while the daemon runs is seen within this.
+    poll = min(POLL_MAX, config.library.sync_every_seconds)
+    return PlaylistSyncer(schedules=store.list_syncs, sync=sync, record=store.record_sync,
+                          poll_every=poll)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -261,6 +337,7 @@ def create_app(config: Config) -> web.Application:
         ("GET", "/playlist.m3u", _playlist),
         ("GET", "/playlist/{name}.m3u", _named_playlist),
         ("GET", "/playlists", _list_playlists),
+        ("GET", "/search", _search),
         ("GET", "/tracks", _list_tracks),
         ("POST", "/tracks", _add_track),
         ("GET", "/tracks/{id}", _get_track),
@@ -344,7 +421,18 @@ async def _named_playlist(request: web.Request) -> web.Response:
 
 
 async def _list_playlists(request: web.Request) -> web.Response:
-    playlists = await request.app[STORE].list_playlists()
+    store = request.app[STORE]
+    playlists = await store.list_playlists()
+    syncs = {s.name: s for s in await store.list_syncs()}
+
+    def sync_json(name: str) -> dict[str, Any] | None:
+        s = syncs.get(name)
+        if s is None:
+            return None
+        return {"every_seconds": s.every, "last_sync": s.last_sync, "next_sync": s.next_sync,
+                "last_attempt": s.last_attempt, "failures": s.failures,
+                "last_error": None if s.last_error is None else redact_urls(s.last_error)}
+
     return web.json_response({"playlists": [
         {
             "name": p.name,
@@ -354,9 +442,47 @@ async def _list_playlists(request: web.Request) -> web.Response:
             "created_at": p.created_at,
             "updated_at": p.updated_at,
             "m3u": f"/playlist/{quote(p.name)}.m3u",
+            # Imported with --sync: when it follows its source next, and how it went.
+            "sync": sync_json(p.name),
         }
         for p in playlists
     ]})
+
+
+async def _search(request: web.Request) -> web.Response:
+    """``GET /search?q=QUERY&limit=N``: what `ytproxy search --json` prints; the
+    songs found are stored as tracks (resolved when first played).
+
+    A GET that changes the store and costs a yt-dlp call: another site's page
+    (which may send it, not read it) is refused, as it is for writes."""
+    config = request.app[CONFIG]
+    if from_other_site(Hosts.of(config.server), asked_of(request, PLAYER_PATHS)):
+        raise CrossSiteRequest(
+            "a web page of another site may not search (each search is a yt-dlp call and "
+            "stores tracks); use `ytproxy search` or a program")
+    unknown = sorted(k for k in request.query if k not in ("q", "limit"))
+    if unknown:
+        raise BadQuery(f"unknown parameter {unknown[0][:40]!r}; "
+                         "use /search?q=QUERY&limit=N")
+    queries = request.query.getall("q", [])
+    if len(queries) != 1 or not queries[0].strip():
+        raise BadQuery("give one non-empty search query as ?q=QUERY")
+    if len(queries[0]) > MAX_QUERY_LENGTH:
+        raise BadQuery(f"the query (q) is {len(queries[0])} characters long; at most "
+                         f"{MAX_QUERY_LENGTH}")
+    limits = request.query.getall("limit", [])
+    limit = SEARCH_LIMIT
+    if limits:
+        text = limits[0]
+        if len(limits) > 1 or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, "
+                             f"got {text[:20]!r}")
+        limit = int(text)
+    query = queries[0]
+    songs = await request.app[LISTINGS].search(query, limit=limit)
+    server = config.server
+    return web.json_response(search_json(query, songs, proxy_base_url(server.host,
+                                                                      server.port)))
 
 
 async def _list_tracks(request: web.Request) -> web.Response:

@@ -56,6 +56,8 @@ class Daemon:
     cache: TrackCache | None = None
     # The MPD follower (look-ahead) reports here: {"connected": ..., ...}; None: off.
     mpd: Callable[[], dict[str, Any]] | None = None
+    # The playlist sync task reports here: {"syncing": ..., "attempts": ...}; None: off.
+    sync: Callable[[], dict[str, Any]] | None = None
 
 
 def _mask_url(url: str) -> str:
@@ -155,8 +157,27 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         },
         "cache": cache_summary(daemon),
         "mpd": daemon.mpd() if daemon.mpd is not None else {"following": False},
+        "sync": await sync_summary(daemon),
     })
     return payload
+
+
+async def sync_summary(daemon: Daemon) -> dict[str, Any]:
+    """The playlists imported with ``--sync``: when synced, when next, the last error."""
+    summary: dict[str, Any] = daemon.sync() if daemon.sync is not None else {}
+    try:
+        schedules = await daemon.store.list_syncs()
+        counts = {p.name: p.track_count for p in await daemon.store.list_playlists()}
+    except Exception as exc:
+        return {**summary, "playlists": [], "error": f"store: {exc}"}
+    summary["playlists"] = [
+        {"name": s.name, "source_url": s.source_url, "every_seconds": s.every,
+         "tracks": counts.get(s.name, 0), "last_sync": s.last_sync,
+         "last_attempt": s.last_attempt, "next_sync": s.next_sync,
+         "last_error": s.last_error, "failures": s.failures}
+        for s in schedules
+    ]
+    return summary
 
 
 def cache_summary(daemon: Daemon) -> dict[str, Any]:
@@ -349,10 +370,50 @@ def _cache_line(cache: dict[str, Any]) -> str:
 def _mpd_line(mpd: dict[str, Any]) -> str:
     if not mpd.get("following"):
         return "MPD look-ahead: off (no [mpd] host, MPD_HOST, or MPD not reached yet)"
+    tries = mpd.get("tries")
+    if not mpd.get("connected") and isinstance(tries, list) and len(tries) > 1:
+        return (f"MPD look-ahead: looking for MPD at {html.escape(', '.join(tries))} "
+                "(none answers; set <code>[mpd] host</code> or MPD_HOST)")
     state = "connected" if mpd.get("connected") else "not connected, retrying"
     upcoming = ", ".join(mpd.get("upcoming") or []) or "nothing queued after this song"
-    return (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
+    line = (f"MPD look-ahead: {html.escape(str(mpd.get('address')))} {state} · next: "
             f"{html.escape(upcoming)}")
+    autoplay = mpd.get("autoplay")
+    if isinstance(autoplay, dict):
+        line += (f" · autoplay: {int(autoplay.get('appended', 0))} songs appended, "
+                 f"{int(autoplay.get('failures', 0))} mixes not listed")
+    return line
+
+
+def _ago(now: float, when: object) -> str:
+    if not isinstance(when, int | float):
+        return "never"
+    seconds = now - when
+    return f"{_span(seconds)} ago" if seconds >= 0 else f"in {_span(-seconds)}"
+
+
+def _span(seconds: float) -> str:
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min"
+    if total < 86400:
+        return f"{total // 3600} h {total % 3600 // 60} min"
+    return f"{total // 86400} d {total % 86400 // 3600} h"
+
+
+def _sync_rows(sync: dict[str, Any]) -> str:
+    e, now = html.escape, time.time()
+    rows = "".join(
+        f"<tr><td>{e(str(p['name']))}</td><td>{p['tracks']}</td>"
+        f"<td>{e(_ago(now, p['last_sync']))}</td><td>{e(_ago(now, p['next_sync']))}</td>"
+        f"<td>{e(str(p['last_error'] or '—'))}</td>"
+        f"<td><code>{e(str(p['source_url']))}</code></td></tr>"
+        for p in sync.get("playlists", [])
+    )
+    return rows or ('<tr><td colspan="6">none: <code>ytproxy import URL --name NAME '
+                    '--sync</code> adds one</td></tr>')
 
 
 def render_page(status: dict[str, Any], health_body: dict[str, Any]) -> str:
@@ -397,6 +458,9 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 <h2>Cache</h2>
 <p>{_cache_line(status.get("cache", {}))}</p>
 <p>{_mpd_line(status.get("mpd", {}))}</p>
+<h2>Synced playlists</h2>
+<table><tr><th>name</th><th>tracks</th><th>last sync</th><th>next sync</th>
+<th>last error</th><th>source</th></tr>{_sync_rows(status.get("sync", {}))}</table>
 <h2>Counters</h2>
 <table>
 <tr><td>streams served / failed / rejected</td>

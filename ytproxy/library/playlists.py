@@ -24,6 +24,7 @@ __all__ = [
     "MAX_PLAYLIST_NAME",
     "check_playlist_name",
     "proxy_base_url",
+    "remove_m3u_file",
     "render_m3u",
     "safe_playlist_name",
     "write_m3u_file",
@@ -123,4 +124,15 @@ def write_m3u_file(directory: Path, name: str, text: str) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+    return target
+
+
+def remove_m3u_file(directory: Path, name: str) -> Path | None:
+    """Remove ``directory/NAME.m3u``; the path removed, or None when there was none."""
+    check_playlist_name(name)
+    target = directory / f"{name}.m3u"
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return None
     return target

@@ -26,7 +26,7 @@ import aiosqlite
 from ytproxy.errors import StoreError
 from ytproxy.library.playlists import check_playlist_name
 from ytproxy.lockfile import LockFile
-from ytproxy.models import Playlist, StreamInfo, Track
+from ytproxy.models import Playlist, PlaylistSync, StreamInfo, Track
 
 __all__ = ["SCHEMA_VERSION", "CacheRow", "Store"]
 
@@ -101,6 +101,21 @@ MIGRATIONS: tuple[str, ...] = (
         ranges TEXT NOT NULL,
         complete INTEGER NOT NULL DEFAULT 0,
         last_used REAL NOT NULL
+    );
+    """,
+    # 5 -> 6: playlists that follow their source (`ytproxy import --sync`): where
+    # from, how often, when next, and how the last attempts went (the backoff).
+    # A playlist removed takes its schedule with it; unsync drops only this row.
+    """
+    CREATE TABLE playlist_sync (
+        playlist TEXT PRIMARY KEY REFERENCES playlists (name) ON DELETE CASCADE,
+        source_url TEXT NOT NULL,
+        every REAL NOT NULL,
+        next_sync REAL NOT NULL,
+        last_sync REAL,
+        last_attempt REAL,
+        last_error TEXT,
+        failures INTEGER NOT NULL DEFAULT 0
     );
     """,
 )
@@ -452,6 +467,32 @@ class Store:
         assert track is not None
         return track
 
+    async def add_listed(
+        self, tracks: Sequence[tuple[str, str, str | None, str | None, float | None]]
+    ) -> list[Track]:
+        """Store the songs of a listing, ``(id, source_url, title, artist,
+        duration)`` each, in one transaction: new ones are added, stored ones
+        keep what they have (their source too) and get their gaps filled.
+        The tracks as stored now, in the order given."""
+        now = time.time()
+        await self._write_all([(
+            """
+            INSERT INTO tracks (id, source_url, title, artist, duration, added_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                title = coalesce(title, excluded.title),
+                artist = coalesce(artist, excluded.artist),
+                duration = coalesce(duration, excluded.duration)
+            """,
+            (track_id, source_url, title, artist, duration, now),
+        ) for track_id, source_url, title, artist, duration in tracks])
+        stored = []
+        for track_id, *_ in tracks:
+            track = await self.get(track_id)
+            if track is not None:  # removed since, by another process
+                stored.append(track)
+        return stored
+
     async def save_stream(self, track_id: str, info: StreamInfo) -> None:
         """Store a freshly resolved stream URL; metadata gaps are filled, never erased."""
         await self._write(
@@ -588,6 +629,55 @@ class Store:
         """Forget a playlist (its tracks stay stored); False when there was none."""
         return await self._write("DELETE FROM playlists WHERE name = ?", (name,)) > 0
 
+
+    # -- playlists that follow their source ----------------------------------
+
+    async def set_sync(self, name: str, source_url: str, every: float, next_sync: float
+                       ) -> PlaylistSync:
+        """Follow ``source_url`` every ``every`` seconds, next at ``next_sync``
+        (a stored playlist; its past attempts are kept when it was followed before)."""
+        await self._write_all([(
+            "INSERT INTO playlist_sync (playlist, source_url, every, next_sync) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (playlist) DO UPDATE SET "
+            "source_url = excluded.source_url, every = excluded.every, "
+            "next_sync = excluded.next_sync",
+            (name, source_url, every, next_sync),
+        )], tracks=False)
+        schedule = await self.get_sync(name)
+        assert schedule is not None
+        return schedule
+
+    async def record_sync(self, name: str, *, at: float, next_sync: float,
+                          error: str | None = None) -> None:
+        """How an attempt at ``at`` went: worked (``error`` None) or failed, saying why."""
+        if error is None:
+            sql = ("UPDATE playlist_sync SET last_sync = ?, last_attempt = ?, "
+                   "last_error = NULL, failures = 0, next_sync = ? WHERE playlist = ?")
+            params: tuple[Any, ...] = (at, at, next_sync, name)
+        else:
+            sql = ("UPDATE playlist_sync SET last_attempt = ?, last_error = ?, "
+                   "failures = failures + 1, next_sync = ? WHERE playlist = ?")
+            params = (at, error, next_sync, name)
+        await self._write_all([(sql, params)], tracks=False)
+
+    async def get_sync(self, name: str) -> PlaylistSync | None:
+        found = await self._syncs("WHERE playlist = ?", (name,))
+        return found[0] if found else None
+
+    async def list_syncs(self) -> list[PlaylistSync]:
+        return await self._syncs("", ())
+
+    async def _syncs(self, where: str, params: Sequence[Any]) -> list[PlaylistSync]:
+        rows = await self._fetch(
+            "SELECT playlist, source_url, every, next_sync, last_sync, last_attempt, "
+            f"last_error, failures FROM playlist_sync {where} ORDER BY playlist", params)
+        return [PlaylistSync(r[0], r[1], float(r[2]), float(r[3]), r[4], r[5], r[6], int(r[7]))
+                for r in rows]
+
+    async def unsync(self, name: str) -> bool:
+        """Stop following a playlist's source (the playlist stays); False if it was not."""
+        return await self._write_all(
+            [("DELETE FROM playlist_sync WHERE playlist = ?", (name,))], tracks=False) > 0
 
     # -- the download-ahead cache's records ----------------------------------
 

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +25,12 @@ from ytproxy.errors import (
     YoutubeRefused,
     YtproxyError,
 )
-from ytproxy.library.playlists import check_playlist_name, safe_playlist_name
+from ytproxy.library.playlists import (
+    check_playlist_name,
+    render_m3u,
+    safe_playlist_name,
+    write_m3u_file,
+)
 from ytproxy.library.store import Store
 from ytproxy.models import StreamInfo, Track, is_video_id
 from ytproxy.resolve.budget import CallKind
@@ -331,3 +337,10 @@ class Tracks:
         log.info("tracks: imported %s as %r: %d tracks, %d new", url, name, len(order), added)
         return ImportSummary(name=name, title=title, source_url=url, track_ids=tuple(order),
                              added=added, already=already, skipped=skipped)
+
+    async def write_playlist_file(self, name: str, directory: Path, base_url: str) -> Path:
+        """Write the stored playlist as ``directory/NAME.m3u`` (atomically), for
+        ``mpc load NAME``; raises ``OSError`` when it cannot be written."""
+        chosen = await self.store.playlist_tracks(name) or []
+        return await asyncio.to_thread(write_m3u_file, directory, name,
+                                       render_m3u(chosen, base_url))

@@ -23,7 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiolimiter import AsyncLimiter
 
-from ytproxy.config import BreakerConfig, ResolverConfig, browser_cookie_spec
+from ytproxy.config import (
+    POT_PROVIDER_ARGS,
+    BreakerConfig,
+    ResolverConfig,
+    browser_cookie_spec,
+)
 from ytproxy.errors import (
     InvalidTrackId,
     ResolverFailed,
@@ -55,6 +60,7 @@ __all__ = [
     "playlist_entries_from",
     "stream_info_from",
     "strip_query",
+    "with_extractor_arg",
     "ytdlp_cache_dir",
 ]
 
@@ -249,6 +255,18 @@ def playlist_entries_from(
     if not entries:
         raise ResolverFailed(f"found no tracks in the playlist at {source_url}")
     return _text(info.get("title")), entries
+
+
+def with_extractor_arg(extractor_args: object, ie_key: str, key: str,
+                       value: str) -> dict[str, Any]:
+    """yt-dlp's ``extractor_args`` (the person's, from ytdlp_options) with
+    ``ie_key:key=value`` added; every other argument, of this extractor and of
+    others, kept.  Copies: the config's table is not changed."""
+    merged = {k: dict(v) if isinstance(v, dict) else v
+              for k, v in (extractor_args.items() if isinstance(extractor_args, dict) else ())}
+    table = merged.get(ie_key)
+    merged[ie_key] = {**(table if isinstance(table, dict) else {}), key: [value]}
+    return merged
 
 
 def classify_error(exc: BaseException, source_url: str, *, until: float | None = None,
@@ -678,6 +696,10 @@ class Resolver:
             options["cookiefile"] = str(cookies)
         if self._browser_cookies is not None:
             options["cookiesfrombrowser"] = self._browser_cookies
+        pot_url = self._config.pot_provider_url.strip().rstrip("/")
+        if pot_url:
+            options["extractor_args"] = with_extractor_arg(
+                options.get("extractor_args"), POT_PROVIDER_ARGS, "base_url", pot_url)
         return options
 
     def _check_cookies_file(self, path: Path) -> None:
@@ -769,6 +791,47 @@ class Resolver:
         log.info("resolver: listed %d entries of %s in %.2f s", len(result[1]), url,
                  self.last_duration)
         return result
+
+    async def listing(self, url: str, *, what: str, limit: int | None = None
+                      ) -> dict[str, Any]:
+        """yt-dlp's flat info dict for a listing (a search, a mix): one call
+        through the same breaker, rate limit and pool as ``resolve``, no entry
+        resolved; with ``limit``, yt-dlp stops after that many entries
+        (``playlistend``: a search pages on for as long as it is read).
+
+        ``what`` names the listing in errors ("the search for 'x'").  Failures
+        are logged at INFO only: the caller says what they mean (a CLI line,
+        autoplay's one WARNING)."""
+        extra: dict[str, Any] = {"extract_flat": "in_playlist"}
+        if limit is not None:
+            extra["playlistend"] = limit
+        options = self._options(**extra)
+        call_limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
+        try:
+            # Counted apart, in the hour's listings (resolver.max_listings_per_hour).
+            info = await self._call_ytdlp(url, options, call_limit, f"to list {what}",
+                                          kind=CallKind.LISTING)
+        except ResolverUnavailable as exc:
+            log.info("resolver: %s (%s): %s", what, url, exc)
+            raise
+        except Exception as exc:
+            error = self._settle(exc, url)
+            if isinstance(error, TrackGone):
+                # A listing page that is gone is not a track that is gone.
+                status = _HTTP_STATUS_RE.search(str(exc))
+                error = ResolverFailed(
+                    f"cannot list {what}: the source says it is gone or private"
+                    f"{f' (HTTP {status.group(1)})' if status else ''}", detail=error.detail)
+            log.info("resolver: %s (%s): %s", what, url, error)
+            if error.detail:
+                log.debug("resolver: %s: yt-dlp said: %s", what, error.detail)
+            raise error from exc
+        self.breaker.record_success()
+        self._answered()
+        entries = info.get("entries")
+        log.info("resolver: listed %s: %d entries in %.2f s", what,
+                 len(entries) if isinstance(entries, list) else 0, self.last_duration)
+        return info
 
     async def close(self) -> None:
         """End this resolver's calls in flight (their workers are killed: a stop

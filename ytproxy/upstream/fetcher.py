@@ -4,12 +4,14 @@ googlevideo refuses requests with no ``Range`` or an open-ended one, and
 throttles ranges much larger than ~1 MB, so every request here names both
 ends of a range no longer than ``upstream.chunk_size``.  HEAD is never sent.
 Hosts are checked against ``upstream.allowed_hosts`` (redirects too), each has
-a circuit breaker, and proxies come from the config or the environment.
+a circuit breaker (a host is a name and a port: ``host_key``), and proxies come
+from the config or the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import ipaddress
 import logging
@@ -47,6 +49,7 @@ __all__ = [
     "address_family",
     "describe",
     "host_allowed",
+    "host_key",
     "upstream_connector",
 ]
 
@@ -128,6 +131,28 @@ class UpstreamRefused(UpstreamFailed):
         self.retry_after = retry_after
 
 
+def host_key(url: str) -> str:
+    """What a URL's host is called in breakers, /status and messages: its name,
+    and its port when that is not the scheme's default (two servers on one
+    machine are two hosts; googlevideo's, all on 443, keep their plain names)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or port == _DEFAULT_PORTS.get(parts.scheme):
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the URL's host refused the connection: its machine answered, and
+    nothing listens on the port (a proxy's refusal says nothing of the host)."""
+    return (isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
+            and not isinstance(exc, aiohttp.ClientProxyConnectionError))
+
+
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     for pattern in patterns:
@@ -184,7 +209,9 @@ class UpstreamFetcher:
         )
         self.requests = 0
         self.stats: Counter[str] = Counter()
-        self.breakers: dict[str, CircuitBreaker] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}  # by host_key
+        # Hosts whose last try was a refused connection (UpstreamUnavailable.refused).
+        self._refusing: set[str] = set()
         self._env_proxies: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
         self._draining: set[asyncio.Task[None]] = set()
         # Requests held while upstream is out of reach, and since when it is.
@@ -234,6 +261,7 @@ class UpstreamFetcher:
         task.add_done_callback(self._draining.discard)
 
     def breaker_for(self, host: str) -> CircuitBreaker:
+        """The breaker of ``host``, a ``host_key``."""
         breaker = self.breakers.get(host)
         if breaker is None:
             breaker = CircuitBreaker(f"upstream host {host}", self._breaker_config.failures,
@@ -332,17 +360,19 @@ class UpstreamFetcher:
         url = info.url
         for _ in range(_MAX_REDIRECTS + 1):
             self.check_allowed(url)
-            host = urlsplit(url).hostname or "?"
+            host = host_key(url)
             breaker = self.breaker_for(host)
             try:
                 if gate:
                     breaker.check()
             except BreakerOpen as exc:
-                raise UpstreamUnavailable(
+                resting = UpstreamUnavailable(
                     f"upstream {host} failed {breaker.failures} times in a row "
                     f"(last: {breaker.last_error}); resting it for {exc.retry_after:.0f} s",
                     retry_after=exc.retry_after, host=host,
-                ) from None
+                )
+                resting.refused = host in self._refusing
+                raise resting from None
             self.requests += 1
             try:
                 async with asyncio.timeout(head_timeout):
@@ -351,7 +381,7 @@ class UpstreamFetcher:
                     if family is not None:
                         # googlevideo refuses a URL from another address than the
                         # one it was made for: an IPv4 URL over IPv6 is a 403.
-                        _check_family(host, family)
+                        _check_family(urlsplit(url).hostname or "", family)
                         session = self._session_for(family)
                     response = await session.get(
                         url, headers={**headers, "Range": f"bytes={start}-{end}"},
@@ -360,12 +390,21 @@ class UpstreamFetcher:
                     )
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 breaker.record_failure(describe(exc))
-                self.holds.unreachable()
-                raise UpstreamUnreachable(
-                    f"cannot reach upstream {host}: {describe(exc)}", host=host) from exc
+                unreachable = UpstreamUnreachable(
+                    f"cannot reach upstream {host}: {describe(exc)}", host=host)
+                unreachable.refused = _refused(exc)
+                if unreachable.refused:
+                    # One host's word, not yet the network's: the stream asks
+                    # for a fresh URL first, and says offline if it holds.
+                    self._refusing.add(host)
+                else:
+                    self._refusing.discard(host)
+                    self.holds.unreachable()
+                raise unreachable from exc
             except asyncio.CancelledError:
                 breaker.release_trial()
                 raise
+            self._refusing.discard(host)
             self.holds.reached()
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 location = response.headers["Location"]

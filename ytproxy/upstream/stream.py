@@ -120,6 +120,9 @@ class RangeStream:
         self._filled = False
         self._room = PACED_READ
         self._refreshed_since_success = False
+        # A fresh URL was asked for in this gap because the URL's host refused
+        # connections (_reroute): once, then such refusals are held.
+        self._rerouted = False
         self._gate = True
         self.total: int | None = None
         self.content_type: str | None = None
@@ -273,8 +276,9 @@ class RangeStream:
             self.resumes += 1
             self._fetcher.stats["resumes"] += 1
             gap.progress()
-        if self._refreshed_since_success or self._gap_clients:
+        if self._refreshed_since_success or self._gap_clients or self._rerouted:
             self._refreshed_since_success = False
+            self._rerouted = False
             self._gap_clients.clear()
 
     def _time_to_ask(self, taken: int, left: int, size: int, began: float) -> bool:
@@ -297,6 +301,10 @@ class RangeStream:
         """Wait and return to try again from ``pos``, refresh the URL, or give up by raising."""
         if isinstance(exc, UpstreamHostNotAllowed):
             raise exc
+        if (isinstance(exc, UpstreamUnreachable | UpstreamUnavailable) and exc.refused
+                and not self._rerouted and not self._refreshed_since_success
+                and await self._reroute(exc, pos)):
+            return
         retry_after: float | None = None
         hold = False
         if isinstance(exc, UpstreamUnavailable):
@@ -305,6 +313,8 @@ class RangeStream:
             retry_after, hold, cause = exc.retry_after, True, "breaker_open"
         elif isinstance(exc, UpstreamUnreachable):
             hold, cause = True, "unreachable"
+            # The fetcher leaves a refused connection's to us (a fresh URL first).
+            self._fetcher.holds.unreachable()
         elif isinstance(exc, UpstreamRefused) and self._not_yet_available(exc.status):
             # Refused before the format's available_at: not a revoked URL, a wait.
             assert self._info.available_at is not None
@@ -360,6 +370,22 @@ class RangeStream:
         await asyncio.sleep(delay)
         self._still_listening()
 
+    async def _reroute(self, exc: UpstreamFailed, pos: int) -> bool:
+        """The URL's host refuses connections (or rests after refusing them):
+        nothing listens where it points, and the stream may have moved to
+        another host (a stored URL, unexpired, can outlive its googlevideo
+        edge).  A fresh URL, as for a 403, once in a gap, before holding as
+        offline; False when none came (the resolver is out of reach too, say)."""
+        self._rerouted = True
+        try:
+            await self._new_url(exc, pos)
+        except YtproxyError as refresh_error:
+            log.info("upstream: %s: no fresh URL for a host that refuses connections (%s)",
+                     self._label, refresh_error)
+            return False
+        self._still_listening()  # the resolve took a while
+        return True
+
     def _unhold(self) -> None:
         if self._held is not None:
             self._held.release()
@@ -377,7 +403,8 @@ class RangeStream:
                 and time.time() < available_at + AVAILABLE_GRACE)
 
     async def _new_url(self, exc: UpstreamFailed, pos: int) -> None:
-        """A URL was refused (403/410) or serves another file: get a new one.
+        """A URL was refused (403/410), serves another file or points at a host
+        that refuses connections (_reroute): get a new one.
 
         First the same player client, fresh (the URL may have expired or been
         revoked).  When the fresh URL fails the same way before any byte came,
@@ -388,8 +415,12 @@ class RangeStream:
         """
         info = self._info
         client = info.client
-        what = (f"refused (HTTP {exc.status})" if isinstance(exc, UpstreamRefused)
-                else f"changed file ({exc})")
+        if isinstance(exc, UpstreamRefused):
+            what = f"refused (HTTP {exc.status})"
+        elif isinstance(exc, FileChanged):
+            what = f"changed file ({exc})"
+        else:
+            what = f"points at {exc.host}, which refuses connections,"
         if not self._refreshed_since_success:
             log.warning("upstream: %s: the stream URL %s at byte %d; refreshing it",
                         self._label, what, pos)

@@ -50,10 +50,13 @@ class FakeTubeIE(InfoExtractor):
             # Raised outside the except block, as YouTube's extractor raises its
             # sign-in error: yt-dlp then records it as expected (not a bug).
             raise ExtractorError(refused, expected=True)
-        return {
+        info = {
             "id": video_id,
             "title": player["title"],
             "uploader": player["uploader"],
             "duration": player["duration"],
             "formats": player["formats"],
         }
+        if player.get("artist"):
+            info["artist"] = player["artist"]
+        return info
