@@ -169,6 +169,9 @@ async def test_a_bot_check_holds_once_names_the_fix_and_ends_with_a_success(
     status = await (await proxy.session.get(proxy.url("/status"))).json()
     youtube = status["resolver"]["youtube"]
     assert youtube["state"] == "bot_check" and youtube["message"] == message
+    assert status["resolver"]["budget"]["calls_last_hour"] == 1
+    page = await (await proxy.session.get(proxy.url("/"))).text()
+    assert f"yt-dlp calls in the last hour: 1 of {BUDGET}" in page and "bot_check" in page
     async with proxy.session.get(proxy.url("/health")) as resp:
         health = await resp.json()
     assert health["status"] == "degraded"
@@ -187,6 +190,8 @@ async def test_a_bot_check_holds_once_names_the_fix_and_ends_with_a_success(
     assert "cookies" in line and "PO-token provider" in line
     shown = await run_ytproxy(env, "--config", str(config_file), "status")
     assert shown.rc == 1 and "youtube: bot_check since" in shown.out
+    assert f"calls 1 of {BUDGET} in the last hour, 0 background waiting" in shown.out
+    assert "YouTube bot_check" in shown.out
     assert "--cookies" not in shown.out
     as_json = await run_ytproxy(env, "--config", str(config_file), "status", "--json")
     assert json.loads(as_json.out)["resolver"]["youtube"]["state"] == "bot_check"
@@ -213,3 +218,31 @@ async def test_a_listing_past_its_budget_is_refused_with_the_time_it_may_go(
         await resolver.list_playlist(faketube.watch_url_template.replace("{id}", UNCACHED))
     assert "max_listings_per_hour" in str(refused.value)
     assert faketube.player_requests == []
+
+
+# yt-dlp 2026.11's words with no DNS (the requests handler, urllib3's
+# NameResolutionError): the host named, then all of it again in "caused by".
+NO_DNS = ("Unable to download API page: HTTPSConnection(host='www.youtube.com', port=443): "
+          "Failed to resolve 'www.youtube.com' ([Errno -2] Name or service not known) (caused "
+          "by TransportError(\"HTTPSConnection(host='www.youtube.com', port=443): Failed to "
+          "resolve 'www.youtube.com' ([Errno -2] Name or service not known)\"))")
+
+
+async def test_the_cli_says_a_dns_failure_in_one_short_sentence(
+    faketube: FakeTube, tmp_path: Path,
+) -> None:
+    # Reproduction: `ytproxy add` printed yt-dlp's 300-character line four times
+    # (twice in the WARNING line, twice in the error), the "caused by" included.
+    faketube.add_track(UNCACHED, random_audio(1000), title="Offline")
+    faketube.refuse(NO_DNS)
+    config_file = write_toml(tmp_path / "config.toml", {
+        "store": {"path": str(tmp_path / "tracks.db")},
+        "resolver": {"source_url_template": faketube.watch_url_template}})
+    added = await run_ytproxy(cli_env(tmp_path), "--config", str(config_file), "add", UNCACHED)
+    assert added.rc != 0
+    assert "Failed to resolve" not in added.err and "caused by" not in added.err
+    (error,) = [line for line in added.err.splitlines() if line.startswith("ytproxy:")]
+    assert error == (f"ytproxy: cannot add {UNCACHED!r}: cannot look up www.youtube.com (no "
+                     "network or no DNS): check this machine's connection; tracks play when "
+                     "it is back")
+    assert added.err.count("cannot look up") <= 2  # the log's WARNING line and the error
