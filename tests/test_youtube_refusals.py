@@ -18,7 +18,8 @@ from tests.fakes.tube import BOT_CHECK, RATE_LIMITED, FakeTube
 from tests.mpd_harness import MpdInstance, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from tests.test_cli import cli_env, run_ytproxy
-from ytproxy.http.app import DAEMON, RESOLVER, STORE
+from ytproxy.http.app import DAEMON, RESOLVER, STORE, TRACKS
+from ytproxy.resolve.budget import CallKind
 from ytproxy.resolve.resolver import Resolver
 
 CACHED, UNCACHED = "CachedSong1", "NotCached01"
@@ -246,3 +247,23 @@ async def test_the_cli_says_a_dns_failure_in_one_short_sentence(
                      "network or no DNS): check this machine's connection; tracks play when "
                      "it is back")
     assert added.err.count("cannot look up") <= 2  # the log's WARNING line and the error
+
+
+async def test_a_listener_waiting_for_a_track_in_the_background_line_gets_it_at_once(
+    faketube: FakeTube, make_tube_proxy: ProxyFactory,
+) -> None:
+    first, waiting = PREFETCH[0], PREFETCH[1]
+    for track_id in (first, waiting):
+        faketube.add_track(track_id, random_audio(20_000), title=track_id)
+    proxy = await make_tube_proxy(resolver={"max_calls_per_hour": 1})
+    resolver = resolver_of(proxy)
+    tracks = proxy.app[TRACKS]
+    await tracks.stream_for(first)  # a listener's call: the hour's one is spent
+    background = asyncio.create_task(tracks.stream_for(waiting, kind=CallKind.BACKGROUND))
+    await until(lambda: resolver.budget.waiting == 1, within=10)
+    assert len(faketube.player_requests) == 1  # it waits its turn, without a call
+    # A listener asks for the same track: the waiting call goes now, as its.
+    _, info = await tracks.stream_for(waiting)
+    assert (await background)[1] == info
+    assert len(faketube.player_requests) == 2 and resolver.budget.waiting == 0
+    assert resolver.budget.listener_calls == 2 and resolver.budget.background_calls == 0
