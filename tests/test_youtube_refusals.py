@@ -171,6 +171,10 @@ async def test_a_bot_check_holds_once_names_the_fix_and_ends_with_a_success(
     youtube = status["resolver"]["youtube"]
     assert youtube["state"] == "bot_check" and youtube["message"] == message
     assert status["resolver"]["budget"]["calls_last_hour"] == 1
+    metrics = await (await proxy.session.get(proxy.url("/metrics"), headers={
+        "Accept-Encoding": "identity"})).text()
+    assert 'ytproxy_youtube_refusing{state="bot_check"} 1.0' in metrics
+    assert 'ytproxy_resolver_calls_last_hour{budget="videos"} 1.0' in metrics
     page = await (await proxy.session.get(proxy.url("/"))).text()
     assert f"yt-dlp calls in the last hour: 1 of {BUDGET}" in page and "bot_check" in page
     async with proxy.session.get(proxy.url("/health")) as resp:

@@ -252,6 +252,24 @@ class _StateCollector(Collector):
         calls = CounterMetricFamily("ytproxy_resolver_calls", "yt-dlp calls made")
         calls.add_metric([], d.resolver.calls)
         yield calls
+        budget = d.resolver.budget
+        hour = GaugeMetricFamily("ytproxy_resolver_calls_last_hour",
+                                 "yt-dlp calls in the last hour, by budget",
+                                 labels=["budget"])
+        hour.add_metric(["videos"], budget.used())
+        hour.add_metric(["listings"], budget.listings_used())
+        yield hour
+        waiting = GaugeMetricFamily("ytproxy_resolver_background_waiting",
+                                    "Background yt-dlp calls waiting for the hour's budget")
+        waiting.add_metric([], budget.waiting)
+        yield waiting
+        refused = GaugeMetricFamily("ytproxy_youtube_refusing",
+                                    "1 while YouTube refuses this address, by state",
+                                    labels=["state"])
+        current = d.resolver.refusal.current()
+        for name in ("rate_limited", "bot_check"):
+            refused.add_metric([name], 1 if current == name else 0)
+        yield refused
         hits = CounterMetricFamily("ytproxy_resolver_cache_hits",
                                    "Plays served from a stored, unexpired URL")
         hits.add_metric([], d.tracks.cache_hits)
