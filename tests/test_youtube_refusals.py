@@ -271,3 +271,24 @@ async def test_a_listener_waiting_for_a_track_in_the_background_line_gets_it_at_
     assert (await background)[1] == info
     assert len(faketube.player_requests) == 2 and resolver.budget.waiting == 0
     assert resolver.budget.listener_calls == 2 and resolver.budget.background_calls == 0
+
+
+async def test_a_playing_stream_whose_url_dies_during_a_refusal_tries_yt_dlp_once(
+    faketube: FakeTube, make_tube_proxy: ProxyFactory,
+) -> None:
+    data = random_audio(4 * 1_048_576, seed=5)
+    faketube.add_track(UNCACHED, data, title="Mid Song")
+    proxy = await make_tube_proxy(resolver={"rate_limit_pause": 60.0}, **QUICK)
+    async with proxy.session.get(proxy.url(f"/proxy/{UNCACHED}")) as resp:
+        assert resp.status == 200
+        first = await resp.content.readexactly(100_000)
+        # YouTube rate-limits the address, and the stream's URL stops working.
+        faketube.refuse(RATE_LIMITED)
+        faketube.revoke(UNCACHED)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()  # held for retry.hold_budget, then cut: never a clean end
+    assert first == data[:100_000]
+    calls = faketube.player_requests
+    # The play's own call, then one refused try in the hold: no retry loop of calls.
+    assert len(calls) == 2 and calls[1].refused
+    assert await last_errors(proxy) == {}

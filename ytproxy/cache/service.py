@@ -12,7 +12,7 @@ from ytproxy.cache.body import CachedBody
 from ytproxy.cache.download import Download
 from ytproxy.cache.files import AudioCache, CacheFile
 from ytproxy.config import Config
-from ytproxy.errors import YtproxyError
+from ytproxy.errors import YoutubeRefused, YtproxyError
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo
@@ -29,10 +29,23 @@ _PREFETCHES_AT_ONCE = 2
 
 
 def refresher(tracks: Tracks, track_id: str, kind: CallKind = CallKind.LISTENER) -> Refresh:
-    """A stream's way to a fresh URL for the same format, avoiding failed clients."""
+    """A stream's way to a fresh URL for the same format, avoiding failed clients.
+
+    While YouTube refuses this address, a stream gets one yt-dlp try: held, it
+    asks again without a call until the pause ends (``Resolver.resolve``)."""
+    tried = False  # this stream's one try during a refusal is spent
+
     async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
-        return await tracks.refresh(track_id, format_id=current.format_id,
-                                    avoid_clients=avoid_clients, kind=kind)
+        nonlocal tried
+        try:
+            fresh = await tracks.refresh(track_id, format_id=current.format_id,
+                                         avoid_clients=avoid_clients, kind=kind,
+                                         try_while_paused=not tried)
+        except YoutubeRefused:
+            tried = True
+            raise
+        tried = False
+        return fresh
 
     return refresh
 
