@@ -29,9 +29,11 @@ def proxy_config(googlevideo: FakeGooglevideo, tmp_path: Path, **sections: dict[
     # The relay's own tests run without the download-ahead cache (as with
     # [cache] max_size = 0); tests/test_cache.py turns it on.
     config = config.replace("cache", directory=str(tmp_path / "cache"), max_size=0)
-    # No rate limit by default (a test of the limit sets its own): tests resolve often.
+    # No rate limit nor hourly budget by default (a test of either sets its
+    # own): tests resolve often.
     config = config.replace("resolver", source_url_template=googlevideo.watch_url_template,
-                            timeout=20.0, max_calls_per_minute=6000)
+                            timeout=20.0, max_calls_per_minute=6000,
+                            max_calls_per_hour=100_000, max_listings_per_hour=10_000)
     config = config.replace("upstream", allowed_hosts=(googlevideo.host,),
                             chunk_size=256 * 1024)
     for section, changes in sections.items():

@@ -473,3 +473,27 @@ def test_the_event_loop_is_auto_uvloop_or_asyncio() -> None:
     with pytest.raises(ConfigError, match=r"server\.event_loop must be one of auto, uvloop, "
                        r"asyncio, got 'trio'"):
         config_from_mapping({"server": {"event_loop": "trio"}})
+
+
+def test_the_hourly_budget_is_higher_with_cookies_unless_set() -> None:
+    # 200 a guest, 1000 signed in: far below YouTube's ~300 and ~2,000 an hour.
+    assert config_from_mapping({}).resolver.max_calls_per_hour == 200
+    assert config_from_mapping({"resolver": {"workers": 2}}).resolver.max_calls_per_hour == 200
+    signed_in = {"cookies_file": "~/cookies.txt"}
+    assert config_from_mapping({"resolver": signed_in}).resolver.max_calls_per_hour == 1000
+    browser = {"cookies_from_browser": "firefox"}
+    assert config_from_mapping({"resolver": browser}).resolver.max_calls_per_hour == 1000
+    chosen = {**signed_in, "max_calls_per_hour": 300}
+    assert config_from_mapping({"resolver": chosen}).resolver.max_calls_per_hour == 300
+    defaults = config_from_mapping({}).resolver
+    assert defaults.max_listings_per_hour == 30 and defaults.rate_limit_pause == 3600.0
+
+
+def test_budget_keys_out_of_range_are_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"resolver": {"max_calls_per_hour": 0, "max_listings_per_hour": 0,
+                                          "rate_limit_pause": 0}})
+    text = "\n".join(info.value.errors)
+    for key in ("resolver.max_calls_per_hour", "resolver.max_listings_per_hour",
+                "resolver.rate_limit_pause"):
+        assert key in text

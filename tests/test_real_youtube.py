@@ -105,11 +105,15 @@ async def test_without_the_cookies_the_bot_check_is_a_clear_error(
 ) -> None:
     faketube.add_track(VID, random_audio(1000), title="Signed In")
     faketube.configure(VID, require_cookie="SID=x")
-    proxy = await tube_proxy()
+    # The bot check is YouTube refusing the address (issue 25): the request is
+    # held (here 2 s) with one yt-dlp try, then told what to do.
+    proxy = await tube_proxy(retry={**FAST["retry"], "gap_budget": 1.0, "hold_budget": 2.0})
     async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
         body = await resp.json()
-    assert resp.status == 502
-    assert "Sign in to confirm" in body["message"]
+    assert resp.status == 503 and body["error"] == "youtube_refused"
+    assert "cookies" in body["message"] and "PO-token provider" in body["message"]
+    assert "Sign in to confirm" in body["detail"]
+    assert len(faketube.player_requests) == 1
 
 
 async def test_a_format_available_in_4_s_is_waited_for_not_refused(

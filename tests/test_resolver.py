@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import random_audio
 from ytproxy.config import ResolverConfig
-from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone
+from ytproxy.errors import ResolverFailed, ResolverUnavailable, TrackGone, YoutubeRefused
 from ytproxy.resolve.resolver import Resolver, classify_error, expiry_from_url, strip_query
 
 VID = "AbCdEfGhIj0"
@@ -114,8 +114,9 @@ def test_classify_known_youtube_messages() -> None:
                     ) is TrackGone
     assert classify("ERROR: [youtube] abc: HTTP Error 429: Too Many Requests"
                     ) is ResolverUnavailable
+    # YouTube refusing the address is a state, not a failure of the track (issue 25).
     assert classify("ERROR: [youtube] abc: Sign in to confirm you're not a bot"
-                    ) is ResolverFailed
+                    ) is YoutubeRefused
     assert classify("ERROR: Unsupported URL: https://example.invalid/x") is ResolverFailed
     assert classify("ERROR: something new and strange") is ResolverFailed
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from ytproxy.loops import EVENT_LOOPS
 
 __all__ = [
+    "DEFAULT_CALLS_PER_HOUR",
     "MAX_CHUNK_SIZE",
     "MAX_CONFIG_BYTES",
     "OWNED_YTDLP_OPTIONS",
@@ -92,6 +93,15 @@ class ResolverConfig:
     expiry_margin: float = 300.0
     max_calls_per_minute: int = 30
     rate_limit_wait: float = 30.0
+    # yt-dlp calls that resolve a video, per sliding hour (see
+    # ytproxy.resolve.budget): listeners' always go, background work takes
+    # what is left.  Not set: 200, or 1000 with cookies (DEFAULT_CALLS_PER_HOUR).
+    max_calls_per_hour: int = 200
+    # Listings (a search, a mix, a playlist), counted apart, per sliding hour.
+    max_listings_per_hour: int = 30
+    # Seconds ytproxy leaves YouTube alone after it says "rate-limited"
+    # (YouTube's own figure: up to an hour); a bot check is retried as often.
+    rate_limit_pause: float = 3600.0
     # Let add/import read pages on loopback, link-local and private addresses.
     allow_private_sources: bool = False
     # The JavaScript runtime yt-dlp is given: "auto", a name (deno, node, bun,
@@ -388,6 +398,13 @@ SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "c
                           "cookies"})
 
 
+# resolver.max_calls_per_hour when it is not set: (without cookies, with them).
+# YouTube allows a guest roughly 300 videos an hour and an account about
+# 2,000 (FACTS.md); both defaults stay far below, since the refusal lasts an
+# hour and an account used with yt-dlp can be banned.
+DEFAULT_CALLS_PER_HOUR = (200, 1000)
+
+
 def find_config_file(explicit: str | None = None) -> Path | None:
     """``--config PATH``, then ``$YTPROXY_CONFIG``, then the XDG file, else None."""
     if explicit:
@@ -484,6 +501,11 @@ def config_from_mapping(
     given = raw.get("limits")
     if isinstance(limits, LimitsConfig) and isinstance(given, Mapping):
         sections["limits"] = _derived_limits(limits, given)
+    resolver = sections.get("resolver")
+    given = raw.get("resolver")
+    if isinstance(resolver, ResolverConfig) and (
+            not isinstance(given, Mapping) or "max_calls_per_hour" not in given):
+        sections["resolver"] = _derived_budget(resolver)
     config = Config(**{k: v for k, v in sections.items() if v is not None}, source=source)
     errors.extend(_check_values(config, source, origins))
     if errors:
@@ -555,6 +577,13 @@ def _derived_limits(limits: LimitsConfig, given: Mapping[str, Any]) -> LimitsCon
     return limits
 
 
+def _derived_budget(resolver: ResolverConfig) -> ResolverConfig:
+    """max_calls_per_hour not set: the higher default when yt-dlp signs in."""
+    signed_in = bool(resolver.cookies_file.strip() or resolver.cookies_from_browser.strip())
+    return dataclasses.replace(resolver,
+                               max_calls_per_hour=DEFAULT_CALLS_PER_HOUR[signed_in])
+
+
 def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> list[str]:
     errors: list[str] = []
 
@@ -616,6 +645,12 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
     errors.extend(_check_pot_provider(r, source, origins))
     need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
          r.rate_limit_wait)
+    need(1 <= r.max_calls_per_hour <= 100_000, "resolver.max_calls_per_hour",
+         "must be between 1 and 100000", r.max_calls_per_hour)
+    need(1 <= r.max_listings_per_hour <= 10_000, "resolver.max_listings_per_hour",
+         "must be between 1 and 10000", r.max_listings_per_hour)
+    need(0 < r.rate_limit_pause <= 86_400, "resolver.rate_limit_pause",
+         "must be > 0 and at most 86400 seconds", r.rate_limit_pause)
     need(4096 <= u.chunk_size <= MAX_CHUNK_SIZE, "upstream.chunk_size",
          f"must be between 4096 and {MAX_CHUNK_SIZE} bytes (10 MiB): googlevideo "
          "throttles larger ranges to a crawl", u.chunk_size)

@@ -29,6 +29,7 @@ __all__ = [
     "UpstreamHostNotAllowed",
     "UpstreamUnavailable",
     "UpstreamUnreachable",
+    "YoutubeRefused",
     "YtproxyError",
 ]
 
@@ -39,11 +40,17 @@ class YtproxyError(Exception):
     code = "error"
     status = 500
     retry_after: float | None = None
+    # The words of whatever failed below (yt-dlp's message), for a program or
+    # a bug report: JSON bodies carry it as "detail"; people read the message.
+    detail: str | None = None
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str = "", *, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
         if retry_after is not None:
             self.retry_after = retry_after
+        if detail is not None:
+            self.detail = detail
 
 
 class InvalidTrackId(YtproxyError):
@@ -170,14 +177,29 @@ class ResolverUnavailable(YtproxyError):
     offline = False
 
 
+class YoutubeRefused(ResolverUnavailable):
+    """YouTube refuses this address for now (``state``: "rate_limited" or
+    "bot_check"): not the track's fault; requests are held through it and the
+    track plays the moment YouTube lets it."""
+
+    code = "youtube_refused"
+    offline = True
+    state = "rate_limited"
+
+    def __init__(self, message: str, *, state: str, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, detail=detail)
+        self.state = state
+
+
 class UpstreamFailed(YtproxyError):
     code = "upstream_failed"
     status = 502
     host: str | None = None  # the upstream host it is about, when one is
 
     def __init__(self, message: str = "", *, retry_after: float | None = None,
-                 host: str | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
+                 host: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, detail=detail)
         if host is not None:
             self.host = host
 

@@ -15,6 +15,10 @@ what YouTube does in 2026 (../shared/docs/FACTS.md):
   ``prefix_only`` → 403 ``past_prefix`` for any range reaching byte N or past;
   a track with ``require_cookie`` → 403 ``no_cookie`` without it.
 
+``refuse(REASON, after=N)``: from the N+1-th player request on, every player
+request is refused with YouTube's reason as yt-dlp words it (``RATE_LIMITED``,
+``BOT_CHECK``), until ``relent()``.
+
 Listings, as YouTube Music gives them to yt-dlp, for the listing extractors
 of the plugin (tests/ytdlp_plugins/.../ytproxy_fakemusic.py): a catalogue of
 songs (``add_song``: artist, title, duration), searched by words
@@ -50,14 +54,28 @@ from tests.fakes.googlevideo import (
     _requested_range,
 )
 
-__all__ = ["DEFAULT_CLIENTS", "PLUGINS", "FakeTube", "Format", "ListingRecord", "PlayerRecord",
-           "Song", "faketube"]
+__all__ = ["BOT_CHECK", "DEFAULT_CLIENTS", "PLUGINS", "RATE_LIMITED", "FakeTube", "Format",
+           "ListingRecord", "PlayerRecord", "Song", "faketube"]
 
 PLUGINS = Path(__file__).resolve().parent.parent / "ytdlp_plugins"
 DEFAULT_CLIENTS = ("tv_samsung", "visionos")
 INNERTUBE_NAMES = {"tv": "TVHTML5", "tv_samsung": "TVHTML5", "tv_downgraded": "TVHTML5",
                    "tv_simply": "TVHTML5_SIMPLY", "visionos": "VISIONOS",
                    "android_vr": "ANDROID_VR", "mweb": "MWEB", "ios": "IOS"}
+# YouTube's two refusals of an address, in the words yt-dlp 2026.11 raises them
+# with (yt_dlp/extractor/youtube/_video.py and _base.py's _youtube_login_hint).
+RATE_LIMITED = (
+    "This content isn't available, try again later. The current session has been "
+    "rate-limited by YouTube for up to an hour. It is recommended to use `-t sleep` to add a "
+    "delay between video requests to avoid exceeding the rate limit. For more information, "
+    "refer to  https://github.com/yt-dlp/yt-dlp/wiki/Extractors"
+    "#this-content-isnt-available-try-again-later")
+BOT_CHECK = (
+    "Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser or --cookies for the "
+    "authentication. See  https://github.com/yt-dlp/yt-dlp/wiki/FAQ"
+    "#how-do-i-pass-cookies-to-yt-dlp  for how to manually pass cookies. Also see  "
+    "https://github.com/yt-dlp/yt-dlp/wiki/Extractors#exporting-youtube-cookies  for tips on "
+    "effectively exporting YouTube cookies")
 HEADERS = {"User-Agent": "Mozilla/5.0 (FakeTube)", "Accept": "*/*",
            "Accept-Language": "en-us,en;q=0.5", "Sec-Fetch-Mode": "navigate"}
 
@@ -88,6 +106,7 @@ class PlayerRecord:
     cookie: str | None
     seen: dict[str, object]
     at: float
+    refused: bool = False  # answered with the reason given to FakeTube.refuse
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,15 @@ class FakeTube(FakeGooglevideo):
         #: source_url_template), or "Youtube" to look like YouTube's listings to
         #: code that keys on it (`ytproxy import` takes YouTube entries' ids).
         self.entry_ie_key = "FakeTube"
+        self._refusal: tuple[str, int] | None = None  # (reason, from this request on)
+
+    def refuse(self, reason: str, *, after: int = 0) -> None:
+        """Refuse every player request after the next ``after`` with ``reason``."""
+        self._refusal = (reason, len(self.player_requests) + after)
+
+    def relent(self) -> None:
+        """Answer player requests again."""
+        self._refusal = None
 
     @property
     def watch_url_template(self) -> str:
@@ -269,9 +297,15 @@ class FakeTube(FakeGooglevideo):
         cookie = request.headers.get("Cookie")
         clients = self._clients(asked)
         served = next((c for c in clients if c in INNERTUBE_NAMES), None)
-        self.player_requests.append(PlayerRecord(
-            video_id, asked, served, cookie, json.loads(request.query.get("seen", "{}")),
-            time.time()))
+        record = PlayerRecord(video_id, asked, served, cookie,
+                              json.loads(request.query.get("seen", "{}")), time.time())
+        self.player_requests.append(record)
+        if self._refusal is not None and len(self.player_requests) > self._refusal[1]:
+            record.refused = True
+            self._notify()
+            # The plugin raises a 403's body as yt-dlp's ExtractorError(expected=True),
+            # as YouTube's extractor raises the player's reason.
+            return web.Response(status=403, text=self._refusal[0])
         self._notify()
         if video_id in self.player_delay:
             await asyncio.sleep(self.player_delay[video_id])

@@ -12,10 +12,11 @@ from ytproxy.cache.body import CachedBody
 from ytproxy.cache.download import Download
 from ytproxy.cache.files import AudioCache, CacheFile
 from ytproxy.config import Config
-from ytproxy.errors import YtproxyError
+from ytproxy.errors import YoutubeRefused, YtproxyError
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo
+from ytproxy.resolve.budget import CallKind
 from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
 
 __all__ = ["TrackCache", "refresher"]
@@ -27,11 +28,24 @@ log = logging.getLogger(__name__)
 _PREFETCHES_AT_ONCE = 2
 
 
-def refresher(tracks: Tracks, track_id: str) -> Refresh:
-    """A stream's way to a fresh URL for the same format, avoiding failed clients."""
+def refresher(tracks: Tracks, track_id: str, kind: CallKind = CallKind.LISTENER) -> Refresh:
+    """A stream's way to a fresh URL for the same format, avoiding failed clients.
+
+    While YouTube refuses this address, a stream gets one yt-dlp try: held, it
+    asks again without a call until the pause ends (``Resolver.resolve``)."""
+    tried = False  # this stream's one try during a refusal is spent
+
     async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
-        return await tracks.refresh(track_id, format_id=current.format_id,
-                                    avoid_clients=avoid_clients)
+        nonlocal tried
+        try:
+            fresh = await tracks.refresh(track_id, format_id=current.format_id,
+                                         avoid_clients=avoid_clients, kind=kind,
+                                         try_while_paused=not tried)
+        except YoutubeRefused:
+            tried = True
+            raise
+        tried = False
+        return fresh
 
     return refresh
 
@@ -130,11 +144,14 @@ class TrackCache:
         download = entry.download if entry is not None else None
         if entry is None or (not entry.complete and download is None):
             async with self._prefetch_slots:
-                _, info = await self._tracks.stream_for(track_id)
+                # Background work: it waits for what the hour's budget leaves,
+                # and while YouTube refuses (ytproxy.resolve.budget).
+                _, info = await self._tracks.stream_for(track_id, kind=CallKind.BACKGROUND)
                 size, mime = info.size, info.mime
                 if size is None:
                     size, info, mime = await probe_size(
-                        self._fetcher, info, refresh=refresher(self._tracks, track_id),
+                        self._fetcher, info,
+                        refresh=refresher(self._tracks, track_id, CallKind.BACKGROUND),
                         policy=self._config.retry, label=track_id,
                         max_available_wait=self._config.resolver.max_available_wait)
                     await self._tracks.remember_size(track_id, size)

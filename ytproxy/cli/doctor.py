@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ytproxy.cli.checks import Check
@@ -32,6 +33,7 @@ from ytproxy.config import Config, ConfigError, ResolverConfig, load_config
 from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.store import SCHEMA_VERSION
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_label, runtime_version
+from ytproxy.resolve.refusals import refusal_reason
 
 __all__ = [
     "Check",
@@ -285,22 +287,51 @@ async def check_endpoint(
 
 
 async def _check_daemon(config: Config, seconds: float) -> Check:
+    """The daemon's health."""
+    return (await _daemon_checks(config, seconds))[0]
+
+
+async def _daemon_checks(config: Config, seconds: float) -> list[Check]:
+    """The daemon's health, and (when it answers) what YouTube thinks of it."""
     base = daemon_base_url(config)
     where = base.removeprefix("http://")
     try:
         report = await fetch_report(base, seconds, token=config.server.token)
     except DaemonNotAnswering as exc:
-        return Check("daemon", "fail", f"nothing answers on {where} ({exc.reason})",
-                     "start it: `ytproxy serve` or `systemctl --user start ytproxy`; "
-                     "if it runs elsewhere, set [server] host/port")
+        return [Check("daemon", "fail", f"nothing answers on {where} ({exc.reason})",
+                      "start it: `ytproxy serve` or `systemctl --user start ytproxy`; "
+                      "if it runs elsewhere, set [server] host/port")]
     health = report.health
     resolver = report.status.get("resolver")
     client = resolver.get("client") if isinstance(resolver, dict) else None
     using = f"; player client in use: {client}" if isinstance(client, str) else ""
+    youtube = youtube_check(resolver if isinstance(resolver, dict) else {})
+    others = [youtube] if youtube is not None else []
+    # The refusal is said once, by its own line.
+    reasons = tuple(r for r in health.reasons if not r.startswith("youtube: "))
     if health.ok:
-        return Check("daemon", "ok", f"answering on {where}: healthy{using}")
-    return Check("daemon", "warn", f"answering on {where}, but {health.status}{using}",
-                 "see `ytproxy status` for what is failing", tuple(health.reasons))
+        return [Check("daemon", "ok", f"answering on {where}: healthy{using}"), *others]
+    if youtube is not None and not reasons:
+        return [Check("daemon", "ok", f"answering on {where}: {health.status} only by "
+                      f"YouTube's refusal (next line){using}"), *others]
+    return [Check("daemon", "warn", f"answering on {where}, but {health.status}{using}",
+                  "see `ytproxy status` for what is failing", reasons), *others]
+
+
+def youtube_check(resolver: dict[str, Any]) -> Check | None:
+    """One line on YouTube's refusal state as the daemon reports it: a bot
+    check fails (it lasts until something changes), a rate limit warns (it
+    passes by itself); None when the daemon says nothing of it."""
+    youtube = resolver.get("youtube")
+    if not isinstance(youtube, dict):
+        return None
+    reason = refusal_reason(youtube)
+    if reason is None:
+        return Check("youtube", "ok", "no refusal from YouTube")
+    line = reason.removeprefix("youtube: ")
+    if youtube.get("state") == "bot_check":
+        return Check("youtube", "fail", line)
+    return Check("youtube", "warn", line)
 
 
 async def _check_mpd(config: Config, seconds: float) -> Check:
@@ -385,16 +416,17 @@ async def run_checks(
                        proxy=proxy_for(t, config.upstream.proxy))
         for t in targets if isinstance(t, Target)
     ]
+    daemon = asyncio.ensure_future(_daemon_checks(config, timeout))
     po_token = asyncio.ensure_future(_po_token_checks(config, timeout))
     store_check, ytdlp_check, runtime_check, *reached = await asyncio.gather(
-        store, *local, *network,
-        _check_daemon(config, timeout), _check_mpd(config, timeout),
+        store, *local, *network, _check_mpd(config, timeout),
     )
-    *endpoint_checks, daemon_check, mpd_check = reached
+    daemon_checks = await daemon
+    *endpoint_checks, mpd_check = reached
     endpoints = iter(endpoint_checks)
     network_checks = [next(endpoints) if isinstance(t, Target) else t for t in targets]
     return [config_check, store_check, ytdlp_check, _check_ejs(), runtime_check,
-            _check_cookies(config.resolver), *await po_token, *network_checks, daemon_check,
+            _check_cookies(config.resolver), *await po_token, *network_checks, *daemon_checks,
             mpd_check]
 
 

@@ -25,6 +25,7 @@ from ytproxy.resolve.jsruntime import runtime_label
 
 __all__ = [
     "EXIT_NOT_RUNNING",
+    "budget_line",
     "cache_line",
     "format_bytes",
     "format_duration",
@@ -251,11 +252,14 @@ def render_report(report: DaemonReport) -> str:
         for n, line in enumerate(sync_lines(sync)):
             lines.append(f"{'sync:' if n == 0 else '':<10}{line}")
     resolver = section("resolver", "resolver",
-                       skip=("breaker", "js_runtime", "client", "cookies"))
+                       skip=("breaker", "js_runtime", "client", "cookies", "budget",
+                             "youtube"))
     if isinstance(resolver.get("breaker"), Mapping):
         lines.append(f"{'':<10}breaker {_breaker(resolver['breaker'])}")
     if resolver:
         lines.append(f"{'':<10}{_youtube(resolver)}")
+    if isinstance(resolver.get("budget"), Mapping):
+        lines.append(f"{'':<10}{budget_line(resolver)}")
     upstream = section("upstream", "upstream", skip=("hosts",))
     hosts = upstream.get("hosts")
     if isinstance(hosts, Mapping):
@@ -263,6 +267,22 @@ def render_report(report: DaemonReport) -> str:
             if isinstance(info, Mapping):
                 lines.append(f"{'':<10}{host}: {_breaker(info)}")
     return "\n".join(lines) + "\n"
+
+
+def budget_line(resolver: Mapping[str, Any]) -> str:
+    """``calls 12 of 200 in the last hour, 3 background waiting; listings 1 of
+    30; YouTube ok``."""
+    b: Mapping[str, Any] = resolver.get("budget") or {}
+    youtube = resolver.get("youtube")
+    state = youtube.get("state", "ok") if isinstance(youtube, Mapping) else "ok"
+    waiting = b.get("waiting_background", 0)
+    line = (f"calls {b.get('calls_last_hour', '?')} of {b.get('max_calls_per_hour', '?')} "
+            f"in the last hour, {waiting} background waiting")
+    if not b.get("left") and isinstance(b.get("next_free_in"), int | float):
+        line += f" (next in {format_duration(b['next_free_in'])})"
+    line += (f"; listings {b.get('listings_last_hour', '?')} of "
+             f"{b.get('max_listings_per_hour', '?')}; YouTube {state}")
+    return line
 
 
 def _youtube(resolver: Mapping[str, Any]) -> str:

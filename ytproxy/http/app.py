@@ -100,10 +100,10 @@ def error_response(exc: YtproxyError) -> web.Response:
         headers["Content-Range"] = f"bytes */{exc.size}"
     # Any URL in a message (a resolver's or upstream's words) loses its query
     # values here: a signed stream URL must not reach a client.
-    return web.json_response(
-        {"error": exc.code, "message": redact_urls(str(exc))}, status=exc.status,
-        headers=headers,
-    )
+    body = {"error": exc.code, "message": redact_urls(str(exc))}
+    if exc.detail:
+        body["detail"] = redact_urls(exc.detail)  # yt-dlp's own words, for programs
+    return web.json_response(body, status=exc.status, headers=headers)
 
 
 @web.middleware

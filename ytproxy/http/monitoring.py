@@ -32,6 +32,7 @@ from ytproxy.loops import loop_name
 from ytproxy.redact import redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolve.jsruntime import runtime_label
+from ytproxy.resolve.refusals import refusal_reason
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.upstream import UpstreamFetcher
 
@@ -140,6 +141,10 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
             "client": resolver.last_client,
             "js_runtime": await resolver.js_runtime_info(),
             "cookies": resolver.cookies_source,
+            # The hour's yt-dlp calls and what waits for them (ytproxy.resolve.budget).
+            "budget": resolver.budget.as_dict(),
+            # YouTube's refusals as a state: "ok", "rate_limited" or "bot_check".
+            "youtube": resolver.refusal.as_dict(),
         },
         "upstream": {
             "requests": fetcher.requests,
@@ -196,6 +201,9 @@ async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
         if breaker.state != "closed":
             reasons.append(f"{breaker.name}: breaker {breaker.state.replace('_', '-')} "
                            f"after {breaker.failures} failures (last: {breaker.last_error})")
+    said = refusal_reason(daemon.resolver.refusal.as_dict())
+    if said is not None:
+        reasons.append(said)
     reasons += daemon.fetcher.holds.reasons()
     if reasons:
         return 503, {"status": "degraded", "reasons": reasons}
@@ -244,6 +252,24 @@ class _StateCollector(Collector):
         calls = CounterMetricFamily("ytproxy_resolver_calls", "yt-dlp calls made")
         calls.add_metric([], d.resolver.calls)
         yield calls
+        budget = d.resolver.budget
+        hour = GaugeMetricFamily("ytproxy_resolver_calls_last_hour",
+                                 "yt-dlp calls in the last hour, by budget",
+                                 labels=["budget"])
+        hour.add_metric(["videos"], budget.used())
+        hour.add_metric(["listings"], budget.listings_used())
+        yield hour
+        waiting = GaugeMetricFamily("ytproxy_resolver_background_waiting",
+                                    "Background yt-dlp calls waiting for the hour's budget")
+        waiting.add_metric([], budget.waiting)
+        yield waiting
+        refused = GaugeMetricFamily("ytproxy_youtube_refusing",
+                                    "1 while YouTube refuses this address, by state",
+                                    labels=["state"])
+        current = d.resolver.refusal.current()
+        for name in ("rate_limited", "bot_check"):
+            refused.add_metric([name], 1 if current == name else 0)
+        yield refused
         hits = CounterMetricFamily("ytproxy_resolver_cache_hits",
                                    "Plays served from a stored, unexpired URL")
         hits.add_metric([], d.tracks.cache_hits)
@@ -325,6 +351,20 @@ def _youtube_line(resolver: dict[str, Any]) -> str:
     cookies = resolver.get("cookies")
     given = html.escape(cookies) if isinstance(cookies, str) else "none"
     return f"yt-dlp: {shown} · player client {using} · cookies {given}"
+
+
+def _budget_line(resolver: dict[str, Any]) -> str:
+    """The hour's yt-dlp calls, what waits for them, and YouTube's state."""
+    budget = resolver.get("budget")
+    if not isinstance(budget, dict):
+        return ""
+    youtube = resolver.get("youtube")
+    state = youtube.get("state") if isinstance(youtube, dict) else None
+    return (f"yt-dlp calls in the last hour: {budget.get('calls_last_hour')} of "
+            f"{budget.get('max_calls_per_hour')} · background waiting: "
+            f"{budget.get('waiting_background')} · listings: "
+            f"{budget.get('listings_last_hour')} of {budget.get('max_listings_per_hour')} · "
+            f"YouTube: {html.escape(str(state or 'ok'))}")
 
 
 def _source_label(stream: dict[str, Any]) -> str:
@@ -429,6 +469,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 {status['slots']['in_use']} of {status['slots']['capacity']} stream slots in use ·
 {status['store']['tracks']} tracks stored</p>
 <p>{_youtube_line(resolver)}</p>
+<p>{_budget_line(resolver)}</p>
 <h2>Playing</h2>
 <table><tr><th>id</th><th>name</th><th>client</th><th>sent</th><th>rate</th>
 <th>range</th><th>retries/refreshes</th><th>from</th></tr>{rows}</table>

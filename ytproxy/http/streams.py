@@ -25,6 +25,7 @@ from ytproxy.errors import (
     InvalidTrackId,
     ResolverUnavailable,
     UpstreamFailed,
+    YoutubeRefused,
     YtproxyError,
 )
 from ytproxy.http.icy import IcyFramer, wants_icy
@@ -167,17 +168,24 @@ class StreamHandler:
 
     async def _stream_for(self, request: web.Request, track_id: str) -> tuple[Track, StreamInfo]:
         """``Tracks.stream_for``, held while the resolver is out of reach for every
-        track (offline, breaker open) for up to ``retry.hold_budget``: MPD waits
-        for headers, and an error would make it skip the song."""
+        track (offline, breaker open, YouTube refusing this address) for up to
+        ``retry.hold_budget``: MPD waits for headers, and an error would make
+        it skip the song.  While YouTube refuses, a request gets one yt-dlp
+        try; held, it asks again without calling yt-dlp until the pause ends."""
         gap = RetryGap(self._policy)
         held: Held | None = None
+        try_while_paused = True
         try:
             while True:
                 try:
-                    return await self._tracks.stream_for(track_id)
+                    return await self._tracks.stream_for(track_id,
+                                                         try_while_paused=try_while_paused)
                 except ResolverUnavailable as exc:
                     if not exc.offline:
                         raise
+                    refused = isinstance(exc, YoutubeRefused)
+                    if refused:
+                        try_while_paused = False  # its one try is spent
                     # Probe at the resolver breaker's pace at most (a network
                     # failure's own retry_after is a generic 30 s).
                     pace = min(exc.retry_after or 0.0, self._config.breaker.reset_after)
@@ -186,9 +194,12 @@ class StreamHandler:
                         raise
                     if not _listening(request):
                         raise ConnectionResetError("the listener went away") from None
-                    log.debug("stream: %s: holding for the resolver (%s); next try in "
+                    log.debug("stream: %s: holding for the resolver (%s); next look in "
                               "%.1f s", track_id, exc, delay)
-                    held = held or self._fetcher.holds.hold("the resolver (yt-dlp)")
+                    if held is None:
+                        held = self._fetcher.holds.hold(
+                            f"YouTube ({exc.state})" if isinstance(exc, YoutubeRefused)
+                            else "the resolver (yt-dlp)")
                     await asyncio.sleep(delay)
         finally:
             if held is not None:

@@ -22,6 +22,7 @@ from ytproxy.errors import (
     StoreError,
     TrackGone,
     TrackNotFound,
+    YoutubeRefused,
     YtproxyError,
 )
 from ytproxy.library.playlists import (
@@ -32,6 +33,7 @@ from ytproxy.library.playlists import (
 )
 from ytproxy.library.store import Store
 from ytproxy.models import StreamInfo, Track, is_video_id
+from ytproxy.resolve.budget import CallKind
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.resolve.singleflight import SingleFlight
 from ytproxy.resolve.sources import check_source_url
@@ -131,7 +133,8 @@ class Tracks:
         await check_source_url(url, allow_private=self._config.allow_private_sources,
                                timeout=self._config.timeout)
 
-    async def add(self, id_or_url: str) -> Track:
+    async def add(self, id_or_url: str, *, kind: CallKind = CallKind.LISTENER,
+                  try_while_paused: bool = True) -> Track:
         """Resolve and store a track (used by `ytproxy add` and POST /tracks)."""
         track_id, source_url, given = self._identify(id_or_url)
         if given:
@@ -139,7 +142,8 @@ class Tracks:
         existing = await self.store.get(track_id)
         if existing is not None:
             source_url = existing.source_url
-        info = await self.resolver.resolve(source_url)
+        info = await self.resolver.resolve(source_url, kind=kind,
+                                           try_while_paused=try_while_paused)
         await self.store.upsert_track(
             track_id, source_url, title=info.title, artist=info.artist, album=info.album,
             duration=info.duration,
@@ -149,22 +153,32 @@ class Tracks:
         assert track is not None
         return track
 
-    async def stream_for(self, track_id: str) -> tuple[Track, StreamInfo]:
-        """The track and a stream URL that will not expire for at least the safety margin."""
+    async def stream_for(self, track_id: str, *, kind: CallKind = CallKind.LISTENER,
+                         try_while_paused: bool = True) -> tuple[Track, StreamInfo]:
+        """The track and a stream URL that will not expire for at least the safety margin.
+
+        ``kind``: who waits for it (a listener's call goes first; background
+        work waits its turn, see ``Resolver.resolve``, as does
+        ``try_while_paused``)."""
         if not is_video_id(track_id):
             raise InvalidTrackId(
                 f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
             )
         track = await self.store.get(track_id)
         if track is None:
-            return await self._lazy_add(track_id)
+            return await self._lazy_add(track_id, kind, try_while_paused)
         stored = track.stored_stream()
         now = time.time()
         if stored is not None and stored.fresh(now, self._config.expiry_margin):
             self.cache_hits += 1
             return track, stored
         try:
-            info = await self.refresh(track_id)
+            if kind is CallKind.LISTENER:
+                # Joining a background refresh of this track: it goes now.
+                with self.resolver.wanting(track.source_url):
+                    info = await self.refresh(track_id, try_while_paused=try_while_paused)
+            else:
+                info = await self.refresh(track_id, kind=kind)
         except (ResolverUnavailable, ResolverFailed) as exc:
             # Degrade gracefully: a URL inside the safety margin still works for
             # a while, and the relay refreshes on 403 if it runs out mid-song.
@@ -176,11 +190,12 @@ class Tracks:
         refreshed = await self.store.get(track_id)
         return (refreshed or track), info
 
-    async def _lazy_add(self, track_id: str) -> tuple[Track, StreamInfo]:
+    async def _lazy_add(self, track_id: str, kind: CallKind = CallKind.LISTENER,
+                        try_while_paused: bool = True) -> tuple[Track, StreamInfo]:
         # MPD users just `mpc add http://…/proxy/<id>`: an unknown id is added on first play.
         log.info("tracks: %s is not stored; adding it on first play", track_id)
         try:
-            track = await self.add(track_id)
+            track = await self.add(track_id, kind=kind, try_while_paused=try_while_paused)
         except TrackGone as exc:
             raise TrackNotFound(f"unknown track {track_id}: {exc}") from exc
         info = track.stored_stream()
@@ -188,7 +203,9 @@ class Tracks:
         return track, info
 
     async def refresh(self, track_id: str, *, format_id: str | None = None,
-                      avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+                      avoid_clients: tuple[str, ...] = (),
+                      kind: CallKind = CallKind.LISTENER,
+                      try_while_paused: bool = True) -> StreamInfo:
         """Ask the resolver for a fresh URL and store it; concurrent asks share one call.
 
         ``format_id``: the format a stream is playing, asked for again so that a
@@ -198,16 +215,22 @@ class Tracks:
         """
         key = (track_id, format_id, avoid_clients)
         return await self._refreshes.run(
-            key, lambda: self._refresh(track_id, format_id, avoid_clients))
+            key, lambda: self._refresh(track_id, format_id, avoid_clients, kind,
+                                       try_while_paused))
 
     async def _refresh(self, track_id: str, format_id: str | None = None,
-                       avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+                       avoid_clients: tuple[str, ...] = (),
+                       kind: CallKind = CallKind.LISTENER,
+                       try_while_paused: bool = True) -> StreamInfo:
         track = await self.store.get(track_id)
         if track is None:
             raise TrackNotFound(f"unknown track {track_id}")
         try:
             info = await self.resolver.resolve(track.source_url, format_id=format_id,
-                                               avoid_clients=avoid_clients)
+                                               avoid_clients=avoid_clients, kind=kind,
+                                               try_while_paused=try_while_paused)
+        except YoutubeRefused:
+            raise  # YouTube refuses the address, not this track: nothing is recorded
         except YtproxyError as exc:
             self._in_background("record the error", self.store.record_error(track_id, str(exc)))
             raise

@@ -8,6 +8,7 @@ yt-dlp is blocking and not promised thread-safe: every call gets its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -15,7 +16,7 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,11 +34,15 @@ from ytproxy.errors import (
     ResolverFailed,
     ResolverUnavailable,
     TrackGone,
+    YoutubeRefused,
     YtproxyError,
 )
 from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
+from ytproxy.resolve.budget import CallBudget, CallKind, Ticket
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_version
+from ytproxy.resolve.messages import clock_time, describe, first_line
+from ytproxy.resolve.refusals import STATES, RefusalState
 from ytproxy.resolve.singleflight import SingleFlight
 from ytproxy.resolve.ytdlp_process import (
     CallTimedOut,
@@ -264,8 +269,11 @@ def with_extractor_arg(extractor_args: object, ie_key: str, key: str,
     return merged
 
 
-def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
-    """Map a yt-dlp failure to what a listener (and the HTTP status) should be told."""
+def classify_error(exc: BaseException, source_url: str, *, until: float | None = None,
+                   cookies: bool = False) -> YtproxyError:
+    """Map a yt-dlp failure to what a listener (and the HTTP status) should be
+    told: one sentence (``ytproxy.resolve.messages``), yt-dlp's own words in
+    ``detail``.  ``until``: when a rate limit's pause would end."""
     if isinstance(exc, YtproxyError):
         return exc
     text = str(exc)
@@ -274,32 +282,35 @@ def classify_error(exc: BaseException, source_url: str) -> YtproxyError:
         expected, network = exc.expected, exc.network
     else:
         expected, network = failure_cause(exc)
-    short = text.removeprefix("ERROR: ").strip()
+    detail = text.removeprefix("ERROR: ").strip()
+    said = describe(text, until=until, cookies=cookies)
+    if said.kind in STATES:
+        return YoutubeRefused(said.sentence, state=said.kind, detail=detail)
     status_match = _HTTP_STATUS_RE.search(text)
     if status_match is not None:
         status = int(status_match.group(1))
         if status in (404, 410):
-            return TrackGone(f"the source says this track is gone: {short}")
+            return TrackGone(f"the source says this track is gone (HTTP {status}); remove it",
+                             detail=detail)
         if status == 429 or status >= 500:
-            return ResolverUnavailable(f"the source is refusing or failing right now: {short}")
-        return ResolverFailed(f"the source refused the request: {short}")
-    if any(p in lower for p in _GONE_PHRASES):
-        return TrackGone(f"the source says this track is gone: {short}")
-    if "sign in" in lower or "confirm you" in lower:
-        return ResolverFailed(
-            f"the source asks for a sign-in: {short}. Upgrading yt-dlp often helps "
-            "(pip install -U 'yt-dlp[default,deno]')"
-        )
-    if any(p in lower for p in _TRANSIENT_PHRASES) or network:
-        return ResolverUnavailable(f"could not reach the source right now: {short}")
+            return ResolverUnavailable(f"the source is refusing or failing right now (HTTP "
+                                       f"{status}); ytproxy tries again shortly", detail=detail)
+        return ResolverFailed(f"the source refused the request (HTTP {status}): "
+                              f"{first_line(text)}", detail=detail)
+    if said.kind in ("unavailable", "private") or any(p in lower for p in _GONE_PHRASES):
+        return TrackGone(said.sentence, detail=detail)
+    if said.kind in ("age_restricted", "sign_in", "too_old"):
+        return ResolverFailed(said.sentence, detail=detail)
+    if said.kind == "network" or any(p in lower for p in _TRANSIENT_PHRASES) or network:
+        sentence = said.sentence if said.kind == "network" else (
+            "could not reach the source right now; ytproxy tries again shortly")
+        return ResolverUnavailable(sentence, detail=detail)
     if "unsupported url" in lower:
-        return ResolverFailed(f"yt-dlp does not know how to read {source_url}")
+        return ResolverFailed(f"yt-dlp does not know how to read {source_url}", detail=detail)
     if expected:
-        return ResolverFailed(f"yt-dlp could not resolve the track: {short}")
-    return ResolverFailed(
-        f"yt-dlp failed: {short}. If this keeps happening, upgrade yt-dlp "
-        "(pip install -U 'yt-dlp[default,deno]')"
-    )
+        return ResolverFailed(f"yt-dlp could not resolve the track: {first_line(text)}",
+                              detail=detail)
+    return ResolverFailed(said.sentence, detail=detail)
 
 
 def _offline(error: ResolverUnavailable) -> ResolverUnavailable:
@@ -323,6 +334,17 @@ class Resolver:
         # One call per slot, no burst: YouTube answers bursts with 429s and bans.
         self._limiter = AsyncLimiter(1, 60.0 / config.max_calls_per_minute)
         self.rate_limit_waiting = 0
+        # The hour's calls (listeners first, background in line) and YouTube's
+        # refusals (rate_limited, bot_check) as a state, not track failures.
+        self.budget = CallBudget(config.max_calls_per_hour, config.max_listings_per_hour)
+        self.refusal = RefusalState(config.rate_limit_pause)
+        self._pulse = asyncio.Event()  # set (and replaced) when a waiter may go
+        self._wanted: Counter[str] = Counter()  # source URLs listeners wait for
+        self._listeners_at_limiter = 0
+        self._in_line: set[asyncio.Task[Any]] = set()  # background calls waiting
+        # Background calls in flight: one at a time, so that a refusal stops
+        # the next before it starts.
+        self._background_running = 0
         # Told how long each real yt-dlp call took (the metrics histogram).
         self.on_duration: Callable[[float], None] | None = None
         self._workers = YtdlpProcesses.shared(config.workers)
@@ -381,33 +403,163 @@ class Resolver:
         return self._config.source_url_template.replace("{id}", track_id)
 
     async def resolve(self, source_url: str, *, format_id: str | None = None,
-                      avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+                      avoid_clients: tuple[str, ...] = (),
+                      kind: CallKind = CallKind.LISTENER,
+                      try_while_paused: bool = True) -> StreamInfo:
         """A fresh stream URL for ``source_url``; with ``format_id``, for that
         format when it is still offered (a resume must fetch the same file),
         and with ``avoid_clients``, from player clients other than those
-        (googlevideo ``c=`` names) whose URLs failed."""
-        key = (source_url, format_id, avoid_clients)
-        return await self._flights.run(
-            key, lambda: self._resolve(source_url, format_id, avoid_clients))
+        (googlevideo ``c=`` names) whose URLs failed.
 
-    async def _admit(self) -> None:
-        """Pass the breaker and the rate limit, or raise ResolverUnavailable (503)."""
+        ``kind``: a listener's call goes at once; a background one waits its
+        turn in the hour's budget, and while YouTube refuses (``refusal``).
+        ``try_while_paused``: a listener's one try while YouTube refuses;
+        False (the same request, held, asking again): no yt-dlp call until
+        the pause ends, a YoutubeRefused at once instead.
+        """
+        key = (source_url, format_id, avoid_clients)
+        if kind is CallKind.BACKGROUND:
+            return await self._flights.run(
+                key, lambda: self._resolve_in_background(source_url, format_id, avoid_clients))
+        with self.wanting(source_url) if kind is CallKind.LISTENER else contextlib.nullcontext():
+            return await self._flights.run(
+                key, lambda: self._resolve(source_url, format_id, avoid_clients, kind,
+                                           try_while_paused))
+
+    async def _resolve_in_background(self, source_url: str, format_id: str | None,
+                                     avoid_clients: tuple[str, ...]) -> StreamInfo:
+        """A background resolve: refused by YouTube, it waits out the pause in
+        line and goes again (at most one call per pause), rather than failing."""
+        while True:
+            try:
+                return await self._resolve(source_url, format_id, avoid_clients,
+                                           CallKind.BACKGROUND)
+            except YoutubeRefused:
+                if self._wanted[source_url]:
+                    raise  # a listener joined it: it is told, and holds its request
+
+    @contextlib.contextmanager
+    def wanting(self, source_url: str) -> Iterator[None]:
+        """A listener waits for ``source_url``: a background call for it that
+        is waiting in line goes now, as the listener's."""
+        self._wanted[source_url] += 1
+        self._wake()
+        try:
+            yield
+        finally:
+            self._wanted[source_url] -= 1
+            if not self._wanted[source_url]:
+                del self._wanted[source_url]
+
+    def _wake(self) -> None:
+        """Tell every waiting background call to look again."""
+        self._pulse.set()
+        self._pulse = asyncio.Event()
+
+    async def _nap(self, seconds: float | None) -> None:
+        """Until ``_wake`` or ``seconds`` pass (None: until woken)."""
+        pulse = self._pulse
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if seconds is None else max(seconds, 0.05)):
+                await pulse.wait()
+
+    def _refused_error(self) -> YoutubeRefused:
+        state = self.refusal.state or "rate_limited"
+        return YoutubeRefused(
+            self.refusal.sentence or f"YouTube refuses this address ({state})", state=state,
+            retry_after=max(1.0, self.refusal.left()), detail=self.refusal.detail)
+
+    async def _take_turn(self, kind: CallKind, url: str, try_while_paused: bool) -> CallKind:
+        """Wait for this call's turn (see ``resolve``); the kind it goes as (a
+        background call a listener now waits for goes as the listener's)."""
+        refusal = self.refusal
+        if kind is CallKind.LISTING:
+            if refusal.state is not None and not refusal.try_now():
+                raise self._refused_error()
+            delay = self.budget.take_listing()
+            if delay > 0:
+                refusal.release_trial()
+                self.failures["listing_budget"] += 1
+                raise ResolverUnavailable(
+                    f"ytproxy has asked YouTube for {self.budget.listings_per_hour} listings "
+                    f"in the last hour (resolver.max_listings_per_hour); the next may go "
+                    f"at {clock_time(time.time() + delay)}", retry_after=delay)
+            return kind
+        if kind is CallKind.BACKGROUND and not self._wanted[url]:
+            ticket = self.budget.join()
+            task = asyncio.current_task()
+            if task is not None:
+                self._in_line.add(task)
+            self._wake()
+            try:
+                kind = await self._wait_in_line(ticket, url)
+            finally:
+                self.budget.leave(ticket)
+                if task is not None:
+                    self._in_line.discard(task)
+                self._wake()
+            if kind is CallKind.BACKGROUND:
+                return kind
+        # A listener's call (or a background one a listener now waits for):
+        # while YouTube refuses, one try per request, not one per retry.
+        if refusal.paused():
+            if not try_while_paused:
+                raise self._refused_error()
+        elif refusal.state is not None:
+            refusal.try_now()  # the trial after a pause, if none runs: it goes anyway
+        self.budget.take_listener()
+        return CallKind.LISTENER
+
+    async def _wait_in_line(self, ticket: Ticket, url: str) -> CallKind:
+        refusal = self.refusal
+        while True:
+            if self._wanted[url]:
+                return CallKind.LISTENER
+            if refusal.paused():
+                await self._nap(refusal.left())
+                continue
+            if self._background_running or (refusal.state is not None
+                                             and refusal.trial_running):
+                await self._nap(None)
+                continue
+            delay = self.budget.turn(ticket)
+            if delay == 0.0:
+                if refusal.state is not None:
+                    refusal.try_now()  # the trial after a pause
+                return CallKind.BACKGROUND
+            await self._nap(delay)
+
+    async def _admit(self, kind: CallKind) -> None:
+        """Pass the breaker and the rate limit, or raise ResolverUnavailable (503).
+        A background call waits (with no deadline) while listeners wait too."""
         try:
             self.breaker.check()
         except BreakerOpen as exc:
             self.failures["breaker_open"] += 1
+            self.refusal.release_trial()
             raise _offline(ResolverUnavailable(
                 f"yt-dlp failed {self.breaker.failures} times in a row "
                 f"(last: {self.breaker.last_error}); not trying again for "
                 f"{exc.retry_after:.0f} s. Check the network, or upgrade yt-dlp",
                 retry_after=exc.retry_after,
             )) from None
+        if kind is CallKind.BACKGROUND:
+            while self._listeners_at_limiter:
+                await self._nap(None)
+            self.rate_limit_waiting += 1
+            try:
+                await self._limiter.acquire()
+            finally:
+                self.rate_limit_waiting -= 1
+            return
         self.rate_limit_waiting += 1
+        self._listeners_at_limiter += 1
         try:
             async with asyncio.timeout(self._config.rate_limit_wait):
                 await self._limiter.acquire()
         except TimeoutError:
             self.breaker.release_trial()
+            self.refusal.release_trial()
             self.failures["rate_limited"] += 1
             raise ResolverUnavailable(
                 f"too many new tracks at once: yt-dlp calls are limited to "
@@ -417,13 +569,32 @@ class Resolver:
             ) from None
         finally:
             self.rate_limit_waiting -= 1
+            self._listeners_at_limiter -= 1
+            if not self._listeners_at_limiter:
+                self._wake()
 
     async def _call_ytdlp(
         self, url: str, options: dict[str, Any], limit: float, what: str,
-        avoid_clients: tuple[str, ...] = (),
+        avoid_clients: tuple[str, ...] = (), *, kind: CallKind = CallKind.LISTENER,
+        try_while_paused: bool = True,
     ) -> dict[str, Any]:
-        """One yt-dlp call: breaker, rate limit, worker process, deadline, classified errors."""
-        await self._admit()
+        """One yt-dlp call: its turn (budget, refusal state), breaker, rate
+        limit, worker process, deadline, classified errors."""
+        kind = await self._take_turn(kind, url, try_while_paused)
+        if kind is CallKind.BACKGROUND:
+            self._background_running += 1
+        try:
+            return await self._run_call(url, options, limit, what, avoid_clients, kind)
+        finally:
+            if kind is CallKind.BACKGROUND:
+                # The caller settles the outcome (a refusal) before it awaits
+                # anything, so the next in line sees it when it wakes.
+                self._background_running -= 1
+                self._wake()
+
+    async def _run_call(self, url: str, options: dict[str, Any], limit: float, what: str,
+                        avoid_clients: tuple[str, ...], kind: CallKind) -> dict[str, Any]:
+        await self._admit(kind)
         started = time.monotonic()
         try:
             call = asyncio.ensure_future(self._workers.extract(
@@ -432,16 +603,19 @@ class Resolver:
             call.add_done_callback(self._calls.discard)
             info = await call
         except WorkerLost as exc:
+            self.refusal.release_trial()
             self.failures["worker_lost"] += 1
             self.breaker.record_failure(str(exc), url)
             raise ResolverUnavailable(f"{exc}; the next call starts a new one") from None
         except CallTimedOut:
             # Its worker was killed: the next call gets a fresh one.
+            self.refusal.release_trial()
             self.failures["timeout"] += 1
             self.breaker.record_failure("timeout", url)
             raise ResolverUnavailable(f"yt-dlp took longer than {limit:g} s {what}") from None
         except asyncio.CancelledError:
             self.breaker.release_trial()
+            self.refusal.release_trial()
             raise
         finally:
             self.last_duration = time.monotonic() - started
@@ -452,9 +626,28 @@ class Resolver:
         return info
 
     def _settle(self, exc: Exception, url: str) -> YtproxyError:
-        """Classify a failure, count it, and tell the breaker (only transient ones count)."""
-        error = classify_error(exc, url)
+        """Classify a failure, count it, and tell the breaker (only transient
+        ones count) and the refusal state (YouTube's refusals are its own)."""
+        refusal = self.refusal
+        error = classify_error(exc, url, until=time.time() + refusal.pause,
+                               cookies=self.cookies_source is not None)
         self.failures[error.code] += 1
+        if isinstance(error, YoutubeRefused):
+            self.failures[error.state] += 1
+            # Not the track's failure, nor yt-dlp's: the breaker hears nothing.
+            self.breaker.release_trial()
+            was = refusal.current()
+            refusal.refused(error.state, str(error), error.detail)
+            error.retry_after = refusal.left()
+            if was != error.state:
+                since = clock_time(refusal.since or time.time())
+                until = clock_time(refusal.until or time.time())
+                log.warning("resolver: YouTube refuses: %s since %s, %s: %s", error.state,
+                            since, f"until {until}" if error.state == "rate_limited"
+                            else f"until a call succeeds (next try at {until})", error)
+            log.debug("resolver: %s: yt-dlp said: %s", url, error.detail)
+            self._wake()
+            return error
         if isinstance(error, ResolverUnavailable):
             # A network failure says the source is out of reach for every
             # track; anything else counts only beside other tracks' failures.
@@ -462,11 +655,23 @@ class Resolver:
             network = (isinstance(exc, ExtractFailed) and exc.network) or any(
                 phrase in lower for phrase in _NETWORK_PHRASES)
             self.breaker.record_failure(str(error), None if network else url)
+            self.refusal.release_trial()
             if network:
                 _offline(error)
         else:
             self.breaker.record_success()  # the source answered: yt-dlp itself works
+            self._answered()
         return error
+
+    def _answered(self) -> None:
+        """YouTube answered a call (with a video or a track's own error): a
+        refusal state ends, and what waits for it goes on."""
+        since = self.refusal.since
+        ended = self.refusal.success()
+        if ended is not None:
+            log.warning("resolver: YouTube answers again after %s since %s; resuming",
+                        ended, clock_time(since or time.time()))
+        self._wake()
 
     def _options(self, **extra: Any) -> dict[str, Any]:
         """YoutubeDL parameters for one call: the person's ytdlp_options, then
@@ -516,14 +721,17 @@ class Resolver:
                         "it signs in as you: chmod 600 %s", path, stat.S_IMODE(mode), path)
 
     async def _resolve(self, source_url: str, format_id: str | None = None,
-                       avoid_clients: tuple[str, ...] = ()) -> StreamInfo:
+                       avoid_clients: tuple[str, ...] = (),
+                       kind: CallKind = CallKind.LISTENER,
+                       try_while_paused: bool = True) -> StreamInfo:
         wanted = plain_http_format(self._config.format)
         if format_id is not None:
             wanted = f"{plain_http_format(format_id)}/{wanted}"
         options = self._options(noplaylist=True, format=wanted)
         try:
             info = await self._call_ytdlp(source_url, options, self._config.timeout,
-                                          f"for {source_url}", avoid_clients)
+                                          f"for {source_url}", avoid_clients, kind=kind,
+                                          try_while_paused=try_while_paused)
             if info.get("_type") == "playlist":
                 entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
                 if not entries:
@@ -535,9 +743,13 @@ class Resolver:
             raise
         except Exception as exc:
             error = self._settle(exc, source_url)
-            log.warning("resolver: %s: %s", source_url, error)
+            if not isinstance(error, YoutubeRefused):  # said once, by _settle
+                log.warning("resolver: %s: %s", source_url, error)
+                if error.detail:
+                    log.debug("resolver: %s: yt-dlp said: %s", source_url, error.detail)
             raise error from exc
         self.breaker.record_success()
+        self._answered()
         self.last_client = result.client
         log.info("resolver: %s resolved in %.2f s -> %s (format %s, client %s%s)", source_url,
                  self.last_duration, strip_query(result.url), result.format_id or "?",
@@ -555,7 +767,8 @@ class Resolver:
         options = self._options(extract_flat="in_playlist")
         limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
         try:
-            info = await self._call_ytdlp(url, options, limit, f"to list the playlist {url}")
+            info = await self._call_ytdlp(url, options, limit, f"to list the playlist {url}",
+                                          kind=CallKind.LISTING)
             result = playlist_entries_from(info, url)
         except ResolverUnavailable:
             raise
@@ -563,11 +776,18 @@ class Resolver:
             error = self._settle(exc, url)
             if isinstance(error, TrackGone):
                 # A playlist page that is gone is not a track that is gone.
-                error = ResolverFailed(f"cannot read the playlist at {url}: "
-                                       f"{str(exc).removeprefix('ERROR: ').strip()}")
-            log.warning("resolver: playlist %s: %s", url, error)
+                status = _HTTP_STATUS_RE.search(str(exc))
+                error = ResolverFailed(
+                    f"cannot read the playlist at {url}: the source says it is gone or "
+                    f"private{f' (HTTP {status.group(1)})' if status else ''}",
+                    detail=error.detail)
+            if not isinstance(error, YoutubeRefused):
+                log.warning("resolver: playlist %s: %s", url, error)
+                if error.detail:
+                    log.debug("resolver: playlist %s: yt-dlp said: %s", url, error.detail)
             raise error from exc
         self.breaker.record_success()
+        self._answered()
         log.info("resolver: listed %d entries of %s in %.2f s", len(result[1]), url,
                  self.last_duration)
         return result
@@ -588,7 +808,9 @@ class Resolver:
         options = self._options(**extra)
         call_limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
         try:
-            info = await self._call_ytdlp(url, options, call_limit, f"to list {what}")
+            # Counted apart, in the hour's listings (resolver.max_listings_per_hour).
+            info = await self._call_ytdlp(url, options, call_limit, f"to list {what}",
+                                          kind=CallKind.LISTING)
         except ResolverUnavailable as exc:
             log.info("resolver: %s (%s): %s", what, url, exc)
             raise
@@ -596,11 +818,16 @@ class Resolver:
             error = self._settle(exc, url)
             if isinstance(error, TrackGone):
                 # A listing page that is gone is not a track that is gone.
-                error = ResolverFailed(f"cannot list {what}: "
-                                       f"{str(exc).removeprefix('ERROR: ').strip()}")
+                status = _HTTP_STATUS_RE.search(str(exc))
+                error = ResolverFailed(
+                    f"cannot list {what}: the source says it is gone or private"
+                    f"{f' (HTTP {status.group(1)})' if status else ''}", detail=error.detail)
             log.info("resolver: %s (%s): %s", what, url, error)
+            if error.detail:
+                log.debug("resolver: %s: yt-dlp said: %s", what, error.detail)
             raise error from exc
         self.breaker.record_success()
+        self._answered()
         entries = info.get("entries")
         log.info("resolver: listed %s: %d entries in %.2f s", what,
                  len(entries) if isinstance(entries, list) else 0, self.last_duration)
@@ -609,7 +836,7 @@ class Resolver:
     async def close(self) -> None:
         """End this resolver's calls in flight (their workers are killed: a stop
         does not wait for yt-dlp); idle workers are shared, and exit when idle."""
-        calls = list(self._calls)
+        calls: list[asyncio.Future[Any]] = [*self._calls, *self._in_line]
         for call in calls:
             call.cancel()
         if calls:
