@@ -248,3 +248,31 @@ def test_the_listings_command_starts() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "--runs" in done.stdout
+
+
+def pacing_row(case: str, total: float, wait: float) -> dict[str, Any]:
+    return {"case": case, "judged": wait > 0, "total_s": total, "upstream_wait_s": wait,
+            "after_s": total - wait, "met": total - wait <= 1.0}
+
+
+def test_the_pacing_table_judges_the_second_after_upstreams_wait() -> None:
+    from bench.pacing import table as pacing_table
+
+    figures = {"bytes": 11_000_000, "runs": 1, "event_loop": "uvloop", "rows": [
+        pacing_row("clean, relay only", 0.3, 0.0),
+        pacing_row("15 s upstream stall, relay only", 15.6, 15.0),
+        pacing_row("403, URL refreshed by yt-dlp, relay only", 20.9, 0.4)]}
+    text = pacing_table(figures)
+    assert cells(text, "clean")[1:] == ["0.30 s", "0.00 s", "0.30 s", "—"]
+    assert cells(text, "15 s upstream stall")[1:] == [
+        "15.60 s", "15.00 s", "0.60 s", "<= 1 s after upstream's wait: yes"]
+    assert cells(text, "403")[4] == "<= 1 s after upstream's wait: **no**"
+
+
+def test_the_pacing_command_starts() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "pacing", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--runs" in done.stdout
+    refused = subprocess.run([sys.executable, "-m", "bench", "pacing", "--runs", "0"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--runs must be at least 1, got 0" in refused.stderr

@@ -16,10 +16,12 @@ import aiohttp
 import pytest
 
 from bench.httpclient import fetch
-from tests.fakes.googlevideo import FakeGooglevideo
-from tests.proxy_fixture import ProxyFactory, random_audio
+from tests.fakes.googlevideo import FakeGooglevideo, Fault
+from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
+from ytproxy.cache import CachedBody
 from ytproxy.config import UpstreamConfig
-from ytproxy.http import streams
+from ytproxy.http import pacing, streams
+from ytproxy.http.pacing import ListenerPace
 from ytproxy.loops import loop_name
 from ytproxy.models import StreamInfo
 from ytproxy.upstream import RangeStream, UpstreamFetcher, reads
@@ -323,3 +325,160 @@ async def test_the_send_queue_is_read_from_the_kernel() -> None:
         taken.set()
         writer.close()
         server.close()
+
+
+# -- judged by the listener's own time (ytproxy.http.pacing) -----------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hand(pace: ListenerPace, clock: FakeClock, nbytes: int, seconds: float) -> float:
+    """A piece of ``nbytes`` the listener took ``seconds`` to take."""
+    pace.handing()
+    clock.now += seconds
+    return pace.handed(nbytes)
+
+
+def test_time_spent_waiting_for_upstream_is_not_the_listeners() -> None:
+    clock = FakeClock()
+    pace = ListenerPace(clock)
+    for _ in range(32):
+        _hand(pace, clock, 64 * 1024, 0.0001)
+    clock.now += 15.0  # upstream stalls between two pieces
+    assert not pace.slow(_hand(pace, clock, 64 * 1024, 0.001))
+    for _ in range(31):
+        _hand(pace, clock, 64 * 1024, 0.0001)
+    assert pace.taken == pacing.UNPACE_AFTER
+    assert pace.fast
+
+
+def test_a_long_drain_or_a_low_rate_of_its_own_time_is_slow() -> None:
+    clock = FakeClock()
+    pace = ListenerPace(clock)
+    assert pace.slow(_hand(pace, clock, 8 * 1024, pacing.SLOW_DRAIN + 0.01))
+    clock = FakeClock()
+    pace = ListenerPace(clock)
+    # Short drains, but 64 KiB per 0.09 s: 730 KB/s.
+    took = [_hand(pace, clock, 64 * 1024, 0.09) for _ in range(10)]
+    assert max(took) < pacing.SLOW_DRAIN
+    assert pace.slow(took[-1])
+    assert not pace.fast
+
+
+def test_a_player_is_never_fast_and_a_fast_reader_only_after_its_first_megabytes() -> None:
+    clock = FakeClock()
+    mpd = ListenerPace(clock)
+    _hand(mpd, clock, 512 * 1024, 0.0001)  # its first gulp, at once
+    for _ in range(2000):  # then 16 KiB every 0.8 s, waited for
+        _hand(mpd, clock, 16 * 1024, 0.8)
+        assert not mpd.fast
+    reader = ListenerPace(clock)
+    while reader.taken + 256 * 1024 < pacing.UNPACE_AFTER:
+        _hand(reader, clock, 256 * 1024, 0.0001)
+        assert not reader.fast  # not yet: MPD's first gulp looks the same
+    _hand(reader, clock, 256 * 1024, 0.0001)
+    assert reader.fast
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, int]]:
+    """Every pace() the relay tells a body: (body kind, paced, bytes the body
+    had given by then)."""
+    calls: list[tuple[str, bool, int]] = []
+    relay, cached = RangeStream.pace, CachedBody.pace
+
+    def relay_pace(self: RangeStream, paced: bool = True) -> None:
+        calls.append(("relay", paced, self.bytes_fetched))
+        relay(self, paced)
+
+    def cached_pace(self: CachedBody, paced: bool = True) -> None:
+        calls.append(("cache", paced, self._pos))
+        cached(self, paced)
+
+    monkeypatch.setattr(RangeStream, "pace", relay_pace)
+    monkeypatch.setattr(CachedBody, "pace", cached_pace)
+    return calls
+
+
+# Longer than 4 MB/s of wall time can make up for in the track below: judged
+# by wall time, its reader stayed paced to the end.
+STALL = 3.0
+STALLED_TRACK = 8 * 1024 * 1024 + 13
+
+
+async def _read_after(proxy: RunningProxy, googlevideo: FakeGooglevideo, fault: Fault,
+                      data: bytes) -> None:
+    """Resolve the track, inject ``fault``, then read it whole, as fast as can be."""
+    async with proxy.session.head(proxy.url(f"/proxy/{VID}")) as resp:
+        assert resp.status == 200
+    googlevideo.add_fault(VID, fault)
+    async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+    assert fault.fired == 1
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def _unpaced_in_time(told: list[tuple[str, bool, int]], kind: str) -> None:
+    """The listener's body (``kind``) was unpaced once, never told slow, and as
+    soon as it had taken UNPACE_AFTER bytes (its pieces while paced are at most
+    START_READ), as with no fault.  (A download's own stream is told it too.)"""
+    calls = [(paced, given) for body, paced, given in told if body == kind]
+    assert [paced for paced, _ in calls] == [False]
+    assert calls[0][1] <= pacing.UNPACE_AFTER + 2 * reads.START_READ
+
+
+async def test_a_fast_reader_is_unpaced_after_an_upstream_stall(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, told: list[tuple[str, bool, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Relay only: seconds of upstream's silence early in the stream are not
+    the listener's, which is unpaced as if they had not been, and reads
+    upstream in full-size reads from then on."""
+    limits = _record_read_limits(monkeypatch, with_room=True)
+    data = random_audio(STALLED_TRACK, seed=26)
+    googlevideo.add_track(VID, data, title="Stalled")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    fault = Fault("stall", at_byte=1_500_000, stall_seconds=STALL)
+    await _read_after(proxy, googlevideo, fault, data)
+    _unpaced_in_time(told, "relay")
+    assert limits[-1] is None  # the last range read unsized, as a fast reader's are
+
+
+async def test_a_fast_reader_is_unpaced_after_a_refused_url_is_refreshed(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, told: list[tuple[str, bool, int]],
+) -> None:
+    """Relay only: the seconds yt-dlp takes for a fresh URL after a 403 are
+    not the listener's either."""
+    data = random_audio(STALLED_TRACK, seed=27)
+    googlevideo.add_track(VID, data, title="Refreshed")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576})
+    async with proxy.session.head(proxy.url(f"/proxy/{VID}")) as resp:
+        assert resp.status == 200  # resolved: the GET starts with this URL
+    googlevideo.watch_delay = STALL  # a slow resolve for the refresh
+    watched = googlevideo.watch_hits[VID]
+    # The URLs are revoked as the second range starts: the third is refused.
+    await _read_after(proxy, googlevideo, Fault("revoke", at_byte=1_500_000), data)
+    assert googlevideo.watch_hits[VID] == watched + 1  # refreshed once
+    assert googlevideo.counts["revoked"] >= 1
+    _unpaced_in_time(told, "relay")
+
+
+async def test_a_fast_reader_of_a_download_that_stalls_is_unpaced(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, told: list[tuple[str, bool, int]],
+) -> None:
+    """The cache's body waits for a download that stalls: that wait is not
+    the listener's, which gets the file in full-size pieces again after."""
+    data = random_audio(STALLED_TRACK, seed=28)
+    googlevideo.add_track(VID, data, title="Downloading")
+    proxy = await make_proxy(upstream={"chunk_size": 1_048_576},
+                             cache={"max_size": 64 * 1024 * 1024})
+    fault = Fault("stall", at_byte=1_500_000, stall_seconds=STALL)
+    await _read_after(proxy, googlevideo, fault, data)
+    _unpaced_in_time(told, "cache")

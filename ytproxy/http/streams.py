@@ -29,6 +29,7 @@ from ytproxy.errors import (
     YtproxyError,
 )
 from ytproxy.http.icy import IcyFramer, wants_icy
+from ytproxy.http.pacing import ListenerPace
 from ytproxy.http.ranges import requested_range
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
@@ -316,15 +317,18 @@ class StreamHandler:
         write, drain = _writer(response)
         queued = _send_queue(transport)
         capacity = 0  # bytes the listener's socket held when last full
-        began = time.monotonic()
+        # Judged by the time spent waiting for it, never for upstream (pacing).
+        pace = ListenerPace()
         ok = False
         try:
             # The hot path: one upstream read and one write per piece, and no
             # reference kept to a piece once it is written (a paused listener
             # must not pin it).
             while (piece := await body.next_piece()) is not None:
+                pace.handing()
                 await write(piece if framer is None else framer.frame(piece))
-                entry.bytes_sent += len(piece)
+                nbytes = len(piece)
+                entry.bytes_sent += nbytes
                 del piece
                 if transport is not None and transport.get_write_buffer_size():
                     # The listener's socket is full: wait until it has taken
@@ -336,14 +340,12 @@ class StreamHandler:
                     if queued is not None:
                         capacity = queued()  # what its kernel buffer holds, full
                     body.hold()
-                    waiting = time.monotonic()
                     await drain()
-                    now = time.monotonic()
-                    if not body.slow and (now - waiting > _SLOW_DRAIN
-                                          or entry.bytes_sent < _PACED_BELOW * (now - began)):
+                    if pace.slow(pace.handed(nbytes)) and not body.slow:
                         body.pace()  # a slow listener, now known to be one
-                if (body.paced and entry.bytes_sent >= _UNPACE_AFTER and entry.bytes_sent
-                        >= _UNPACE_RATE * (time.monotonic() - began)):
+                else:
+                    pace.handed(nbytes)
+                if body.paced and pace.fast:
                     body.pace(False)  # a listener that keeps up: big reads
                 elif body.slow and capacity and queued is not None:
                     # The next piece as big as the socket can take whole: few
@@ -382,19 +384,6 @@ class StreamHandler:
 # MPD buffers 512 KiB itself.  256 KiB (the kernel doubles it) still carries
 # ~100 MB/s at 5 ms RTT.
 LISTENER_SEND_BUFFER = 256 * 1024
-# A listener taking less than this many bytes per second on average, whose
-# socket is full, is a slow one (RangeStream.pace): 50 times a 160 kbit/s
-# track, far below what a reader that does not pace itself takes.
-_PACED_BELOW = 1_000_000
-# Or one whose full socket took longer than this (seconds) to take everything
-# left over: a reader that keeps up drains a piece in milliseconds, MPD playing
-# takes seconds.  Told at the first full socket, before big reads pile up here.
-_SLOW_DRAIN = 0.1
-# A stream starts paced, and is unpaced once the listener has taken this much
-# at this average rate or faster: MPD's first gulp (512 KiB plus socket
-# buffers) stays paced, a download does not.
-_UNPACE_AFTER = 4 * 1_048_576
-_UNPACE_RATE = 4_000_000
 
 
 def _source_of(body: Body) -> tuple[str, float | None]:
