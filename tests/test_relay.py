@@ -126,7 +126,7 @@ async def test_icy_clients_get_a_chunked_whole_body_so_mpd_keeps_the_name(
     data = random_audio(SIZE)
     googlevideo.add_track(VID, data, title="Song")
     proxy = await make_proxy()
-    icy = {"Icy-MetaData": "1"}
+    icy = {"Icy-MetaData": "1", "User-Agent": "Music Player Daemon 0.23.12"}
     async with proxy.session.get(proxy.url(f"/proxy/{VID}"), headers=icy) as resp:
         assert resp.status == 200
         assert "Content-Length" not in resp.headers

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 from ytproxy.models import safe_display_name
 
-__all__ = ["IcyFramer", "metadata_block", "parse_icy_stream", "wants_icy"]
+__all__ = ["IcyFramer", "metadata_block", "parse_icy_stream"]
 
 _MAX_BLOCK = 255 * 16
-
-
-def wants_icy(headers: dict[str, str] | object) -> bool:
-    value = getattr(headers, "get", lambda _k, _d=None: None)("Icy-MetaData", "")
-    return str(value).strip() == "1"
 
 
 def metadata_block(title: str) -> bytes:

@@ -28,7 +28,8 @@ from ytproxy.errors import (
     YoutubeRefused,
     YtproxyError,
 )
-from ytproxy.http.icy import IcyFramer, wants_icy
+from ytproxy.http.clients import answer_shape
+from ytproxy.http.icy import IcyFramer
 from ytproxy.http.pacing import ListenerPace
 from ytproxy.http.ranges import requested_range
 from ytproxy.http.registry import StreamRegistry
@@ -210,24 +211,22 @@ class StreamHandler:
                       size: int, mime: str, received: float, *,
                       cached: CacheFile | None = None) -> web.StreamResponse:
         track_id = track.id
-        icy_client = wants_icy(request.headers)
-        icy = self._config.icy.inline_metadata and icy_client
+        shape = answer_shape(request.headers)
+        icy = self._config.icy.inline_metadata and shape.icy_inline
         # An ICY body interleaves metadata, so byte ranges would not line up:
         # such a stream is served whole (MPD does not seek it anyway).
         byte_range = None if icy else requested_range(request.headers, size)
         start, end = byte_range if byte_range else (0, size - 1)
-        headers = {"Content-Type": mime, "icy-name": safe_display_name(track.name),
-                   "Cache-Control": "no-store"}
+        headers = {"Content-Type": mime, "Cache-Control": "no-store"}
+        if shape.icy_name:
+            headers["icy-name"] = safe_display_name(track.name)
         if icy:
             headers["icy-metaint"] = str(self._config.icy.metaint)
         else:
             headers["Accept-Ranges"] = "bytes"
-            # MPD 0.23 wraps a seekable stream of known size in a buffer that
-            # drops stream tags, losing icy-name.  A whole-body answer to a
-            # client that asked for ICY (MPD always does) therefore goes out
-            # chunked; seeking still works through Accept-Ranges + Range, and
+            # Whole bodies to MPD go out chunked (see ytproxy.http.clients);
             # 206 answers keep their exact length.
-            if byte_range or not icy_client:
+            if byte_range or shape.whole_length:
                 headers["Content-Length"] = str(end - start + 1 if size else 0)
         if byte_range:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
