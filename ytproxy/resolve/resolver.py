@@ -762,35 +762,20 @@ class Resolver:
 
         One yt-dlp call through the same breaker, rate limit and pool as
         ``resolve``; entries are resolved later, one by one, when first played.
+        Failures are logged at WARNING (an import or a sync is the daemon's own).
         """
-        # Entries as the page lists them (id, URL, title): no request per entry.
-        options = self._options(extract_flat="in_playlist")
-        limit = self._config.timeout * _PLAYLIST_TIMEOUT_FACTOR
         try:
-            info = await self._call_ytdlp(url, options, limit, f"to list the playlist {url}",
-                                          kind=CallKind.LISTING)
-            result = playlist_entries_from(info, url)
+            info = await self._list_flat(url, what=f"the playlist at {url}", limit=None,
+                                         failed="cannot read")
+            return playlist_entries_from(info, url)
         except ResolverUnavailable:
             raise
-        except Exception as exc:
-            error = self._settle(exc, url)
-            if isinstance(error, TrackGone):
-                # A playlist page that is gone is not a track that is gone.
-                status = _HTTP_STATUS_RE.search(str(exc))
-                error = ResolverFailed(
-                    f"cannot read the playlist at {url}: the source says it is gone or "
-                    f"private{f' (HTTP {status.group(1)})' if status else ''}",
-                    detail=error.detail)
+        except YtproxyError as error:
             if not isinstance(error, YoutubeRefused):
                 log.warning("resolver: playlist %s: %s", url, error)
                 if error.detail:
                     log.debug("resolver: playlist %s: yt-dlp said: %s", url, error.detail)
-            raise error from exc
-        self.breaker.record_success()
-        self._answered()
-        log.info("resolver: listed %d entries of %s in %.2f s", len(result[1]), url,
-                 self.last_duration)
-        return result
+            raise
 
     async def listing(self, url: str, *, what: str, limit: int | None = None
                       ) -> dict[str, Any]:
@@ -802,6 +787,19 @@ class Resolver:
         ``what`` names the listing in errors ("the search for 'x'").  Failures
         are logged at INFO only: the caller says what they mean (a CLI line,
         autoplay's one WARNING)."""
+        try:
+            return await self._list_flat(url, what=what, limit=limit, failed="cannot list")
+        except YtproxyError as error:
+            log.info("resolver: %s (%s): %s", what, url, error)
+            if error.detail:
+                log.debug("resolver: %s: yt-dlp said: %s", what, error.detail)
+            raise
+
+    async def _list_flat(self, url: str, *, what: str, limit: int | None, failed: str
+                         ) -> dict[str, Any]:
+        """One flat yt-dlp listing (counted in the hour's listings budget); a
+        failure settled into the error a caller raises (``failed``: its first words
+        when the page is gone)."""
         extra: dict[str, Any] = {"extract_flat": "in_playlist"}
         if limit is not None:
             extra["playlistend"] = limit
@@ -811,8 +809,7 @@ class Resolver:
             # Counted apart, in the hour's listings (resolver.max_listings_per_hour).
             info = await self._call_ytdlp(url, options, call_limit, f"to list {what}",
                                           kind=CallKind.LISTING)
-        except ResolverUnavailable as exc:
-            log.info("resolver: %s (%s): %s", what, url, exc)
+        except ResolverUnavailable:
             raise
         except Exception as exc:
             error = self._settle(exc, url)
@@ -820,11 +817,8 @@ class Resolver:
                 # A listing page that is gone is not a track that is gone.
                 status = _HTTP_STATUS_RE.search(str(exc))
                 error = ResolverFailed(
-                    f"cannot list {what}: the source says it is gone or private"
+                    f"{failed} {what}: the source says it is gone or private"
                     f"{f' (HTTP {status.group(1)})' if status else ''}", detail=error.detail)
-            log.info("resolver: %s (%s): %s", what, url, error)
-            if error.detail:
-                log.debug("resolver: %s: yt-dlp said: %s", what, error.detail)
             raise error from exc
         self.breaker.record_success()
         self._answered()
