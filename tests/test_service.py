@@ -557,7 +557,10 @@ def test_unit_is_a_notify_service_with_a_watchdog_and_user_unit_hardening() -> N
     assert not {"ProtectSystem", "ProtectHome", "PrivateTmp"} & set(s)
 
 
-def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+# ExecStart must exist for verify to pass: the installed program, or this Python.
+@pytest.mark.parametrize(("unit", "program"), [(UNIT, "ytproxy"), (POT_UNIT, "deno")],
+                         ids=["ytproxy", "pot-provider"])
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path, unit: Path, program: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not found (Debian package `systemd`)")
@@ -565,12 +568,11 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     (home / ".local" / "bin").mkdir(parents=True)
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    # ExecStart must exist for verify to pass: the installed script, or this Python.
-    target = shutil.which("ytproxy") or sys.executable
-    (home / ".local" / "bin" / "ytproxy").symlink_to(target)
+    target = shutil.which(program) or sys.executable
+    (home / ".local" / "bin" / program).symlink_to(target)
     env = child_env(tmp_path, HOME=str(home), XDG_RUNTIME_DIR=str(runtime),
                     SYSTEMD_LOG_LEVEL="notice")
-    result = subprocess.run([analyze, "--user", "verify", str(UNIT)], env=env,
+    result = subprocess.run([analyze, "--user", "verify", str(unit)], env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     # verify exits 0 on unknown keys too, with a warning: any output is a finding.
     assert result.returncode == 0, result.stderr
@@ -588,22 +590,3 @@ def test_the_pot_provider_unit_serves_on_loopback_before_ytproxy_and_is_hardened
     assert s["NoNewPrivileges"] == ["yes"] and s["SystemCallFilter"] == ["@system-service"]
     assert "MemoryDenyWriteExecute" not in s  # the JavaScript runtime's JIT
     assert 'pot_provider_url = "http://127.0.0.1:4416"' in text
-
-
-def test_systemd_analyze_verifies_the_pot_provider_unit(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze not found (Debian package `systemd`)")
-    home = tmp_path / "home"
-    (home / ".local" / "bin").mkdir(parents=True)
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    # ExecStart must exist for verify to pass: the deno pip installed, or any program.
-    target = shutil.which("deno") or sys.executable
-    (home / ".local" / "bin" / "deno").symlink_to(target)
-    env = child_env(tmp_path, HOME=str(home), XDG_RUNTIME_DIR=str(runtime),
-                    SYSTEMD_LOG_LEVEL="notice")
-    result = subprocess.run([analyze, "--user", "verify", str(POT_UNIT)], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
