@@ -269,6 +269,11 @@ class MpdInstance:
         return self.root / "mpd.log"
 
     @property
+    def capture_path(self) -> Path:
+        """Raw samples the capture output wrote (``run_mpd(capture=...)``)."""
+        return self.root / "capture.raw"
+
+    @property
     def music_dir(self) -> Path:
         return self.root / "music"
 
@@ -461,12 +466,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_conf(root: Path, port: int, extra_binds: tuple[str, ...] = ()) -> Path:
+def _write_conf(root: Path, port: int, extra_binds: tuple[str, ...] = (),
+                capture: str | None = None) -> Path:
     (root / "music").mkdir(parents=True, exist_ok=True)
     (root / "playlists").mkdir(parents=True, exist_ok=True)
     conf = root / "mpd.conf"
     # More addresses to listen on besides 127.0.0.1:port (a unix socket path).
     binds = "".join(f'bind_to_address     "{b}"\n' for b in extra_binds)
+    # A second output beside the real-time null one, writing what MPD plays
+    # as raw samples in this format ("rate:bits:channels") to ``capture.raw``.
+    pipe = "" if capture is None else f"""
+audio_output {{
+    type        "pipe"
+    name        "capture"
+    command     "cat >> '{root / "capture.raw"}'"
+    format      "{capture}"
+    mixer_type  "none"
+}}
+"""
     conf.write_text(
         f"""\
 music_directory     "{root / "music"}"
@@ -491,7 +508,7 @@ audio_output {{
     name        "null"
     mixer_type  "none"
 }}
-"""
+{pipe}"""
     )
     return conf
 
@@ -528,12 +545,13 @@ def _open_stderr(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
 
-async def _start(root: Path, extra_binds: tuple[str, ...] = ()) -> MpdInstance:
+async def _start(root: Path, extra_binds: tuple[str, ...] = (),
+                 capture: str | None = None) -> MpdInstance:
     """Start MPD on a free port; retries on a port race. Raises RuntimeError on failure."""
     failure = ""
     for _attempt in range(3):
         port = _free_port()
-        conf = _write_conf(root, port, extra_binds)
+        conf = _write_conf(root, port, extra_binds, capture)
         (root / "mpd.log").unlink(missing_ok=True)
         errfd = _open_stderr(root / "mpd.stderr")
         try:
@@ -558,16 +576,18 @@ async def _start(root: Path, extra_binds: tuple[str, ...] = ()) -> MpdInstance:
 
 
 @asynccontextmanager
-async def run_mpd(tmp_path: Path, *, extra_binds: tuple[str, ...] = ()
-                  ) -> AsyncIterator[MpdInstance]:
+async def run_mpd(tmp_path: Path, *, extra_binds: tuple[str, ...] = (),
+                  capture: str | None = None) -> AsyncIterator[MpdInstance]:
     """Run ``mpd --no-daemon`` with a private config under ``tmp_path/"mpd"``,
     listening on 127.0.0.1 (and on ``extra_binds``, e.g. a unix socket path).
+    With ``capture`` ("rate:bits:channels", e.g. "8000:16:1"), what MPD plays
+    is also written, as it plays, to ``MpdInstance.capture_path``.
 
     Yields once MPD greets on its port; on exit SIGTERM, then SIGKILL after 5 s.
     """
     root = tmp_path / "mpd"
     root.mkdir(parents=True, exist_ok=True)
-    inst = await _start(root, extra_binds)
+    inst = await _start(root, extra_binds, capture)
     try:
         yield inst
     finally:

@@ -18,7 +18,8 @@ GST = "GStreamer souphttpsrc 1.22.0 libsoup/2.74.3"
     ({"User-Agent": VLC, "Range": "bytes=0-"}, "vlc", False, True, False),
     # VLC's Shoutcast module, should anything still send it there.
     ({"User-Agent": VLC, "Icy-MetaData": "1"}, "vlc", False, True, False),
-    ({"User-Agent": GST, "icy-metadata": "1"}, "other", True, True, True),
+    # icydemux cannot seek nor tell the length: no inline metadata for GStreamer.
+    ({"User-Agent": GST, "icy-metadata": "1"}, "gstreamer", True, True, False),
     ({"User-Agent": "libmpv", "Icy-MetaData": "1", "Range": "bytes=0-"},
      "other", True, True, True),
     ({"User-Agent": "Lavf/59.27.100", "Icy-MetaData": "1"}, "other", True, True, True),

@@ -239,6 +239,24 @@ async def test_icy_inline_metadata_only_when_enabled_and_asked(
     assert resp.headers["icy-name"].startswith("Framed")
 
 
+async def test_icy_range_gets_a_206_framed_from_its_own_first_byte(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory,
+) -> None:
+    # A client that restarts its metadata count on each answer (ffmpeg, mpv)
+    # seeks exactly; before, the Range was ignored and the body began at 0.
+    data = random_audio(100_000, seed=4)
+    googlevideo.add_track(VID, data, title="Framed")
+    proxy = await make_proxy(icy={"inline_metadata": True, "metaint": 8192})
+    resp = await _icy_get(proxy, {"Icy-MetaData": "1", "Range": "bytes=50000-"})
+    body = await resp.read()
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == "bytes 50000-99999/100000"
+    assert resp.headers["icy-metaint"] == "8192"
+    audio, metas = parse_icy_stream(body, 8192)
+    assert audio == data[50000:]
+    assert metas and metas[0].startswith("StreamTitle='Framed")
+
+
 async def test_tracks_api(googlevideo: FakeGooglevideo, make_proxy: ProxyFactory) -> None:
     googlevideo.add_track(VID, random_audio(1000), title="Via API")
     proxy = await make_proxy()

@@ -11,9 +11,11 @@ MPD                   ``User-Agent: Music Player      yes       no (chunked)    
                       Daemon …`` and ``Icy-MetaData:
                       1`` (sent on every request)
 VLC                   ``User-Agent: VLC/…``           no        yes             no
+GStreamer             ``User-Agent: GStreamer         yes       yes             no
+                      souphttpsrc …`` (its default)
 anyone else (mpv,     —                               yes       yes             if asked
-GStreamer, ffmpeg,
-curl, browsers)
+ffmpeg, curl,
+browsers)
 ====================  ==============================  ========  ==============  ========
 
 - MPD 0.23 wraps a seekable stream of known size in a buffer that drops stream
@@ -27,8 +29,20 @@ curl, browsers)
 - GStreamer's souphttpsrc sends ``icy-metadata: 1`` on every request and mpv
   and ffmpeg send ``Icy-MetaData: 1``: unlike MPD they need ``Content-Length``
   on a 200 to know the length and to seek.
+- GStreamer 1.22's icydemux, which souphttpsrc's ``icy-metaint`` brings in,
+  answers no duration query and keeps counting metadata across a seek
+  (gsticydemux.c resets its count only on a state change): with inline
+  metadata, gst-discoverer says "Seekable: no" and a seek plays noise.  Its
+  only title would be StreamTitle: ``icy-name`` becomes an ``organization``
+  tag that matroskademux, after souphttpsrc, drops (``gst-launch-1.0 -t``).
 - "if asked": only with ``Icy-MetaData: 1`` in the request, and only when
-  ``[icy] inline_metadata`` is on.
+  ``[icy] inline_metadata`` is on.  Every answer's metadata blocks are counted
+  from its own first byte, a ``206``'s too: ffmpeg and mpv restart their count
+  on each answer and seek exactly.  MPD 0.23 never asks for a range of such a
+  stream (an answer with ``icy-metaint`` makes its input unseekable) yet lets
+  ffmpeg seek in it: in WebM forward by reading on (silent meanwhile), and
+  backwards not at all; in fragmented MP4 it lands elsewhere, or the song ends.
+  MPD 0.24.7 and later refuse to seek it.
 """
 
 from __future__ import annotations
@@ -45,7 +59,7 @@ __all__ = ["Shape", "answer_shape"]
 class Shape:
     """What one answer carries, apart from the bytes."""
 
-    #: The kind of client, for logs and tests: "mpd", "vlc" or "other".
+    #: The kind of client, for logs and tests: "mpd", "vlc", "gstreamer" or "other".
     client: str
     #: Send ``icy-name: Artist - Title``.
     icy_name: bool
@@ -57,6 +71,7 @@ class Shape:
 
 _MPD = Shape("mpd", icy_name=True, whole_length=False, icy_inline=True)
 _VLC = Shape("vlc", icy_name=False, whole_length=True, icy_inline=False)
+_GSTREAMER = Shape("gstreamer", icy_name=True, whole_length=True, icy_inline=False)
 _OTHER = Shape("other", icy_name=True, whole_length=True, icy_inline=True)
 
 
@@ -65,6 +80,8 @@ def answer_shape(headers: MultiMapping[str] | Mapping[str, str]) -> Shape:
     agent = headers.get("User-Agent", "").strip()
     if agent.startswith("VLC/"):
         return _VLC
+    if agent.startswith("GStreamer souphttpsrc"):
+        return _GSTREAMER
     if headers.get("Icy-MetaData", "").strip() != "1":
         return replace(_OTHER, icy_inline=False)
     return _MPD if agent.startswith("Music Player Daemon") else _OTHER

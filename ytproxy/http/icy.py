@@ -2,8 +2,9 @@
 
 With ``icy-metaint: N`` every N audio bytes are followed by one metadata
 block: a length byte L, then L*16 bytes of ``StreamTitle='…';`` padded with
-NUL (L = 0 when nothing changed).  MPD treats such a stream as unseekable, so
-inline metadata is opt-in.
+NUL (L = 0 when nothing changed).  Each answer is framed from its own first
+byte, a ``206``'s too, as ffmpeg and mpv count.  Inline metadata is opt-in:
+it costs MPD its seeking (see ytproxy.http.clients).
 """
 
 from __future__ import annotations

@@ -213,9 +213,10 @@ class StreamHandler:
         track_id = track.id
         shape = answer_shape(request.headers)
         icy = self._config.icy.inline_metadata and shape.icy_inline
-        # An ICY body interleaves metadata, so byte ranges would not line up:
-        # such a stream is served whole (MPD does not seek it anyway).
-        byte_range = None if icy else requested_range(request.headers, size)
+        # An ICY body's metadata blocks are counted from its own first byte, a
+        # 206's too (ytproxy.http.icy): a client that restarts its count on
+        # each answer, as ffmpeg does, seeks exactly.
+        byte_range = requested_range(request.headers, size)
         start, end = byte_range if byte_range else (0, size - 1)
         headers = {"Content-Type": mime, "Cache-Control": "no-store"}
         if shape.icy_name:
