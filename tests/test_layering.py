@@ -132,7 +132,8 @@ def _refusals(root: Path, path: Path, node: ast.ImportFrom, own: str,
 def violations(root: Path, top: str = "ytproxy") -> list[str]:
     """Every cross-package import that breaks the rule, as ``file:line: why``."""
     known = packages(root)
-    problems = [f"{p.init.relative_to(root.parent)}:1: package {top}.{p.name} has no __all__"
+    problems = [f"{p.init.relative_to(root.parent)}:1: package "
+                f"{'.'.join(filter(None, (top, p.name)))} has no __all__"
                 for p in known.values() if p.exports is None and p.init.name == "__init__.py"]
     for path in sorted(root.rglob("*.py")):
         own = _package_of(root, path)

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
 
 import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import ProxyFactory, random_audio
+from tests.test_faults import FAST, fetch
 from ytproxy.http.app import CACHE, FETCHER
 from ytproxy.upstream.counters import UpstreamCounters
 
 VID = "Snapshot001"
-FAST: dict[str, dict[str, Any]] = {
-    "upstream": {"chunk_size": 256 * 1024, "read_timeout": 0.5, "connect_timeout": 2.0},
-    "retry": {"base_delay": 0.02, "max_delay": 0.2, "gap_budget": 10.0, "attempts": 8},
-}
 
 
 def test_a_snapshot_is_frozen_and_names_each_retry_cause_in_the_order_first_seen() -> None:
@@ -50,13 +46,12 @@ def test_a_snapshot_is_frozen_and_names_each_retry_cause_in_the_order_first_seen
 async def test_status_and_metrics_show_the_snapshots_under_their_old_names(
     googlevideo: FakeGooglevideo, make_proxy: ProxyFactory
 ) -> None:
+    proxy = await make_proxy(cache={"max_size": 64 * 1_048_576}, **FAST)
     data = random_audio(700_000, seed=27)
     googlevideo.add_track(VID, data, title="Counted twice")
     googlevideo.add_fault(VID, Fault("status", status=503, times=2))
-    proxy = await make_proxy(cache={"max_size": 64 * 1_048_576}, **FAST)
-    for _ in range(2):  # a download (a miss, retried past the 503s), then a hit
-        async with proxy.session.get(proxy.url(f"/proxy/{VID}")) as resp:
-            assert resp.status == 200 and await resp.read() == data
+    # A download (a miss, retried past the two 503s), then a play from its file (a hit).
+    assert [await fetch(proxy, VID) for _ in range(2)] == [(200, data)] * 2
     async with proxy.session.get(proxy.url("/status")) as resp:
         status = await resp.json()
     async with proxy.session.get(proxy.url("/metrics"),
