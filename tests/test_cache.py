@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.cache import TrackCache
-from ytproxy.http.app import DAEMON
+from ytproxy.http.app import CACHE
 
 MiB = 1_048_576
 CACHE_ON: dict[str, Any] = {"max_size": 64 * MiB}
@@ -33,7 +33,7 @@ def sha(data: bytes) -> str:
 
 
 def cache_of(proxy: RunningProxy) -> TrackCache:
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert cache is not None, "the cache is off"
     return cache
 
@@ -96,9 +96,9 @@ async def test_a_replay_makes_no_ytdlp_call_and_no_upstream_request_even_offline
         assert body == data[start:stop]
     assert googlevideo.watch_hits["ReplayTrak1"] == watches
     assert media_requests(googlevideo) == media
-    summary = cache_of(proxy).summary()
-    assert summary["hits"] == 3
-    assert summary["bytes_saved"] >= len(data)
+    summary = cache_of(proxy).snapshot()
+    assert summary.hits == 3
+    assert summary.bytes_saved >= len(data)
     metrics = await (await proxy.session.get(proxy.url("/metrics"), headers={
         "Accept-Encoding": "identity"})).text()
     assert "ytproxy_cache_hits_total 3.0" in metrics
@@ -203,7 +203,7 @@ async def test_off_with_max_size_0_relays_and_writes_nothing(
     data = random_audio(500_000, seed=9)
     googlevideo.add_track("NoCacheTrk1", data, title="Off")
     proxy = await make_proxy(cache={"max_size": 0}, **FAST)
-    assert proxy.app[DAEMON].cache is None
+    assert proxy.app[CACHE] is None
     status, body = await fetch(proxy, "NoCacheTrk1")
     assert status == 200 and body == data
     assert not (tmp_path / "cache").exists()
@@ -259,7 +259,7 @@ async def test_a_full_disk_turns_the_download_into_a_relay_with_one_warning(
         assert len(warnings) == 1, caplog.text
         assert cache_of(proxy).files.get("FullDisk001") is None
         assert not list(mountpoint.glob("*.audio"))
-        assert cache_of(proxy).summary()["disk_full"] == 1
+        assert cache_of(proxy).snapshot().disk_full == 1
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)  # noqa: ASYNC221
 
@@ -388,7 +388,7 @@ async def test_a_cache_directory_that_cannot_be_made_leaves_the_cache_off(
     googlevideo.add_track("NoDirTrack1", data, title="Relayed")
     proxy = await make_proxy(cache={"max_size": 64 * MiB, "directory": str(blocker / "audio")},
                              **FAST)
-    assert proxy.app[DAEMON].cache is None
+    assert proxy.app[CACHE] is None
     assert "cannot create the cache directory" in caplog.text and "the cache is off" in caplog.text
     status, body = await fetch(proxy, "NoDirTrack1")
     assert status == 200 and body == data

@@ -17,7 +17,7 @@ from tests.mpd_harness import MpdInstance, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy
 from tests.test_cli import cli_env, run_ytproxy
 from ytproxy.cache import TrackCache
-from ytproxy.http.app import DAEMON
+from ytproxy.http.app import CACHE, DAEMON
 
 pytestmark = pytest.mark.mpd
 
@@ -45,7 +45,7 @@ async def tube_daemon(fake: FakeTube, make_tube_proxy: ProxyFactory, mpd: MpdIns
 
 
 def cache_of(proxy: RunningProxy) -> TrackCache:
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert cache is not None
     return cache
 
@@ -165,7 +165,7 @@ async def test_autoplay_plays_on_into_the_mix_from_the_cache_never_repeating_his
     first = mix_songs[0]
     assert on_disk_at_start[first], "the first appended song was not downloaded ahead"
     assert sum(1 for m in faketube.media if m.video_id == first) == media_at_start[first]
-    assert cache.summary()["hits"] >= 1
+    assert cache.snapshot().hits >= 1
     # Nothing appended repeats the history (the song played first, the seed).
     follower_report = proxy.app[DAEMON].mpd
     assert follower_report is not None

@@ -33,7 +33,7 @@ from tests.mpd_harness import (
 )
 from tests.proxy_fixture import ProxyFactory, RunningProxy
 from ytproxy.cache import TrackCache
-from ytproxy.http.app import DAEMON, STORE
+from ytproxy.http.app import CACHE, STORE
 from ytproxy.library.playlists import proxy_base_url, render_m3u, write_m3u_file
 
 pytestmark = pytest.mark.mpd
@@ -44,7 +44,7 @@ WAIT = 20.0  # every wait is bounded by this
 
 
 def cache_of(proxy: RunningProxy) -> TrackCache:
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert cache is not None
     return cache
 
@@ -118,7 +118,7 @@ async def test_a_loaded_playlist_starts_from_disk_and_shows_names(
     # Its first byte (and every other) came from disk: no upstream request, no yt-dlp call.
     assert media_requests(googlevideo, IDS[0]) == fetched
     assert googlevideo.watch_hits[IDS[0]] == watches
-    assert cache.summary()["hits"] >= 1
+    assert cache.snapshot().hits >= 1
     # Playing, the current song's Name is icy-name: the same words.
     assert playing.name == "The Band - First Song", playing
     await mpd.mpc_async("stop")

@@ -15,7 +15,7 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.mpd_harness import MpdInstance, MpdStatus, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy
 from ytproxy.cache import TrackCache
-from ytproxy.http.app import DAEMON
+from ytproxy.http.app import CACHE
 
 pytestmark = pytest.mark.mpd
 
@@ -24,7 +24,7 @@ SECONDS = 20.0
 
 
 def cache_of(proxy: RunningProxy) -> TrackCache:
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert cache is not None
     return cache
 
@@ -106,7 +106,7 @@ async def test_the_next_songs_start_from_disk_and_replay_with_upstream_stopped(
     assert len(gaps) == 2, gaps
     # Within 0.5 s either way: MPD's elapsed time moved on as the song before ended.
     assert all(-0.5 <= gap <= 0.5 for gap in gaps), gaps
-    assert cache.summary()["hits"] >= 2
+    assert cache.snapshot().hits >= 2
 
     # Every byte of the three is on disk, as upstream has it.
     for track_id in IDS:

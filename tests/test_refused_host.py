@@ -144,7 +144,7 @@ async def test_a_fresh_url_that_is_refused_too_is_held_with_no_more_resolves(
         async with asyncio.timeout(DEADLINE):
             # Held on the fresh URL's host, through several tries of it (no
             # event says so: refused connections never reach the fake).
-            while fetcher.stats["retry_unreachable"] < 3:
+            while fetcher.stats().retries.get("unreachable", 0) < 3:
                 assert not play.done(), "answered while the fresh URL's host refused"
                 await asyncio.sleep(0.05)
             held = (await status_of(proxy))["upstream"]["holding"]

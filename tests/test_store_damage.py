@@ -29,7 +29,7 @@ from tests.fakes.googlevideo import FakeGooglevideo
 from tests.proxy_fixture import ProxyFactory, random_audio
 from tests.test_cli import REPO, Result, cli_env
 from ytproxy.cache import TrackCache
-from ytproxy.http.app import DAEMON, STORE, TRACKS
+from ytproxy.http.app import CACHE, STORE, TRACKS
 from ytproxy.library import store as store_module
 from ytproxy.library.store import SCHEMA_VERSION, Store
 
@@ -244,7 +244,7 @@ async def test_damage_found_while_running_is_store_error_and_stops_writes(
     googlevideo.add_track("Damaged0002", data, title="Added after the damage")
     proxy = await make_proxy(cache={"max_size": 64 * 1_048_576})
     store = proxy.app[STORE]
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert isinstance(cache, TrackCache)
     async with proxy.session.post(proxy.url("/cache/prefetch"), json={"ids": [VID]}) as resp:
         assert (await resp.json())["results"] == {VID: "cached"}

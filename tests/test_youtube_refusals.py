@@ -18,7 +18,7 @@ from tests.fakes.tube import BOT_CHECK, RATE_LIMITED, FakeTube
 from tests.mpd_harness import MpdInstance, make_test_audio, require_ffmpeg
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from tests.test_cli import cli_env, run_ytproxy
-from ytproxy.http.app import DAEMON, RESOLVER, STORE, TRACKS
+from ytproxy.http.app import CACHE, RESOLVER, STORE, TRACKS
 from ytproxy.resolve.budget import CallKind
 from ytproxy.resolve.resolver import Resolver
 
@@ -80,7 +80,7 @@ async def test_a_rate_limit_pauses_background_work_and_a_cached_song_plays_in_mp
         resolver={"max_calls_per_hour": BUDGET, "rate_limit_pause": PAUSE, "workers": 1},
         **QUICK)
     resolver = resolver_of(proxy)
-    cache = proxy.app[DAEMON].cache
+    cache = proxy.app[CACHE]
     assert cache is not None
 
     # The song MPD plays first is on disk already (one listener call).
@@ -128,7 +128,7 @@ async def test_a_rate_limit_pauses_background_work_and_a_cached_song_plays_in_mp
         await faketube.wait_for(lambda: len(faketube.player_requests) >= BUDGET, 60)
         # The hour's budget spent, the next prefetch waits in line (no call).
         await until(lambda: resolver.budget.waiting >= 1 and resolver.budget.left() == 0
-                    and cache.summary()["downloading"] == [], within=20)
+                    and cache.snapshot().downloading == (), within=20)
         assert resolver.refusal.state is None
         assert len(faketube.player_requests) == resolver.budget.used() == BUDGET
         assert background_calls_in_pauses(faketube, {UNCACHED}, PAUSE) == []

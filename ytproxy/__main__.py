@@ -1,3 +1,3 @@
-from ytproxy.cli.main import main
+from ytproxy.cli import main
 
 raise SystemExit(main())

@@ -12,6 +12,7 @@ __all__ = [
     "BadRequest",
     "BodyCutShort",
     "BodyTimeout",
+    "CacheOff",
     "CrossSiteRequest",
     "ForbiddenHost",
     "InvalidPlaylistName",

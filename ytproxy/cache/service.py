@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ytproxy.cache.body import CachedBody
@@ -19,7 +20,7 @@ from ytproxy.models import StreamInfo
 from ytproxy.resolve.budget import CallKind
 from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
 
-__all__ = ["TrackCache", "refresher"]
+__all__ = ["CacheSnapshot", "Downloading", "TrackCache", "refresher"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,54 @@ def refresher(tracks: Tracks, track_id: str, kind: CallKind = CallKind.LISTENER)
         return fresh
 
     return refresh
+
+
+@dataclass(frozen=True)
+class Downloading:
+    """A download running now, and how much of its track is on disk."""
+
+    id: str
+    percent: float
+
+
+@dataclass(frozen=True)
+class CacheSnapshot:
+    """The cache's figures at one moment (/status, /cache, /metrics)."""
+
+    directory: str
+    size_bytes: int  # on disk in cache files
+    reserved_bytes: int  # room claimed for files being filled
+    limit_bytes: int  # [cache] max_size
+    tracks: int  # complete files
+    partial: int
+    downloading: tuple[Downloading, ...]
+    hits: int  # streams served from a complete file
+    misses: int  # streams that needed upstream
+    bytes_served: int  # bytes listeners read from cache files
+    bytes_saved: int  # of which upstream did not send for that stream
+    evictions: int
+    downloads_done: int
+    disk_full: int  # downloads turned into relays: disk full
+
+    def as_dict(self) -> dict[str, Any]:
+        """As /status's ``cache`` and GET /cache show it."""
+        return {
+            "enabled": True,
+            "directory": self.directory,
+            "size_bytes": self.size_bytes,
+            "reserved_bytes": self.reserved_bytes,
+            "limit_bytes": self.limit_bytes,
+            "tracks": self.tracks,
+            "partial": self.partial,
+            "downloading": [{"id": d.id, "percent": d.percent} for d in self.downloading],
+            "hits": self.hits,
+            "misses": self.misses,
+            "bytes_served": self.bytes_served,
+            "bytes_saved": self.bytes_saved,
+            "evictions": self.evictions,
+            "downloads_done": self.downloads_done,
+            "disk_full": self.disk_full,
+        }
 
 
 class TrackCache:
@@ -110,6 +159,14 @@ class TrackCache:
                      max_available_wait=self._config.resolver.max_available_wait,
                      ).start(focus)
         return entry
+
+    def record_hit(self) -> None:
+        """A stream is served from a complete file."""
+        self.files.stats.hits += 1
+
+    def record_miss(self) -> None:
+        """A stream needed upstream (its file is filled as it plays, or it is relayed)."""
+        self.files.stats.misses += 1
 
     def body(self, entry: CacheFile, start: int, end: int,
              relay: Callable[[int, int], Awaitable[RangeStream]]) -> CachedBody:
@@ -182,28 +239,31 @@ class TrackCache:
 
     # -- figures -----------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def snapshot(self) -> CacheSnapshot:
         files = self.files.files()
         stats = self.files.stats
-        return {
-            "enabled": True,
-            "directory": str(self.files.directory),
-            "size_bytes": sum(e.held for e in files),
-            "reserved_bytes": self.files.used,
-            "limit_bytes": self.files.limit,
-            "tracks": sum(1 for e in files if e.complete),
-            "partial": sum(1 for e in files if not e.complete),
-            "downloading": [
-                {"id": e.track_id, "percent": round(e.download.percent, 1)}
-                for e in files if e.download is not None],
-            "hits": stats.hits,
-            "misses": stats.misses,
-            "bytes_served": stats.bytes_served,
-            "bytes_saved": stats.bytes_saved,
-            "evictions": stats.evictions,
-            "downloads_done": stats.downloads_done,
-            "disk_full": stats.disk_full,
-        }
+        return CacheSnapshot(
+            directory=str(self.files.directory),
+            size_bytes=sum(e.held for e in files),
+            reserved_bytes=self.files.used,
+            limit_bytes=self.files.limit,
+            tracks=sum(1 for e in files if e.complete),
+            partial=sum(1 for e in files if not e.complete),
+            downloading=tuple(Downloading(e.track_id, round(e.download.percent, 1))
+                              for e in files if e.download is not None),
+            hits=stats.hits, misses=stats.misses, bytes_served=stats.bytes_served,
+            bytes_saved=stats.bytes_saved, evictions=stats.evictions,
+            downloads_done=stats.downloads_done, disk_full=stats.disk_full)
+
+    def clear(self) -> tuple[int, int]:
+        """Drop every file not being played: (dropped, kept because in use)."""
+        return self.files.clear()
+
+    def forget(self, track_id: str) -> None:
+        """A track removed from the store: its file goes with it, unless being played."""
+        entry = self.files.get(track_id)
+        if entry is not None and not entry.users:
+            self.files.drop(entry, "track removed")
 
     def listing(self) -> list[dict[str, Any]]:
         return [{

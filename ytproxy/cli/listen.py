@@ -24,13 +24,12 @@ from ytproxy.follower.autoplay import AutoplaySong, queue_songs
 from ytproxy.follower.mpd_private import QuietMPDClient
 from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.listings import (
-    Listings,
     Song,
     radio_seed,
     search_json,
 )
 from ytproxy.library.playlists import proxied_track, proxy_base_url
-from ytproxy.library.tracks import Tracks
+from ytproxy.services import Library
 
 __all__ = ["run_radio", "run_search", "song_table"]
 
@@ -38,13 +37,6 @@ __all__ = ["run_radio", "run_search", "song_table"]
 MPD_TIMEOUT = 10.0
 # Characters of a song's name in the table (longer ones are cut, ending in "…").
 _NAME_WIDTH = 48
-
-
-def _listings(tracks: Tracks, config: Config) -> Listings:
-    return Listings(store=tracks.store, list_flat=tracks.resolver.listing,
-                    source_url_for=tracks.resolver.source_url_for,
-                    search_url_template=config.resolver.search_url_template,
-                    radio_url_template=config.resolver.radio_url_template)
 
 
 def _minutes(duration: float | None) -> str:
@@ -76,10 +68,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-async def run_search(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def run_search(lib: Library, args: argparse.Namespace, config: Config) -> int:
     query = " ".join(args.query)
     try:
-        songs = await _listings(tracks, config).search(query, limit=args.limit)
+        songs = await lib.listings(config).search(query, limit=args.limit)
     except YtproxyError as exc:
         print(f"ytproxy: {_one_line(exc)}", file=sys.stderr)
         return 1
@@ -87,12 +79,12 @@ async def run_search(tracks: Tracks, args: argparse.Namespace, config: Config) -
                          query=query)
 
 
-async def run_radio(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def run_radio(lib: Library, args: argparse.Namespace, config: Config) -> int:
     server = config.server
     try:
         seed = radio_seed(args.item, proxied=partial(proxied_track, host=server.host,
                                                      port=server.port))
-        songs = await _listings(tracks, config).radio(seed, limit=args.limit)
+        songs = await lib.listings(config).radio(seed, limit=args.limit)
     except YtproxyError as exc:
         print(f"ytproxy: {_one_line(exc)}", file=sys.stderr)
         return 1

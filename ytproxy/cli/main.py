@@ -34,13 +34,12 @@ from ytproxy.library.playlists import (
     render_m3u,
 )
 from ytproxy.library.store import Store
-from ytproxy.library.tracks import Tracks
 from ytproxy.loops import loop_factory as new_loop_factory
 from ytproxy.loops import loop_name
 from ytproxy.malloc import tune_malloc
 from ytproxy.models import PlaylistSync, Track
 from ytproxy.redact import RedactingFilter
-from ytproxy.resolve.resolver import Resolver
+from ytproxy.services import Library, library
 
 __all__ = ["main"]
 
@@ -178,12 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "take none", file=sys.stderr)
             return 2
         return run_cache(config, args.action, args.ids, as_json=args.json)
-    commands: dict[str, Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]]] = {
+    commands: dict[str, Callable[[Library, argparse.Namespace, Config], Awaitable[int]]] = {
         "add": _add, "import": _import, "list": _list, "remove": _remove, "m3u": _m3u,
         "search": run_search, "radio": run_radio, "playlists": _playlists,
     }
     try:
-        return asyncio.run(_with_tracks(config, args, commands[args.command]))
+        return asyncio.run(_with_library(config, args, commands[args.command]))
     except YtproxyError as exc:
         print(f"ytproxy: {exc}", file=sys.stderr)
         return 1
@@ -301,24 +300,14 @@ def _is_reading(args: argparse.Namespace) -> bool:
         args.command == "playlists" and args.action is None)
 
 
-async def _with_tracks(
+async def _with_library(
     config: Config,
     args: argparse.Namespace,
-    command: Callable[[Tracks, argparse.Namespace, Config], Awaitable[int]],
+    command: Callable[[Library, argparse.Namespace, Config], Awaitable[int]],
 ) -> int:
-    store = await Store.open(
-        config.store.resolved_path, busy_timeout_ms=int(config.store.busy_timeout * 1000),
-        # `list` and `m3u` only read: they can read a store they may not write.
-        write=not _is_reading(args),
-    )
-    resolver = Resolver(config.resolver, config.breaker, proxy=config.upstream.proxy)
-    tracks = Tracks(store, resolver, config.resolver)
-    try:
-        return await command(tracks, args, config)
-    finally:
-        await tracks.drain()
-        await resolver.close()
-        await store.close()
+    # `list` and `m3u` only read: they can read a store they may not write.
+    async with library(config, write=not _is_reading(args)) as lib:
+        return await command(lib, args, config)
 
 
 def _describe(track: Track) -> str:
@@ -329,11 +318,11 @@ def _describe(track: Track) -> str:
     return f"{track.id}  {track.name}{minutes}"
 
 
-async def _add(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def _add(lib: Library, args: argparse.Namespace, config: Config) -> int:
     failures = 0
     for item in args.items:
         try:
-            track = await tracks.add(item)
+            track = await lib.tracks.add(item)
         except YtproxyError as exc:
             failures += 1
             print(f"ytproxy: cannot add {item!r}: {exc}", file=sys.stderr)
@@ -343,8 +332,8 @@ async def _add(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
     return 1 if failures else 0
 
 
-async def _list(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
-    stored = await tracks.store.list_tracks()
+async def _list(lib: Library, args: argparse.Namespace, config: Config) -> int:
+    stored = await lib.store.list_tracks()
     if not stored:
         print("no tracks stored yet; add one with: ytproxy add <id-or-url>")
     for track in stored:
@@ -352,10 +341,10 @@ async def _list(tracks: Tracks, args: argparse.Namespace, config: Config) -> int
     return 0
 
 
-async def _remove(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def _remove(lib: Library, args: argparse.Namespace, config: Config) -> int:
     missing = 0
     for track_id in args.ids:
-        if await tracks.store.remove(track_id):
+        if await lib.store.remove(track_id):
             print(f"removed {track_id}")
         else:
             missing += 1
@@ -363,7 +352,7 @@ async def _remove(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
     return 1 if missing else 0
 
 
-async def _m3u(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def _m3u(lib: Library, args: argparse.Namespace, config: Config) -> int:
     if args.all and args.ids:
         print("ytproxy: give either --all or ids, not both", file=sys.stderr)
         return 2
@@ -372,29 +361,29 @@ async def _m3u(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
         return 2
     chosen: list[Track]
     if args.playlist is not None:
-        listed = await tracks.store.playlist_tracks(check_playlist_name(args.playlist))
+        listed = await lib.store.playlist_tracks(check_playlist_name(args.playlist))
         if listed is None:
             print(f"ytproxy: no playlist named {args.playlist!r}; "
-                  f"{await _known_playlists(tracks)}", file=sys.stderr)
+                  f"{await _known_playlists(lib.store)}", file=sys.stderr)
             return 1
         chosen = listed
     elif args.ids:
         chosen = []
         for track_id in args.ids:
-            track = await tracks.store.get(track_id)
+            track = await lib.store.get(track_id)
             if track is None:
                 print(f"ytproxy: no stored track with id {track_id!r}", file=sys.stderr)
                 return 1
             chosen.append(track)
     else:
-        chosen = await tracks.store.list_tracks()
+        chosen = await lib.store.list_tracks()
     base = proxy_base_url(config.server.host, config.server.port)
     print(render_m3u(chosen, base), end="")
     return 0
 
 
-async def _known_playlists(tracks: Tracks) -> str:
-    names = [p.name for p in await tracks.store.list_playlists()]
+async def _known_playlists(store: Store) -> str:
+    names = [p.name for p in await store.list_playlists()]
     if not names:
         return "none imported yet: ytproxy import <playlist-url>"
     return "stored playlists: " + ", ".join(repr(n) for n in names)
@@ -427,7 +416,7 @@ class _ImportProgress:
             self._open_line = False
 
 
-async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
+async def _import(lib: Library, args: argparse.Namespace, config: Config) -> int:
     every: float | None = None
     if args.sync is not None:
         every = parse_interval(args.sync or config.library.sync_every)
@@ -438,7 +427,7 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
     progress = _ImportProgress(sys.stderr)
     progress.say(f"reading the playlist at {args.url}")
     try:
-        summary = await tracks.import_playlist(args.url, args.name, progress=progress)
+        summary = await lib.tracks.import_playlist(args.url, args.name, progress=progress)
     finally:
         progress.finish()
     name, base = summary.name, proxy_base_url(config.server.host, config.server.port)
@@ -449,12 +438,12 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
     print(f"  {base}/playlist/{quote(name)}.m3u")
     if every is not None:
         now = time.time()  # this import was a sync: the next is due in EVERY
-        await tracks.store.set_sync(name, args.url, every, now + every)
-        await tracks.store.record_sync(name, at=now, next_sync=now + every)
+        await lib.store.set_sync(name, args.url, every, now + every)
+        await lib.store.record_sync(name, at=now, next_sync=now + every)
         print(f"  synced every {_every(every)} by the running daemon (`ytproxy serve`); "
               "`ytproxy playlists` shows how it goes")
     else:
-        synced = await tracks.store.get_sync(name)
+        synced = await lib.store.get_sync(name)
         if synced is not None and synced.source_url != args.url:
             print(f"ytproxy: note: {name!r} is still synced every {_every(synced.every)} from "
                   f"{synced.source_url}; import with --sync to follow this URL instead, or "
@@ -465,7 +454,7 @@ async def _import(tracks: Tracks, args: argparse.Namespace, config: Config) -> i
               "[mpd] playlist_directory and import again to use `mpc load`")
         return 0
     try:
-        path = await tracks.write_playlist_file(name, directory, base)
+        path = await lib.tracks.write_playlist_file(name, directory, base)
     except OSError as exc:
         print(f"ytproxy: the playlist is stored, but {directory / (name + '.m3u')} could not "
               f"be written: {exc.strerror or exc}; check [mpd] playlist_directory",
@@ -497,8 +486,8 @@ def _when(now: float, when: float | None) -> str:
     return f"in {_every(size)}" if seconds > 0 else f"{_every(size)} ago"
 
 
-async def _playlists(tracks: Tracks, args: argparse.Namespace, config: Config) -> int:
-    store = tracks.store
+async def _playlists(lib: Library, args: argparse.Namespace, config: Config) -> int:
+    store = lib.store
     if args.action is not None:
         if args.name is None:
             print(f"ytproxy: `playlists {args.action}` takes the playlist's NAME",
@@ -507,7 +496,7 @@ async def _playlists(tracks: Tracks, args: argparse.Namespace, config: Config) -
         name = check_playlist_name(args.name)
         existing = await store.get_playlist(name)
         if existing is None:
-            print(f"ytproxy: no playlist named {name!r}; {await _known_playlists(tracks)}",
+            print(f"ytproxy: no playlist named {name!r}; {await _known_playlists(lib.store)}",
                   file=sys.stderr)
             return 1
         if args.action == "unsync":

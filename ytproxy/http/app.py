@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 
 from ytproxy.cache import TrackCache
 from ytproxy.config import Config
 from ytproxy.errors import (
-    AlreadyRunning,
     BadQuery,
     BadRange,
     BadRequest,
@@ -30,8 +26,6 @@ from ytproxy.errors import (
     UpstreamFailed,
     YtproxyError,
 )
-from ytproxy.follower.autoplay import AutoplaySong
-from ytproxy.follower.queue import MpdFollower, mpd_candidates
 from ytproxy.http.auth import token_middleware
 from ytproxy.http.inflight import InFlightRequests
 from ytproxy.http.listener import (
@@ -54,32 +48,39 @@ from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.http.streams import StreamHandler
 from ytproxy.http.validation import path_guard, read_json_object, string_field, track_id
-from ytproxy.library.listings import (
+from ytproxy.library import (
     MAX_LIMIT,
     MAX_QUERY_LENGTH,
     SEARCH_LIMIT,
-    Listings,
+    check_playlist_name,
+    proxy_base_url,
+    render_m3u,
     search_json,
 )
-from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
-from ytproxy.library.store import Store
-from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
-from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
 from ytproxy.redact import redact_urls
-from ytproxy.resolve.resolver import Resolver
+from ytproxy.services import (
+    CACHE,
+    CONFIG,
+    FETCHER,
+    FOLLOWER,
+    LISTINGS,
+    RESOLVER,
+    STORE,
+    SYNCER,
+    TRACKS,
+    resource_contexts,
+    task_contexts,
+)
 from ytproxy.systemd import Notifier
-from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
-__all__ = ["CONFIG", "NOTIFIER", "REGISTRY", "SLOTS", "STORE", "SYNCER", "TRACKS", "create_app"]
+# The services' keys (ytproxy.services) are named here too, beside the server's own.
+__all__ = ["CACHE", "CONFIG", "DAEMON", "FETCHER", "FOLLOWER", "HANDLER", "LISTINGS",
+           "METRICS", "NOTIFIER", "REGISTRY", "RESOLVER", "SLOTS", "STORE", "SYNCER", "TRACKS",
+           "create_app"]
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
-STORE = web.AppKey("store", Store)
-RESOLVER = web.AppKey("resolver", Resolver)
-TRACKS = web.AppKey("tracks", Tracks)
-FETCHER = web.AppKey("fetcher", UpstreamFetcher)
 SLOTS = web.AppKey("slots", StreamSlots)
 REGISTRY = web.AppKey("registry", StreamRegistry)
 HANDLER = web.AppKey("handler", StreamHandler)
@@ -88,8 +89,6 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 DAEMON = web.AppKey("daemon", Daemon)
 METRICS = web.AppKey("metrics", Metrics)
-LISTINGS = web.AppKey("listings", Listings)
-SYNCER = web.AppKey("syncer", PlaylistSyncer)
 
 
 def error_response(exc: YtproxyError) -> web.Response:
@@ -123,145 +122,25 @@ async def errors_middleware(
         return json_http_error(request, exc)
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store_config = app[CONFIG].store
-    # The daemon's store is its alone (a second daemon refuses to start): the
-    # CLI's commands open it beside the daemon, without the lock.
-    app[STORE] = await Store.open(
-        store_config.resolved_path, busy_timeout_ms=int(store_config.busy_timeout * 1000),
-        exclusive=True,
-    )
+# -- the /proxy handler (its construction, apart: ytproxy.services builds the rest) --
+
+async def _handler_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[HANDLER] = handler = StreamHandler(
+        app[CONFIG], app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY], app[CACHE],
+        on_first_byte=app[METRICS].time_to_first_byte.observe)
     yield
-    await app[STORE].close()
+    await handler.drain()
 
 
-async def _resolver_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[RESOLVER] = Resolver(app[CONFIG].resolver, app[CONFIG].breaker,
-                             proxy=app[CONFIG].upstream.proxy)
+async def _report_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What /status, /health and /metrics read, once every service is up."""
+    follower = app[FOLLOWER]
+    app[DAEMON] = daemon = Daemon(
+        app[CONFIG], app[STARTED], app[REGISTRY], app[SLOTS], app[STORE], app[RESOLVER],
+        app[TRACKS], app[FETCHER], app[CACHE],
+        mpd=follower.report if follower is not None else None, sync=app[SYNCER].report)
+    app[METRICS].report_on(daemon)
     yield
-    await app[RESOLVER].close()
-
-
-async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    # HTTP(S)_PROXY/NO_PROXY apply to upstream (upstream.proxy overrides them): the
-    # fetcher reads them once per host rather than the session (trust_env) per request.
-    session = aiohttp.ClientSession(connector=upstream_connector(), auto_decompress=False)
-    app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
-    app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
-    cache: TrackCache | None = None
-    if config.cache.enabled:
-        cache = TrackCache(config, app[STORE], app[TRACKS], app[FETCHER])
-        try:
-            await cache.open()
-        except AlreadyRunning:
-            await session.close()
-            raise  # another daemon's files: refuse to start, as for its store
-        except YtproxyError as exc:
-            # Streams need no cache: relay them rather than not start at all.
-            log.warning("%s; the cache is off until this is fixed and the daemon restarted",
-                        exc)
-            cache = None
-    else:
-        log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
-    app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
-                                 cache)
-    app[LISTINGS] = listings = Listings(
-        store=app[STORE], list_flat=app[RESOLVER].listing,
-        source_url_for=app[RESOLVER].source_url_for,
-        search_url_template=config.resolver.search_url_template,
-        radio_url_template=config.resolver.radio_url_template)
-    app[DAEMON] = Daemon(config, app[STARTED], app[REGISTRY], app[SLOTS], app[STORE],
-                         app[RESOLVER], app[TRACKS], app[FETCHER], cache)
-    follower = _mpd_follower(config, cache, partial(_mix_songs, listings, config))
-    if follower is not None:
-        await follower.start()
-        app[DAEMON].mpd = follower.report
-    syncer = app[SYNCER] = _playlist_syncer(app)
-    await syncer.start()
-    app[DAEMON].sync = syncer.report
-    metrics = app[METRICS] = Metrics(app[DAEMON])
-    app[RESOLVER].on_duration = metrics.resolver_duration.observe
-    app[HANDLER].on_first_byte = metrics.time_to_first_byte.observe
-    yield
-    await syncer.aclose()
-    if follower is not None:
-        await follower.aclose()
-    await app[HANDLER].drain()
-    if cache is not None:
-        await cache.aclose()
-    await app[TRACKS].drain()
-    await app[FETCHER].aclose()
-    await session.close()
-
-
-async def _mix_songs(listings: Listings, config: Config, track_id: str) -> list[AutoplaySong]:
-    """Autoplay's ``more_songs``: the mix of a track, stored, as MPD is to queue it."""
-    base = proxy_base_url(config.server.host, config.server.port)
-    songs = await listings.radio(track_id, limit=MAX_LIMIT)
-    return [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
-
-
-def _no_lookahead(track_ids: list[str]) -> None:
-    """``want`` when there is no cache to fill (autoplay alone)."""
-
-
-def _mpd_follower(config: Config, cache: TrackCache | None,
-                  more_songs: Callable[[str], Awaitable[list[AutoplaySong]]]
-                  ) -> MpdFollower | None:
-    """MPD look-ahead, when there is a cache to fill and an MPD to follow, and
-    autoplay when it is on.
-
-    With no [mpd] host and no MPD_HOST, MPD is looked for where mpc looks
-    (``mpd_candidates``): the follower takes the first that answers."""
-    autoplay = config.mpd.autoplay
-    try:
-        candidates = mpd_candidates(config.mpd.host, config.mpd.port, os.environ)
-    except ValueError as exc:
-        log.warning("mpd: look-ahead%s is off: %s", " and autoplay" if autoplay else "", exc)
-        return None
-    lookahead = config.mpd.lookahead if cache is not None else 0
-    if lookahead == 0 and not autoplay:
-        why = "the cache is off" if cache is None else "[mpd] lookahead = 0"
-        log.info("mpd: look-ahead is off (%s)", why)
-        return None
-    host, port, password = candidates[0]
-    server = config.server
-    return MpdFollower(host=host, port=port, password=config.mpd.password or password,
-                       lookahead=lookahead,
-                       track_of=partial(proxied_track, host=server.host, port=server.port),
-                       want=cache.want if cache is not None else _no_lookahead,
-                       more_songs=more_songs if autoplay else None,
-                       autoplay_songs=config.mpd.autoplay_songs,
-                       autoplay_history=config.mpd.autoplay_history,
-                       alternatives=[(h, p) for h, p, _ in candidates[1:]])
-
-
-def _playlist_syncer(app: web.Application) -> PlaylistSyncer:
-    """The task that re-imports playlists imported with ``--sync`` when due."""
-    config, store, tracks = app[CONFIG], app[STORE], app[TRACKS]
-    base = proxy_base_url(config.server.host, config.server.port)
-
-    async def sync(name: str, source_url: str) -> str:
-        if await store.get_sync(name) is None:  # unsynced or removed meanwhile
-            return "no longer synced; left alone"
-        summary = await tracks.import_playlist(source_url, name)
-        done = f"{len(summary.track_ids)} tracks ({summary.added} new)"
-        directory = config.mpd.resolved_playlist_directory
-        if directory is None:
-            return done
-        try:
-            await tracks.write_playlist_file(name, directory, base)
-        except OSError as exc:
-            raise OSError(f"the playlist is stored ({done}), but {directory / (name + '.m3u')} "
-                          f"could not be written: {exc.strerror or exc}; check "
-                          "[mpd] playlist_directory") from exc
-        return f"{done}, {name}.m3u replaced"
-
-    # A schedule the CLI adds while the daemon runs is seen within this.
-    poll = min(POLL_MAX, config.library.sync_every_seconds)
-    return PlaylistSyncer(schedules=store.list_syncs, sync=sync, record=store.record_sync,
-                          poll_every=poll)
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -322,8 +201,11 @@ def create_app(config: Config) -> web.Application:
     app[SLOTS] = StreamSlots(config.limits.max_streams)
     app[REGISTRY] = StreamRegistry()
     app[STARTED] = time.time()
-    app.cleanup_ctx.extend([_store_ctx, _resolver_ctx, _services_ctx])
-    app.cleanup_ctx.append(_notify_ctx)
+    metrics = app[METRICS] = Metrics()
+    # One context per resource, opened in this order and closed in reverse.
+    app.cleanup_ctx.extend([
+        *resource_contexts(on_resolve_duration=metrics.resolver_duration.observe),
+        _handler_ctx, *task_contexts(), _report_ctx, _notify_ctx])
     app.on_shutdown.append(_graceful_shutdown)
     # Each route answers only its own method (GET routes no HEAD unless listed),
     # and every one answers Expect alike (listener.expect_handler).
@@ -523,21 +405,21 @@ MAX_PREFETCH_IDS = 200
 
 
 def _cache(request: web.Request) -> TrackCache:
-    cache = request.app[DAEMON].cache
+    cache = request.app[CACHE]
     if cache is None:
         raise CacheOff("the cache is off ([cache] max_size = 0); set a size to use it")
     return cache
 
 
 async def _cache_list(request: web.Request) -> web.Response:
-    cache = request.app[DAEMON].cache
+    cache = request.app[CACHE]
     if cache is None:
         return web.json_response({"enabled": False, "tracks": []})
-    return web.json_response({"enabled": True, **cache.summary(), "tracks": cache.listing()})
+    return web.json_response({**cache.snapshot().as_dict(), "tracks": cache.listing()})
 
 
 async def _cache_clear(request: web.Request) -> web.Response:
-    dropped, in_use = _cache(request).files.clear()
+    dropped, in_use = _cache(request).clear()
     return web.json_response({"dropped": dropped, "kept_in_use": in_use})
 
 
@@ -570,8 +452,7 @@ async def _delete_track(request: web.Request) -> web.Response:
     unwanted = track_id(request)
     if not await request.app[STORE].remove(unwanted):
         raise TrackNotFound(f"unknown track {unwanted}")
-    cache = request.app[DAEMON].cache
-    entry = cache.files.get(unwanted) if cache is not None else None
-    if cache is not None and entry is not None and not entry.users:
-        cache.files.drop(entry, "track removed")  # its file goes with it
+    cache = request.app[CACHE]
+    if cache is not None:
+        cache.forget(unwanted)  # its file goes with it
     return web.json_response({"removed": unwanted})

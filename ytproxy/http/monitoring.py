@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ytproxy import __version__
-from ytproxy.cache import TrackCache
+from ytproxy.cache import CacheSnapshot, TrackCache
 from ytproxy.config import SECRET_KEYS, Config
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
@@ -41,7 +41,7 @@ __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "sta
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Daemon:
     """The parts of a running daemon that report on themselves."""
 
@@ -109,8 +109,7 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         track_count: int | None = await daemon.store.count()
     except Exception:
         track_count = None
-    retries = {k.removeprefix("retry_"): v for k, v in fetcher.stats.items()
-               if k.startswith("retry_")}
+    upstream, resolving = fetcher.stats(), resolver.stats()
     # Breakers' last errors and the like are other code's words: any URL in them
     # loses its query values, so a signed stream URL never shows here.
     payload: dict[str, Any] = redact_strings({
@@ -130,30 +129,30 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         "store": {"tracks": track_count, "path": str(daemon.store.path),
                   "size_bytes": _db_size(daemon.store), "damaged": daemon.store.damaged},
         "resolver": {
-            "calls": resolver.calls,
+            "calls": resolving.calls,
             "cache_hits": daemon.tracks.cache_hits,
-            "single_flight_joins": resolver.joins,
-            "failures": dict(resolver.failures),
-            "rate_limit_waiting": resolver.rate_limit_waiting,
-            "last_call_seconds": resolver.last_duration,
-            "breaker": resolver.breaker.as_dict(),
+            "single_flight_joins": resolving.joins,
+            "failures": dict(resolving.failures),
+            "rate_limit_waiting": resolving.rate_limit_waiting,
+            "last_call_seconds": resolving.last_call_seconds,
+            "breaker": dict(resolving.breaker),
             # The player client of the last URL resolved (googlevideo's c=).
-            "client": resolver.last_client,
+            "client": resolving.client,
             "js_runtime": await resolver.js_runtime_info(),
-            "cookies": resolver.cookies_source,
+            "cookies": resolving.cookies,
             # The hour's yt-dlp calls and what waits for them (ytproxy.resolve.budget).
-            "budget": resolver.budget.as_dict(),
+            "budget": dict(resolving.budget),
             # YouTube's refusals as a state: "ok", "rate_limited" or "bot_check".
-            "youtube": resolver.refusal.as_dict(),
+            "youtube": dict(resolving.youtube),
         },
         "upstream": {
-            "requests": fetcher.requests,
-            "bytes": fetcher.stats["bytes"],
-            "retries": retries,
-            "resumes": fetcher.stats["resumes"],
-            "refreshes": fetcher.stats["refreshes"],
-            "hosts": {host: b.as_dict() for host, b in sorted(fetcher.breakers.items())},
-            "holding": fetcher.holds.as_dict(),
+            "requests": upstream.requests,
+            "bytes": upstream.bytes,
+            "retries": dict(upstream.retries),
+            "resumes": upstream.resumes,
+            "refreshes": upstream.refreshes,
+            "hosts": {host: b.as_dict() for host, b in fetcher.host_breakers().items()},
+            "holding": fetcher.holding(),
         },
         "cache": cache_summary(daemon),
         "mpd": daemon.mpd() if daemon.mpd is not None else {"following": False},
@@ -183,7 +182,7 @@ async def sync_summary(daemon: Daemon) -> dict[str, Any]:
 def cache_summary(daemon: Daemon) -> dict[str, Any]:
     if daemon.cache is None:
         return {"enabled": False, "limit_bytes": 0}
-    return daemon.cache.summary()
+    return daemon.cache.snapshot().as_dict()
 
 
 async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
@@ -196,15 +195,16 @@ async def health(daemon: Daemon) -> tuple[int, dict[str, Any]]:
         await daemon.store.count()
     except Exception as exc:
         return 503, {"status": "down", "reasons": [f"store: {exc}"]}
-    breakers: list[CircuitBreaker] = [daemon.resolver.breaker, *daemon.fetcher.breakers.values()]
+    breakers: list[CircuitBreaker] = [daemon.resolver.breaker,
+                                      *daemon.fetcher.host_breakers().values()]
     for breaker in breakers:
         if breaker.state != "closed":
             reasons.append(f"{breaker.name}: breaker {breaker.state.replace('_', '-')} "
                            f"after {breaker.failures} failures (last: {breaker.last_error})")
-    said = refusal_reason(daemon.resolver.refusal.as_dict())
-    if said is not None:
-        reasons.append(said)
-    reasons += daemon.fetcher.holds.reasons()
+    refusal = refusal_reason(dict(daemon.resolver.stats().youtube))
+    if refusal is not None:
+        reasons.append(refusal)
+    reasons += daemon.fetcher.hold_reasons()
     if reasons:
         return 503, {"status": "degraded", "reasons": reasons}
     return 200, {"status": "ok"}
@@ -232,43 +232,39 @@ class _StateCollector(Collector):
         yield sent
         retries = CounterMetricFamily("ytproxy_upstream_retries", "Upstream retries by cause",
                                       labels=["cause"])
-        for key, value in sorted(d.fetcher.stats.items()):
-            if key.startswith("retry_"):
-                retries.add_metric([key.removeprefix("retry_")], value)
+        upstream = d.fetcher.stats()
+        for cause, value in sorted(upstream.retries.items()):
+            retries.add_metric([cause], value)
         yield retries
-        for name, key, text in (("ytproxy_upstream_refreshes", "refreshes",
-                                 "Stream URLs refreshed after a refusal"),
-                                ("ytproxy_upstream_resumes", "resumes",
-                                 "Ranges resumed at the byte after a failure")):
+        for name, count, text in (
+                ("ytproxy_upstream_refreshes", upstream.refreshes,
+                 "Stream URLs refreshed after a refusal"),
+                ("ytproxy_upstream_resumes", upstream.resumes,
+                 "Ranges resumed at the byte after a failure"),
+                ("ytproxy_upstream_bytes", upstream.bytes, "Bytes fetched from upstream"),
+                ("ytproxy_upstream_requests", upstream.requests, "Upstream range requests")):
             family = CounterMetricFamily(name, text)
-            family.add_metric([], d.fetcher.stats[key])
+            family.add_metric([], count)
             yield family
-        fetched = CounterMetricFamily("ytproxy_upstream_bytes", "Bytes fetched from upstream")
-        fetched.add_metric([], d.fetcher.stats["bytes"])
-        yield fetched
-        requests = CounterMetricFamily("ytproxy_upstream_requests", "Upstream range requests")
-        requests.add_metric([], d.fetcher.requests)
-        yield requests
         calls = CounterMetricFamily("ytproxy_resolver_calls", "yt-dlp calls made")
-        calls.add_metric([], d.resolver.calls)
+        resolving = d.resolver.stats()
+        calls.add_metric([], resolving.calls)
         yield calls
-        budget = d.resolver.budget
         hour = GaugeMetricFamily("ytproxy_resolver_calls_last_hour",
                                  "yt-dlp calls in the last hour, by budget",
                                  labels=["budget"])
-        hour.add_metric(["videos"], budget.used())
-        hour.add_metric(["listings"], budget.listings_used())
+        hour.add_metric(["videos"], resolving.calls_last_hour)
+        hour.add_metric(["listings"], resolving.listings_last_hour)
         yield hour
         waiting = GaugeMetricFamily("ytproxy_resolver_background_waiting",
                                     "Background yt-dlp calls waiting for the hour's budget")
-        waiting.add_metric([], budget.waiting)
+        waiting.add_metric([], resolving.background_waiting)
         yield waiting
         refused = GaugeMetricFamily("ytproxy_youtube_refusing",
                                     "1 while YouTube refuses this address, by state",
                                     labels=["state"])
-        current = d.resolver.refusal.current()
         for name in ("rate_limited", "bot_check"):
-            refused.add_metric([name], 1 if current == name else 0)
+            refused.add_metric([name], 1 if resolving.refusing == name else 0)
         yield refused
         hits = CounterMetricFamily("ytproxy_resolver_cache_hits",
                                    "Plays served from a stored, unexpired URL")
@@ -277,43 +273,48 @@ class _StateCollector(Collector):
         state = GaugeMetricFamily("ytproxy_breaker_state",
                                   "Circuit breaker: 0 closed, 1 half-open, 2 open",
                                   labels=["name"])
-        for breaker in [d.resolver.breaker, *d.fetcher.breakers.values()]:
+        for breaker in [d.resolver.breaker, *d.fetcher.host_breakers().values()]:
             state.add_metric([breaker.name], _BREAKER_VALUES[breaker.state])
         yield state
         if d.cache is not None:
-            yield from _cache_metrics(d.cache)
+            yield from _cache_metrics(d.cache.snapshot())
 
 
-def _cache_metrics(cache: TrackCache) -> Iterator[Metric]:
-    summary = cache.summary()
-    for name, key, text in (
-            ("ytproxy_cache_hits", "hits", "Streams served from a complete cache file"),
-            ("ytproxy_cache_misses", "misses", "Streams that needed upstream"),
-            ("ytproxy_cache_served_bytes", "bytes_served", "Bytes listeners read from cache files"),
-            ("ytproxy_cache_saved_bytes", "bytes_saved",
+def _cache_metrics(cache: CacheSnapshot) -> Iterator[Metric]:
+    for name, count, text in (
+            ("ytproxy_cache_hits", cache.hits, "Streams served from a complete cache file"),
+            ("ytproxy_cache_misses", cache.misses, "Streams that needed upstream"),
+            ("ytproxy_cache_served_bytes", cache.bytes_served,
+             "Bytes listeners read from cache files"),
+            ("ytproxy_cache_saved_bytes", cache.bytes_saved,
              "Bytes served from disk that upstream did not send for that stream"),
-            ("ytproxy_cache_evictions", "evictions", "Cache files evicted to stay under the limit"),
-            ("ytproxy_cache_downloads_completed", "downloads_done", "Tracks downloaded whole"),
-            ("ytproxy_cache_disk_full", "disk_full", "Downloads turned into relays: disk full")):
+            ("ytproxy_cache_evictions", cache.evictions,
+             "Cache files evicted to stay under the limit"),
+            ("ytproxy_cache_downloads_completed", cache.downloads_done,
+             "Tracks downloaded whole"),
+            ("ytproxy_cache_disk_full", cache.disk_full,
+             "Downloads turned into relays: disk full")):
         counter = CounterMetricFamily(name, text)
-        counter.add_metric([], summary[key])
+        counter.add_metric([], count)
         yield counter
     for name, value, text in (
-            ("ytproxy_cache_size_bytes", summary["size_bytes"], "Bytes on disk in cache files"),
-            ("ytproxy_cache_limit_bytes", summary["limit_bytes"], "[cache] max_size"),
-            ("ytproxy_cache_tracks", summary["tracks"], "Complete tracks in the cache"),
-            ("ytproxy_cache_downloading", len(summary["downloading"]), "Downloads running")):
+            ("ytproxy_cache_size_bytes", cache.size_bytes, "Bytes on disk in cache files"),
+            ("ytproxy_cache_limit_bytes", cache.limit_bytes, "[cache] max_size"),
+            ("ytproxy_cache_tracks", cache.tracks, "Complete tracks in the cache"),
+            ("ytproxy_cache_downloading", len(cache.downloading), "Downloads running")):
         gauge = GaugeMetricFamily(name, text)
         gauge.add_metric([], value)
         yield gauge
 
 
 class Metrics:
-    """A registry per daemon (not the process-global one), so apps never collide."""
+    """A registry per daemon (not the process-global one), so apps never collide.
 
-    def __init__(self, daemon: Daemon) -> None:
+    Made before the services (whose constructors are given the histograms'
+    ``observe``); ``report_on`` adds the daemon's counters once it is up."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_StateCollector(daemon))
         self.resolver_duration = Histogram(
             "ytproxy_resolver_duration_seconds", "Time one yt-dlp call took",
             buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60), registry=self.registry)
@@ -323,6 +324,10 @@ class Metrics:
             registry=self.registry)
         # prometheus-client's own aiohttp handler serves this registry at /metrics.
         self.handler = make_aiohttp_handler(self.registry)
+
+    def report_on(self, daemon: Daemon) -> None:
+        """Read the daemon's counters and gauges at each scrape from now on."""
+        self.registry.register(_StateCollector(daemon))
 
 
 def _fmt_bytes(n: float) -> str:

@@ -63,6 +63,8 @@ class StreamHandler:
         slots: StreamSlots,
         registry: StreamRegistry,
         cache: TrackCache | None = None,
+        *,
+        on_first_byte: Callable[[float], None] | None = None,
     ) -> None:
         self._config = config
         self._cache = cache
@@ -75,7 +77,7 @@ class StreamHandler:
         self._plays: Counter[str] = Counter()
         self._plays_flush: asyncio.TimerHandle | None = None
         # Told the time from request to first byte (the metrics histogram).
-        self.on_first_byte: Callable[[float], None] | None = None
+        self.on_first_byte = on_first_byte
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         track_id = request.match_info["id"]
@@ -142,7 +144,7 @@ class StreamHandler:
             # meanwhile cannot take the bytes from under this listener.
             assert self._cache is not None
             try:
-                track = await self._tracks.store.get(track_id)
+                track = await self._tracks.get(track_id)
                 if track is not None:
                     return await self._answer(
                         request, track, None, cached.size,
@@ -269,7 +271,7 @@ class StreamHandler:
             entry = cached
             if entry is None:
                 assert info is not None
-                cache.files.stats.misses += 1
+                cache.record_miss()
                 entry = cache.start(track_id, info, size, mime, focus=start)
                 if entry is not None:
                     try:
@@ -278,7 +280,7 @@ class StreamHandler:
                     finally:
                         cache.release(entry)  # the body holds it now
             else:
-                cache.files.stats.hits += 1  # held by _serve until the answer ends
+                cache.record_hit()  # held by _serve until the answer ends
                 return cache.body(entry, start, end,
                                   relay=partial(self._late_relay, request, track_id, info, size))
         assert info is not None

@@ -102,6 +102,10 @@ class Tracks:
         self._background: set[asyncio.Task[None]] = set()
         self.cache_hits = 0  # plays served from a stored, unexpired URL
 
+    async def get(self, track_id: str) -> Track | None:
+        """The stored track, as it is (no resolving); None when it is not stored."""
+        return await self.store.get(track_id)
+
     def identify(self, id_or_url: str) -> tuple[str, str]:
         """(track id, source URL) for what a person typed: an id or a page URL."""
         track_id, source_url, _ = self._identify(id_or_url)

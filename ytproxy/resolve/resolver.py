@@ -16,8 +16,10 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,6 +56,7 @@ from ytproxy.resolve.ytdlp_process import (
 
 __all__ = [
     "Resolver",
+    "ResolverStats",
     "classify_error",
     "expiry_from_url",
     "plain_http_format",
@@ -320,11 +323,32 @@ def _offline(error: ResolverUnavailable) -> ResolverUnavailable:
     return error
 
 
+@dataclass(frozen=True)
+class ResolverStats:
+    """The resolver's figures at one moment (/status, /metrics)."""
+
+    calls: int  # yt-dlp calls made
+    joins: int  # asks that shared another's call (single-flight)
+    failures: Mapping[str, int]  # by error code
+    rate_limit_waiting: int  # calls waiting for the per-minute limit
+    last_call_seconds: float | None
+    client: str | None  # the player client of the last URL resolved (googlevideo's c=)
+    cookies: str | None  # where yt-dlp's cookies come from, never what they are
+    calls_last_hour: int  # video calls, against [resolver] max_calls_per_hour
+    listings_last_hour: int
+    background_waiting: int  # background calls waiting for the hour's budget
+    refusing: str | None  # "rate_limited" or "bot_check" while YouTube refuses
+    budget: Mapping[str, object]  # the hour as /status tells it
+    youtube: Mapping[str, object]  # YouTube's refusals as a state
+    breaker: Mapping[str, object]
+
+
 class Resolver:
     """Turns a source page URL into a ``StreamInfo``; concurrent asks share one call."""
 
     def __init__(
-        self, config: ResolverConfig, breaker: BreakerConfig | None = None, *, proxy: str = ""
+        self, config: ResolverConfig, breaker: BreakerConfig | None = None, *, proxy: str = "",
+        on_duration: Callable[[float], None] | None = None,
     ) -> None:
         self._config = config
         # upstream.proxy; empty lets yt-dlp read HTTP(S)_PROXY/NO_PROXY itself.
@@ -346,7 +370,7 @@ class Resolver:
         # the next before it starts.
         self._background_running = 0
         # Told how long each real yt-dlp call took (the metrics histogram).
-        self.on_duration: Callable[[float], None] | None = None
+        self.on_duration = on_duration
         self._workers = YtdlpProcesses.shared(config.workers)
         self._flights: SingleFlight[tuple[str, str | None, tuple[str, ...]], StreamInfo] = (
             SingleFlight())
@@ -373,6 +397,18 @@ class Resolver:
     @property
     def joins(self) -> int:
         return self._flights.joins
+
+    def stats(self) -> ResolverStats:
+        budget = self.budget
+        return ResolverStats(
+            calls=self.calls, joins=self.joins,
+            failures=MappingProxyType(dict(self.failures)),
+            rate_limit_waiting=self.rate_limit_waiting, last_call_seconds=self.last_duration,
+            client=self.last_client, cookies=self.cookies_source,
+            calls_last_hour=budget.used(), listings_last_hour=budget.listings_used(),
+            background_waiting=budget.waiting, refusing=self.refusal.current(),
+            budget=budget.as_dict(), youtube=self.refusal.as_dict(),
+            breaker=self.breaker.as_dict())
 
     async def js_runtime_info(self) -> dict[str, str | None] | None:
         """The runtime every call is given, with its version (asked once)."""

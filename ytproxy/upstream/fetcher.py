@@ -18,7 +18,6 @@ import logging
 import re
 import socket
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -35,6 +34,7 @@ from ytproxy.errors import (
 )
 from ytproxy.models import StreamInfo, url_param
 from ytproxy.resilience import BreakerOpen, CircuitBreaker, parse_retry_after
+from ytproxy.upstream.counters import UpstreamCounters, UpstreamStats
 from ytproxy.upstream.holds import Holds
 from ytproxy.upstream.reads import READ_BUFSIZE, transport_of
 
@@ -207,8 +207,8 @@ class UpstreamFetcher:
             # timed by RangeStream, only while the relay waits for them (_read).
             sock_read=None,
         )
-        self.requests = 0
-        self.stats: Counter[str] = Counter()
+        # What upstream has cost: streams add to it (RangeStream), /status reads stats().
+        self.counters = UpstreamCounters()
         self.breakers: dict[str, CircuitBreaker] = {}  # by host_key
         # Hosts whose last try was a refused connection (UpstreamUnavailable.refused).
         self._refusing: set[str] = set()
@@ -218,6 +218,22 @@ class UpstreamFetcher:
         self.holds = Holds()
         # URLs bound to an address family (ip=) are fetched over that family only.
         self._family_sessions: dict[socket.AddressFamily, aiohttp.ClientSession] = {}
+
+    def stats(self) -> UpstreamStats:
+        """The counters now (requests, bytes, retries by cause, ...)."""
+        return self.counters.snapshot()
+
+    def host_breakers(self) -> dict[str, CircuitBreaker]:
+        """Each upstream host's breaker, by host (``host_key``), sorted."""
+        return dict(sorted(self.breakers.items()))
+
+    def holding(self) -> dict[str, object]:
+        """The requests held while upstream is out of reach, as /status shows them."""
+        return self.holds.as_dict()
+
+    def hold_reasons(self) -> list[str]:
+        """Why requests are held, as /health says it (none: nothing held)."""
+        return self.holds.reasons()
 
     async def aclose(self) -> None:
         """Close the sessions this fetcher made for one address family (the
@@ -373,7 +389,7 @@ class UpstreamFetcher:
                 )
                 resting.refused = host in self._refusing
                 raise resting from None
-            self.requests += 1
+            self.counters.requested()
             try:
                 async with asyncio.timeout(head_timeout):
                     proxy, proxy_auth = self._proxy_for(url)

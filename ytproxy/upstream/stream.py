@@ -24,6 +24,7 @@ from ytproxy.errors import (
 )
 from ytproxy.models import StreamInfo
 from ytproxy.resilience import RetryGap
+from ytproxy.upstream.counters import RetryCause, retry_label
 from ytproxy.upstream.fetcher import (
     FIRST_RANGE,
     REFRESH_STATUSES,
@@ -271,10 +272,10 @@ class RangeStream:
     def _took(self, nbytes: int, gap: RetryGap) -> None:
         """Bytes came: a gap being retried has resumed, and refreshes start afresh."""
         self.bytes_fetched += nbytes
-        self._fetcher.stats["bytes"] += nbytes
+        self._fetcher.counters.fetched(nbytes)
         if gap.attempts:
             self.resumes += 1
-            self._fetcher.stats["resumes"] += 1
+            self._fetcher.counters.resumed()
             gap.progress()
         if self._refreshed_since_success or self._gap_clients or self._rerouted:
             self._refreshed_since_success = False
@@ -307,6 +308,7 @@ class RangeStream:
             return
         retry_after: float | None = None
         hold = False
+        cause: RetryCause
         if isinstance(exc, UpstreamUnavailable):
             # A new stream meets a resting host: held until the breaker's trial
             # (MPD waits for headers with no timeout of its own).
@@ -335,7 +337,7 @@ class RangeStream:
             raise exc  # 404 and other 4xx: another try will not help
         elif isinstance(exc, UpstreamRefused):
             retry_after = exc.retry_after
-            cause = f"http_{exc.status}"
+            cause = exc.status
         else:
             cause = _cause_name(exc)
         delay = gap.next_delay(retry_after, hold=hold)
@@ -350,8 +352,8 @@ class RangeStream:
                 f"upstream kept failing for {gap.elapsed:.1f} s over {gap.attempts - 1} "
                 f"retries ({describe(exc)})"
             ) from exc
-        self.retries[cause] += 1
-        self._fetcher.stats[f"retry_{cause}"] += 1
+        self.retries[retry_label(cause)] += 1
+        self._fetcher.counters.retried(cause)
         # Nobody to fetch for: stop, and free the listener's slot.
         self._still_listening()
         if not hold:
@@ -441,7 +443,7 @@ class RangeStream:
                         "asking yt-dlp for another client (not %s)", self._label, client,
                         what, pos, ", ".join(avoid))
             self.retries["failover"] += 1
-            self._fetcher.stats["failovers"] += 1
+            self._fetcher.counters.failed_over()
             fresh = await self._refresh(info, avoid)
             if fresh.client is not None and fresh.client in avoid:
                 raise UpstreamGone(
@@ -452,7 +454,7 @@ class RangeStream:
         self._info = fresh
         self._refreshed_since_success = True
         self.refreshes += 1
-        self._fetcher.stats["refreshes"] += 1
+        self._fetcher.counters.refreshed()
 
     async def __aenter__(self) -> RangeStream:
         self._pieces = self._produce()
@@ -574,7 +576,7 @@ def _hold_reason(exc: BaseException) -> str:
     return f"host {host}" if host else "upstream"
 
 
-def _cause_name(exc: BaseException) -> str:
+def _cause_name(exc: BaseException) -> RetryCause:
     root = exc.__cause__ if isinstance(exc, UpstreamFailed) and exc.__cause__ else exc
     if isinstance(root, TimeoutError):
         return "timeout"
