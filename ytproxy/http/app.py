@@ -65,7 +65,7 @@ from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_
 from ytproxy.library.store import Store
 from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
-from ytproxy.models import is_video_id
+from ytproxy.models import TrackId
 from ytproxy.redact import redact_urls
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
@@ -198,7 +198,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _mix_songs(listings: Listings, config: Config, track_id: str) -> list[AutoplaySong]:
     """Autoplay's ``more_songs``: the mix of a track, stored, as MPD is to queue it."""
     base = proxy_base_url(config.server.host, config.server.port)
-    songs = await listings.radio(track_id, limit=MAX_LIMIT)
+    # The follower's ids come from proxied_track, TrackIds already (no second check).
+    songs = await listings.radio(TrackId(track_id), limit=MAX_LIMIT)
     return [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
 
 
@@ -551,19 +552,22 @@ async def _cache_prefetch(request: web.Request) -> web.Response:
         raise BadRequest(f'field "ids" must be a non-empty array of track ids; {shape}')
     if len(ids) > MAX_PREFETCH_IDS:
         raise BadRequest(f'field "ids" names {len(ids)} tracks, at most {MAX_PREFETCH_IDS}')
+    wanted: list[TrackId] = []
     for value in ids:
-        if not isinstance(value, str) or not is_video_id(value):
-            raise BadRequest(f'field "ids": {str(value)[:40]!r} is not a track id '
-                             "(11 characters of A-Z a-z 0-9 _ -)")
+        try:
+            wanted.append(TrackId(value))
+        except InvalidTrackId as exc:
+            raise BadRequest(f'field "ids": {exc}') from None
 
-    async def one(track_id: str) -> str:
+    async def one(track_id: TrackId) -> str:
         try:
             return await cache.prefetch(track_id)
         except YtproxyError as exc:
             return f"failed: {redact_urls(str(exc))}"
 
-    results = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
-    return web.json_response({"results": dict(zip(dict.fromkeys(ids), results, strict=True))})
+    unique = list(dict.fromkeys(wanted))
+    results = await asyncio.gather(*(one(i) for i in unique))
+    return web.json_response({"results": dict(zip(unique, results, strict=True))})
 
 
 async def _delete_track(request: web.Request) -> web.Response:

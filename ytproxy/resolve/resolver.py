@@ -30,14 +30,13 @@ from ytproxy.config import (
     browser_cookie_spec,
 )
 from ytproxy.errors import (
-    InvalidTrackId,
     ResolverFailed,
     ResolverUnavailable,
     TrackGone,
     YoutubeRefused,
     YtproxyError,
 )
-from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
+from ytproxy.models import PlaylistEntry, StreamInfo, TrackId, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.resolve.budget import CallBudget, CallKind, Ticket
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_version
@@ -393,14 +392,12 @@ class Resolver:
             sources.append(f"browser:{self._browser_cookies[0]}")
         return ", ".join(sources) or None
 
-    def source_url_for(self, track_id: str) -> str:
-        # The template is the admin's and trusted; what goes into it must be an id,
-        # never text that could change the URL's host, path or query.
-        if not is_video_id(track_id):
-            raise InvalidTrackId(
-                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
-            )
-        return self._config.source_url_template.replace("{id}", track_id)
+    def source_url_for(self, track_id: TrackId) -> str:
+        # The template is the admin's and trusted; what goes into it is a checked
+        # id, never text that could change the URL's host, path or query (TrackId
+        # of a TrackId is itself: no second check; an unchecked str from an untyped
+        # caller is checked here).
+        return self._config.source_url_template.replace("{id}", TrackId(track_id))
 
     async def resolve(self, source_url: str, *, format_id: str | None = None,
                       avoid_clients: tuple[str, ...] = (),
