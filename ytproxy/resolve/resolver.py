@@ -23,12 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiolimiter import AsyncLimiter
 
-from ytproxy.config import (
-    POT_PROVIDER_ARGS,
-    BreakerConfig,
-    ResolverConfig,
-    browser_cookie_spec,
-)
+from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import (
     ResolverFailed,
     ResolverUnavailable,
@@ -43,6 +38,11 @@ from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_versio
 from ytproxy.resolve.messages import clock_time, describe, first_line
 from ytproxy.resolve.refusals import STATES, RefusalState
 from ytproxy.resolve.singleflight import SingleFlight
+from ytproxy.resolve.ytdlp_options import (
+    POT_PROVIDER_ARGS,
+    browser_cookie_spec,
+    with_extractor_arg,
+)
 from ytproxy.resolve.ytdlp_process import (
     CallTimedOut,
     ExtractFailed,
@@ -59,7 +59,6 @@ __all__ = [
     "playlist_entries_from",
     "stream_info_from",
     "strip_query",
-    "with_extractor_arg",
     "ytdlp_cache_dir",
 ]
 
@@ -254,18 +253,6 @@ def playlist_entries_from(
     if not entries:
         raise ResolverFailed(f"found no tracks in the playlist at {source_url}")
     return _text(info.get("title")), entries
-
-
-def with_extractor_arg(extractor_args: object, ie_key: str, key: str,
-                       value: str) -> dict[str, Any]:
-    """yt-dlp's ``extractor_args`` (the person's, from ytdlp_options) with
-    ``ie_key:key=value`` added; every other argument, of this extractor and of
-    others, kept.  Copies: the config's table is not changed."""
-    merged = {k: dict(v) if isinstance(v, dict) else v
-              for k, v in (extractor_args.items() if isinstance(extractor_args, dict) else ())}
-    table = merged.get(ie_key)
-    merged[ie_key] = {**(table if isinstance(table, dict) else {}), key: [value]}
-    return merged
 
 
 def classify_error(exc: BaseException, source_url: str, *, until: float | None = None,
