@@ -21,7 +21,6 @@ import mpd.base  # type: ignore[import-untyped]
 from ytproxy.config import Config
 from ytproxy.errors import YtproxyError
 from ytproxy.follower.autoplay import AutoplaySong, queue_songs
-from ytproxy.follower.mpd_private import QuietMPDClient
 from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.listings import (
     Listings,
@@ -31,6 +30,7 @@ from ytproxy.library.listings import (
 )
 from ytproxy.library.playlists import proxied_track, proxy_base_url
 from ytproxy.library.tracks import Tracks
+from ytproxy.private.mpd import QuietMPDClient
 
 __all__ = ["run_radio", "run_search", "song_table"]
 

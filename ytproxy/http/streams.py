@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ytproxy.aiohttp_private import payload_writer
 from ytproxy.cache import CachedBody, CacheFile, TrackCache, refresher
 from ytproxy.config import Config
 from ytproxy.errors import (
@@ -35,6 +34,7 @@ from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo, Track, TrackId, safe_display_name
+from ytproxy.private.aiohttp import payload_writer
 from ytproxy.resilience import RetryGap
 from ytproxy.upstream import FileChanged, RangeStream, UpstreamFetcher, probe_size
 from ytproxy.upstream.holds import Held
@@ -429,7 +429,7 @@ def _writer(
     response: web.StreamResponse,
 ) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]]:
     """The response's write, which leaves all waiting to the relay, and its
-    wait-for-the-transport (ytproxy.aiohttp_private.payload_writer); without
+    wait-for-the-transport (ytproxy.private.aiohttp.payload_writer); without
     such a writer, the public write, which waits itself, and no wait."""
     return payload_writer(response) or (response.write, _nothing)
 

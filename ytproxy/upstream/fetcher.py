@@ -25,7 +25,6 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from yarl import URL
 
-from ytproxy.aiohttp_private import set_read_limit, set_tls_read_buffer
 from ytproxy.config import BreakerConfig, UpstreamConfig
 from ytproxy.errors import (
     UpstreamFailed,
@@ -34,6 +33,7 @@ from ytproxy.errors import (
     UpstreamUnreachable,
 )
 from ytproxy.models import StreamInfo, url_param
+from ytproxy.private.aiohttp import set_read_limit, set_tls_read_buffer
 from ytproxy.resilience import BreakerOpen, CircuitBreaker, parse_retry_after
 from ytproxy.upstream.holds import Holds
 from ytproxy.upstream.reads import READ_BUFSIZE, transport_of
