@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ytproxy.loops import EVENT_LOOPS
 from ytproxy.redact import SECRET_KEYS, redact_config
@@ -48,9 +48,73 @@ __all__ = [
 ]
 
 
+# googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
+MAX_CHUNK_SIZE = 10 * 1_048_576
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one key's value must be, said as its error says it: a number within
+    ``low``..``high`` (``above``: strictly more than), ``unit`` and ``note``
+    after the numbers; a string that is ``filled`` (not blank), that contains
+    ``placeholder``, or that is one of ``choices`` (any case).  ``say``
+    replaces the sentence."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    unit: str = ""
+    note: str = ""
+    filled: bool = False
+    placeholder: str = ""
+    choices: tuple[str, ...] = ()
+    say: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return ((not self.filled or bool(value.strip()))
+                    and self.placeholder in value
+                    and (not self.choices or value.lower() in self.choices))
+        return ((self.low is None or value >= self.low)
+                and (self.high is None or value <= self.high)
+                and (self.above is None or value > self.above))
+
+    def sentence(self) -> str:
+        if self.say:
+            return self.say
+        if self.filled:
+            return "must not be empty"
+        if self.placeholder:
+            return f"must contain the {self.placeholder} placeholder"
+        if self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        n = _number_text
+        if self.low is not None and self.high is not None:
+            bounds = f"between {n(self.low)} and {n(self.high)}"
+        elif self.above is not None:
+            bounds = f"> {n(self.above)}" + (
+                f" and at most {n(self.high)}" if self.high is not None else "")
+        else:
+            bounds = f">= {n(self.low)}"
+        return f"must be {bounds}{self.unit}{self.note}"
+
+
+def _number_text(value: float | None) -> str:
+    return str(int(value)) if value is not None and value == int(value) else str(value)
+
+
+def _ruled(default: Any, **rule: Any) -> Any:
+    """A key's default, with the rule (``_Rule``) its value is checked by."""
+    return field(default=default, metadata={"rule": _Rule(**rule)})
+
+
+def _seconds(default: float, **rule: Any) -> Any:
+    return _ruled(default, unit=" seconds", **rule)
+
+
 class _Problems:
-    """One section's problems as its ``problems()`` finds them: (``section.key``,
-    a sentence naming the key); the loader adds where the key was set."""
+    """One section's problems as its checks find them: (``section.key``, a
+    sentence naming the key); the loader adds where the key was set."""
 
     def __init__(self, section: str) -> None:
         self.section = section
@@ -63,6 +127,25 @@ class _Problems:
 
     def add(self, key: str, message: str) -> None:
         self.found.append((f"{self.section}.{key}", message))
+
+
+class _Section:
+    """What every section does: ``problems(name)`` checks each key by the rule
+    declared with it (``_ruled``), then what the section's ``more_problems``
+    checks (keys that depend on each other, lists, secrets)."""
+
+    def problems(self, name: str) -> list[tuple[str, str]]:
+        found = _Problems(name)
+        for f in fields(cast(Any, self)):
+            rule = f.metadata.get("rule")
+            value = getattr(self, f.name)
+            if isinstance(rule, _Rule) and not rule.allows(value):
+                found.need(False, f.name, rule.sentence(), value)
+        self.more_problems(found)
+        return found.found
+
+    def more_problems(self, found: _Problems) -> None:
+        """Checks beyond one key's rule (none unless a section has some)."""
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -85,14 +168,14 @@ def _is_host_name(value: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 6602
-    log_level: str = "info"
+class ServerConfig(_Section):
+    host: str = _ruled("127.0.0.1", filled=True)
+    port: int = _ruled(6602, low=1, high=65535)
+    log_level: str = _ruled("info", choices=_LOG_LEVELS)
     access_log: bool = False
-    shutdown_timeout: float = 5.0
+    shutdown_timeout: float = _seconds(5.0, low=0)
     # "auto" (uvloop where it is installed, else asyncio's loop), "uvloop" or "asyncio".
-    event_loop: str = "auto"
+    event_loop: str = _ruled("auto", choices=EVENT_LOOPS)
     # Bearer token that write requests (POST/DELETE /tracks) must carry; empty: none.
     token: str = ""
     # Serve on a non-loopback host without a token (anyone who can reach it may write).
@@ -102,80 +185,66 @@ class ServerConfig:
     # name, or the name LAN players use for a daemon bound to 0.0.0.0.
     allowed_hosts: tuple[str, ...] = ()
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("server")
-        p.need(1 <= self.port <= 65535, "port", "must be between 1 and 65535", self.port)
-        p.need(bool(self.host.strip()), "host", "must not be empty", self.host)
-        p.need(self.log_level.lower() in _LOG_LEVELS, "log_level",
-               f"must be one of {', '.join(_LOG_LEVELS)}", self.log_level)
-        p.need(self.event_loop.lower() in EVENT_LOOPS, "event_loop",
-               f"must be one of {', '.join(EVENT_LOOPS)}", self.event_loop)
-        p.need(self.shutdown_timeout >= 0, "shutdown_timeout", "must be >= 0 seconds",
-               self.shutdown_timeout)
+    def more_problems(self, found: _Problems) -> None:
         for name in self.allowed_hosts:
-            p.need(_is_host_name(name), "allowed_hosts",
-                   "must list bare host names or IP literals (no scheme, port, path or "
-                   f"wildcard), such as \"music.example\" or \"192.168.1.5\"; {name!r} is not "
-                   "one", list(self.allowed_hosts))
+            found.need(_is_host_name(name), "allowed_hosts",
+                       "must list bare host names or IP literals (no scheme, port, path or "
+                       f"wildcard), such as \"music.example\" or \"192.168.1.5\"; {name!r} is "
+                       "not one", list(self.allowed_hosts))
         if self.token and not _TOKEN_RE.fullmatch(self.token):
             # Never echo the value: it is a secret, and this message is printed.
-            p.add("token", f"server.token must be at least {_TOKEN_MIN_LENGTH} characters of "
-                  "A-Z a-z 0-9 - . _ ~ + / (a bearer token), e.g. from: python3 -c "
-                  "'import secrets; print(secrets.token_urlsafe(32))'")
-        return p.found
+            found.add("token", f"server.token must be at least {_TOKEN_MIN_LENGTH} characters "
+                      "of A-Z a-z 0-9 - . _ ~ + / (a bearer token), e.g. from: python3 -c "
+                      "'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 @dataclass(frozen=True)
-class StoreConfig:
-    path: str = "~/.local/share/ytproxy/tracks.db"
-    busy_timeout: float = 5.0
+class StoreConfig(_Section):
+    path: str = _ruled("~/.local/share/ytproxy/tracks.db", filled=True)
+    busy_timeout: float = _seconds(5.0, low=0, high=600)
 
     @property
     def resolved_path(self) -> Path:
         return Path(os.path.expandvars(self.path)).expanduser()
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("store")
-        p.need(bool(self.path.strip()), "path", "must not be empty", self.path)
-        p.need(0 <= self.busy_timeout <= 600, "busy_timeout",
-               "must be between 0 and 600 seconds", self.busy_timeout)
-        return p.found
-
 
 @dataclass(frozen=True)
-class ResolverConfig:
-    source_url_template: str = "https://www.youtube.com/watch?v={id}"
+class ResolverConfig(_Section):
+    source_url_template: str = _ruled("https://www.youtube.com/watch?v={id}", placeholder="{id}")
     # What yt-dlp lists for `ytproxy search` ({query}: the URL-encoded query) and
     # for a track's mix (`ytproxy radio`, [mpd] autoplay; {id}: the track's id).
-    search_url_template: str = "https://music.youtube.com/search?q={query}#songs"
-    radio_url_template: str = "https://music.youtube.com/watch?v={id}&list=RDAMVM{id}"
-    workers: int = 2
-    format: str = "bestaudio[acodec=opus]/bestaudio/best"
-    timeout: float = 30.0
-    url_ttl: float = 3600.0
-    expiry_margin: float = 300.0
-    max_calls_per_minute: int = 30
-    rate_limit_wait: float = 30.0
+    search_url_template: str = _ruled("https://music.youtube.com/search?q={query}#songs",
+                                      placeholder="{query}")
+    radio_url_template: str = _ruled("https://music.youtube.com/watch?v={id}&list=RDAMVM{id}",
+                                     placeholder="{id}")
+    workers: int = _ruled(2, low=1, high=64)
+    format: str = _ruled("bestaudio[acodec=opus]/bestaudio/best", filled=True)
+    timeout: float = _seconds(30.0, above=0)
+    url_ttl: float = _seconds(3600.0, above=0)
+    expiry_margin: float = _seconds(300.0, low=0)
+    max_calls_per_minute: int = _ruled(30, low=1, high=6000)
+    rate_limit_wait: float = _seconds(30.0, low=0)
     # yt-dlp calls that resolve a video, per sliding hour (see
     # ytproxy.resolve.budget): listeners' always go, background work takes
     # what is left.  Not set: 200, or 1000 with cookies (DEFAULT_CALLS_PER_HOUR).
-    max_calls_per_hour: int = 200
+    max_calls_per_hour: int = _ruled(200, low=1, high=100_000)
     # Listings (a search, a mix, a playlist), counted apart, per sliding hour.
-    max_listings_per_hour: int = 30
+    max_listings_per_hour: int = _ruled(30, low=1, high=10_000)
     # Seconds ytproxy leaves YouTube alone after it says "rate-limited"
     # (YouTube's own figure: up to an hour); a bot check is retried as often.
-    rate_limit_pause: float = 3600.0
+    rate_limit_pause: float = _seconds(3600.0, above=0, high=86_400)
     # Let add/import read pages on loopback, link-local and private addresses.
     allow_private_sources: bool = False
     # The JavaScript runtime yt-dlp is given: "auto", a name (deno, node, bun,
     # quickjs) or a path to one (see ytproxy.resolve.jsruntime).
-    js_runtime: str = "auto"
+    js_runtime: str = _ruled("auto", filled=True, say='must be "auto", a runtime (deno, node, '
+                             'bun, quickjs) or a path')
     # A Netscape cookies file, read by yt-dlp on every call; and/or a browser to
     # take cookies from (yt-dlp's cookiesfrombrowser: BROWSER[+KEYRING][:PROFILE][::CONTAINER]).
     cookies_file: str = ""
     cookies_from_browser: str = ""
     # Seconds a first request may wait for a format's available_at.
-    max_available_wait: float = 30.0
+    max_available_wait: float = _seconds(30.0, low=0, high=600)
     # A PO-token provider server (bgutil-ytdlp-pot-provider's, `pip install
     # 'ytproxy[pot]'`), handed to its yt-dlp plugin as base_url; empty: none.
     pot_provider_url: str = ""
@@ -188,171 +257,108 @@ class ResolverConfig:
             return None
         return Path(os.path.expandvars(self.cookies_file)).expanduser()
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("resolver")
-        p.need("{id}" in self.source_url_template, "source_url_template",
-               "must contain the {id} placeholder", self.source_url_template)
-        p.need("{query}" in self.search_url_template, "search_url_template",
-               "must contain the {query} placeholder", self.search_url_template)
-        p.need("{id}" in self.radio_url_template, "radio_url_template",
-               "must contain the {id} placeholder", self.radio_url_template)
-        p.need(1 <= self.workers <= 64, "workers", "must be between 1 and 64", self.workers)
-        p.need(bool(self.format.strip()), "format", "must not be empty", self.format)
-        p.need(self.timeout > 0, "timeout", "must be > 0 seconds", self.timeout)
-        p.need(self.url_ttl > 0, "url_ttl", "must be > 0 seconds", self.url_ttl)
-        p.need(self.expiry_margin >= 0, "expiry_margin", "must be >= 0 seconds",
-               self.expiry_margin)
-        p.need(1 <= self.max_calls_per_minute <= 6000, "max_calls_per_minute",
-               "must be between 1 and 6000", self.max_calls_per_minute)
-        p.need(self.js_runtime.strip() != "", "js_runtime",
-               'must be "auto", a runtime (deno, node, bun, quickjs) or a path', self.js_runtime)
-        p.need(0 <= self.max_available_wait <= 600, "max_available_wait",
-               "must be between 0 and 600 seconds", self.max_available_wait)
+    def more_problems(self, found: _Problems) -> None:
         # What is handed to yt-dlp is yt-dlp's business (ytproxy.resolve.ytdlp_options).
         for key, message in ytdlp_problems(cookies_from_browser=self.cookies_from_browser,
                                            ytdlp_options=self.ytdlp_options,
                                            pot_provider_url=self.pot_provider_url):
-            p.add(key, message)
-        p.need(self.rate_limit_wait >= 0, "rate_limit_wait", "must be >= 0 seconds",
-               self.rate_limit_wait)
-        p.need(1 <= self.max_calls_per_hour <= 100_000, "max_calls_per_hour",
-               "must be between 1 and 100000", self.max_calls_per_hour)
-        p.need(1 <= self.max_listings_per_hour <= 10_000, "max_listings_per_hour",
-               "must be between 1 and 10000", self.max_listings_per_hour)
-        p.need(0 < self.rate_limit_pause <= 86_400, "rate_limit_pause",
-               "must be > 0 and at most 86400 seconds", self.rate_limit_pause)
-        return p.found
+            found.add(key, message)
 
 
 @dataclass(frozen=True)
-class UpstreamConfig:
-    chunk_size: int = 1_048_576
+class UpstreamConfig(_Section):
+    chunk_size: int = _ruled(1_048_576, low=4096, high=MAX_CHUNK_SIZE, unit=" bytes",
+                             note=" (10 MiB): googlevideo throttles larger ranges to a crawl")
     allowed_hosts: tuple[str, ...] = ("*.googlevideo.com", "*.youtube.com")
-    connect_timeout: float = 10.0
-    read_timeout: float = 10.0
-    range_timeout: float = 60.0
+    connect_timeout: float = _seconds(10.0, above=0)
+    read_timeout: float = _seconds(10.0, above=0)
+    range_timeout: float = _seconds(60.0, above=0)
     proxy: str = ""
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("upstream")
-        p.need(4096 <= self.chunk_size <= MAX_CHUNK_SIZE, "chunk_size",
-               f"must be between 4096 and {MAX_CHUNK_SIZE} bytes (10 MiB): googlevideo "
-               "throttles larger ranges to a crawl", self.chunk_size)
-        p.need(bool(self.allowed_hosts), "allowed_hosts", "must list at least one host",
-               list(self.allowed_hosts))
-        p.need(all(h.strip() for h in self.allowed_hosts), "allowed_hosts",
-               "must not contain empty host names", list(self.allowed_hosts))
-        p.need(self.connect_timeout > 0, "connect_timeout", "must be > 0 seconds",
-               self.connect_timeout)
-        p.need(self.read_timeout > 0, "read_timeout", "must be > 0 seconds", self.read_timeout)
-        p.need(self.range_timeout > 0, "range_timeout", "must be > 0 seconds",
-               self.range_timeout)
-        p.need(not self.proxy or self.proxy.startswith(("http://", "https://")), "proxy",
-               "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY", self.proxy)
-        return p.found
+    def more_problems(self, found: _Problems) -> None:
+        hosts = list(self.allowed_hosts)
+        found.need(bool(hosts), "allowed_hosts", "must list at least one host", hosts)
+        found.need(all(h.strip() for h in hosts), "allowed_hosts",
+                   "must not contain empty host names", hosts)
+        found.need(not self.proxy or self.proxy.startswith(("http://", "https://")), "proxy",
+                   "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY",
+                   self.proxy)
 
 
 @dataclass(frozen=True)
-class LimitsConfig:
-    max_streams: int = 10
+class LimitsConfig(_Section):
+    max_streams: int = _ruled(10, low=1, high=10_000)
     # Open client connections, in all and from one address; more are answered
     # 503 and closed at once (see ytproxy.http.listener).
     max_connections: int = 256
     max_connections_per_client: int = 32
     # Seconds a connection may take to send a complete request head (or a
     # POST body), or stay idle between requests; never cuts a response.
-    idle_timeout: float = 30.0
+    idle_timeout: float = _seconds(30.0, above=0, high=3600)
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("limits")
-        p.need(1 <= self.max_streams <= 10_000, "max_streams", "must be between 1 and 10000",
-               self.max_streams)
-        p.need(self.max_streams <= self.max_connections <= 100_000, "max_connections",
-               "must be between limits.max_streams and 100000", self.max_connections)
-        p.need(1 <= self.max_connections_per_client <= self.max_connections,
-               "max_connections_per_client", "must be between 1 and limits.max_connections",
-               self.max_connections_per_client)
-        p.need(0 < self.idle_timeout <= 3600, "idle_timeout",
-               "must be > 0 and at most 3600 seconds", self.idle_timeout)
-        return p.found
+    def more_problems(self, found: _Problems) -> None:
+        found.need(self.max_streams <= self.max_connections <= 100_000, "max_connections",
+                   "must be between limits.max_streams and 100000", self.max_connections)
+        found.need(1 <= self.max_connections_per_client <= self.max_connections,
+                   "max_connections_per_client", "must be between 1 and limits.max_connections",
+                   self.max_connections_per_client)
 
 
 @dataclass(frozen=True)
-class IcyConfig:
+class IcyConfig(_Section):
     inline_metadata: bool = False
-    metaint: int = 16000
-
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("icy")
-        p.need(1 <= self.metaint <= 65536, "metaint", "must be between 1 and 65536",
-               self.metaint)
-        return p.found
+    metaint: int = _ruled(16000, low=1, high=65536)
 
 
 @dataclass(frozen=True)
-class RetryConfig:
+class RetryConfig(_Section):
     """How upstream failures are retried; a *gap* is a stretch with no bytes received."""
 
-    attempts: int = 8
-    base_delay: float = 0.25
+    attempts: int = _ruled(8, low=0, high=100)
+    base_delay: float = _seconds(0.25, low=0)
     max_delay: float = 8.0
-    gap_budget: float = 30.0
-    retry_after_cap: float = 15.0
+    gap_budget: float = _seconds(30.0, above=0)
+    retry_after_cap: float = _seconds(15.0, low=0)
     # Seconds a request (or a playing stream) is held while the network or a
     # dependency is down, before it is given up; one track's own failures
     # keep gap_budget.
     hold_budget: float = 120.0
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("retry")
-        p.need(0 <= self.attempts <= 100, "attempts", "must be between 0 and 100",
-               self.attempts)
-        p.need(self.base_delay >= 0, "base_delay", "must be >= 0 seconds", self.base_delay)
-        p.need(self.max_delay >= self.base_delay, "max_delay", "must be >= retry.base_delay",
-               self.max_delay)
-        p.need(self.gap_budget > 0, "gap_budget", "must be > 0 seconds", self.gap_budget)
-        p.need(self.gap_budget <= self.hold_budget <= 3600, "hold_budget",
-               "must be between retry.gap_budget and 3600 seconds", self.hold_budget)
-        p.need(self.retry_after_cap >= 0, "retry_after_cap", "must be >= 0 seconds",
-               self.retry_after_cap)
-        return p.found
+    def more_problems(self, found: _Problems) -> None:
+        found.need(self.max_delay >= self.base_delay, "max_delay",
+                   "must be >= retry.base_delay", self.max_delay)
+        found.need(self.gap_budget <= self.hold_budget <= 3600, "hold_budget",
+                   "must be between retry.gap_budget and 3600 seconds", self.hold_budget)
 
 
 @dataclass(frozen=True)
-class BreakerConfig:
+class BreakerConfig(_Section):
     """Circuit breakers on the resolver and on each upstream host."""
 
-    failures: int = 5
+    failures: int = _ruled(5, low=1, high=1000)
     # Held requests probe at this pace (see Holds): short, since a probe costs
     # one request and a listener waits for it.
-    reset_after: float = 10.0
-
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("breaker")
-        p.need(1 <= self.failures <= 1000, "failures", "must be between 1 and 1000",
-               self.failures)
-        p.need(self.reset_after > 0, "reset_after", "must be > 0 seconds", self.reset_after)
-        return p.found
+    reset_after: float = _seconds(10.0, above=0)
 
 
 @dataclass(frozen=True)
-class MpdConfig:
+class MpdConfig(_Section):
     """Where MPD is: followed for look-ahead, checked by `ytproxy doctor`, and
     where playlists are written for `mpc load`.  An empty host: MPD_HOST and
     MPD_PORT as mpc reads them, else no MPD."""
 
     host: str = ""
-    port: int = 6600
+    port: int = _ruled(6600, low=1, high=65535)
     password: str = ""
     # How many of the songs MPD plays next are downloaded ahead (0: none).
-    lookahead: int = 2
+    lookahead: int = _ruled(2, low=0, high=20, unit=" songs")
     playlist_directory: str = ""
     # When MPD plays the last song of its queue (repeat off), append
     # autoplay_songs songs of that song's mix, none of the last
     # autoplay_history songs played nor any already queued.
     autoplay: bool = False
-    autoplay_songs: int = 5
-    autoplay_history: int = 100
+    autoplay_songs: int = _ruled(5, low=1, high=50, unit=" songs")
+    autoplay_history: int = _ruled(100, low=0, high=10_000, unit=" songs")
 
     @property
     def resolved_playlist_directory(self) -> Path | None:
@@ -360,29 +366,18 @@ class MpdConfig:
             return None
         return Path(os.path.expandvars(self.playlist_directory)).expanduser()
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("mpd")
-        p.need(1 <= self.port <= 65535, "port", "must be between 1 and 65535", self.port)
-        p.need(0 <= self.lookahead <= 20, "lookahead", "must be between 0 and 20 songs",
-               self.lookahead)
-        p.need(1 <= self.autoplay_songs <= 50, "autoplay_songs",
-               "must be between 1 and 50 songs", self.autoplay_songs)
-        p.need(0 <= self.autoplay_history <= 10_000, "autoplay_history",
-               "must be between 0 and 10000 songs", self.autoplay_history)
-        return p.found
-
 
 DEFAULT_CACHE_SIZE = 2 * 1024**3
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(_Section):
     """The download-ahead disk cache (ytproxy.cache)."""
 
     # Empty: $XDG_CACHE_HOME/ytproxy/audio (~/.cache/ytproxy/audio).
     directory: str = ""
     # Bytes, or a string with a unit ("2 GiB", "500 MB"); 0 turns the cache off.
-    max_size: int = DEFAULT_CACHE_SIZE
+    max_size: int = _ruled(DEFAULT_CACHE_SIZE, low=0, unit=" bytes", note=" (0: no cache)")
 
     @property
     def enabled(self) -> bool:
@@ -395,12 +390,6 @@ class CacheConfig:
         base = os.environ.get("XDG_CACHE_HOME") or ""
         root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
         return root / "ytproxy" / "audio"
-
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("cache")
-        p.need(self.max_size >= 0, "max_size", "must be >= 0 bytes (0: no cache)",
-               self.max_size)
-        return p.found
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
@@ -426,7 +415,7 @@ def parse_size(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
-class LibraryConfig:
+class LibraryConfig(_Section):
     """Playlists kept in the store (ytproxy.library)."""
 
     # How often a playlist imported with `--sync` (and no EVERY) follows its
@@ -439,12 +428,10 @@ class LibraryConfig:
         assert seconds is not None  # load_config refuses another value
         return seconds
 
-    def problems(self) -> list[tuple[str, str]]:
-        p = _Problems("library")
-        p.need(parse_interval(self.sync_every) is not None, "sync_every",
-               'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
-               self.sync_every)
-        return p.found
+    def more_problems(self, found: _Problems) -> None:
+        found.need(parse_interval(self.sync_every) is not None, "sync_every",
+                   'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
+                   self.sync_every)
 
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -507,10 +494,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "library": LibraryConfig,
 }
 
+_NAMES = {cls: name for name, cls in _SECTIONS.items()}
 # A config file longer than this is not one (see _read_config_text).
 MAX_CONFIG_BYTES = 1_048_576
-# googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
-MAX_CHUNK_SIZE = 10 * 1_048_576
 # resolver.max_calls_per_hour when it is not set: (without cookies, with them).
 # YouTube allows a guest roughly 300 videos an hour and an account about
 # 2,000 (FACTS.md); both defaults stay far below, since the refusal lasts an
@@ -703,7 +689,7 @@ def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> li
                 config.icy, config.retry, config.mpd, config.cache, config.library,
                 config.breaker)
     return [f"{origins.get(key, source)}: {message}"
-            for section in sections for key, message in section.problems()]
+            for section in sections for key, message in section.problems(_NAMES[type(section)])]
 
 
 def _did_you_mean(word: str, choices: Mapping[str, Any]) -> str:
