@@ -77,11 +77,11 @@ search_url_template = "https://music.youtube.com/search?q={query}&key=query-secr
 geo_verification_proxy = "http://geo:geo-secret@Geo.Example:8080"
 username = "me"
 Password = "ytdlp-secret"
-http_headers = {Cookie = "SID=cookie-secret"}
+http_headers = {Cookie = "SID=cookie-secret", X-Signed-In = "SAPISID=sapisid-secret"}
 extractor_args = {youtube = {token = ["table-secret"]}}
 """
 SECRETS = ("hunter2", "mpd-secret", "pot-secret", "query-secret", "geo-secret", "ytdlp-secret",
-           "cookie-secret", "table-secret", "tok-0123456789abcdef")
+           "cookie-secret", "table-secret", "tok-0123456789abcdef", "sapisid-secret")
 
 
 def _masked_places(value: Any, path: str = "") -> dict[str, Any]:
@@ -117,6 +117,7 @@ async def test_check_config_and_status_mask_the_same_secrets_the_same_way(
         "https://music.youtube.com/search?q={query}&key=***#songs")
     assert cli[".resolver.ytdlp_options.geo_verification_proxy"] == (
         "http://geo:***@Geo.Example:8080")
+    assert cli[".resolver.ytdlp_options.http_headers.X-Signed-In"] == "SAPISID=***"
     assert len(cli) == len(SECRETS)
     ytdlp = shown["resolver"]["ytdlp_options"]
     assert ytdlp["username"] == "me"  # only what is secret is masked

@@ -15,8 +15,9 @@ of a ``Cookie`` header.  The log's filter applies both.
 
 The effective configuration (``check-config``, ``/status``) goes through
 :func:`redact_config`, the one place that masks it: a secret-named key's value
-(``SECRET_KEYS``, at any depth: yt-dlp's options too) and, in any URL anywhere
-in it, the password and the values of secret-named query parameters.  Its
+(``SECRET_KEYS``, at any depth: yt-dlp's options too), cookie values, and, in
+any URL anywhere in it, the password and the values of secret-named query
+parameters.  Its
 other query values stay: they are the admin's templates (``{id}``), not
 signatures.
 """
@@ -85,8 +86,9 @@ def _mask_secret_param(param: str) -> str:
 
 def redact_config(sections: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of configuration values (sections of keys, tables, arrays) fit to
-    show: a secret-named key's value (when set) is ``"***"``, and every URL in a
-    string is passed through ``redact_url(..., signed=False)``; arrays are lists."""
+    show: a secret-named key's value (when set) is ``"***"``, every URL in a
+    string is passed through ``redact_url(..., signed=False)`` and every cookie
+    value (``redact_cookies``) is masked; arrays are lists."""
     return {name: _shown(name, value) for name, value in sections.items()}
 
 
@@ -97,8 +99,10 @@ def _shown(key: object, value: Any) -> Any:
         return {k: _shown(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_shown(None, v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return _URL_RE.sub(lambda m: _redact_match(m, signed=False), value)
+    if isinstance(value, str):
+        if "://" in value:
+            value = _URL_RE.sub(lambda m: _redact_match(m, signed=False), value)
+        return redact_cookies(value)
     return value
 
 
