@@ -1,10 +1,11 @@
-"""Each private or undocumented piece of aiohttp that ytproxy.aiohttp_private
+"""Each private or undocumented piece of aiohttp that ytproxy.private.aiohttp
 relies on, checked against the installed aiohttp: a failure here names the
 piece that changed, before the daemon meets it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -12,18 +13,22 @@ from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser, HttpVersion11, RawRequestMessage
 
-from ytproxy.aiohttp_private import (
+from ytproxy.http.listener import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
+from ytproxy.loops import loop_name
+from ytproxy.private.aiohttp import (
+    ProtocolRunner,
+    RequestHandler,
+    answer_as_http1,
     close_when_done,
     head_error_kind,
     payload_writer,
     protocol_factory,
     set_read_limit,
     with_version,
+    wrap_request_handler,
 )
-from ytproxy.http.listener import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
-from ytproxy.loops import loop_name
 
-CHANGED = "aiohttp {version} changed {what}: ytproxy.aiohttp_private.{fn} must follow it"
+CHANGED = "aiohttp {version} changed {what}: ytproxy.private.aiohttp.{fn} must follow it"
 
 
 def changed(what: str, fn: str) -> str:
@@ -60,6 +65,9 @@ async def test_head_errors_are_told_apart_as_aiohttp_raises_them() -> None:
         changed(what, "head_error_kind")
     assert isinstance(fine, RawRequestMessage)
     assert head_error_kind(None, MAX_REQUEST_LINE) is None
+    tls_hello = parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 / HTTP/1.1\r\n\r\n")
+    assert head_error_kind(tls_hello, MAX_REQUEST_LINE) == "method", \
+        changed("how a method it cannot parse is reported (BadHttpMethod)", "head_error_kind")
 
 
 async def test_a_parsed_request_can_claim_another_version() -> None:
@@ -172,3 +180,80 @@ async def test_read_sizes_are_set_on_asyncios_own_transports() -> None:
         transport.close()
         server.close()
         await server.wait_closed()
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read(65536)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_servers_handler_and_request_factory_can_be_wrapped() -> None:
+    seen: list[str] = []
+
+    async def hello(request: web.BaseRequest) -> web.Response:
+        return web.Response(text="hi")
+
+    def noting(handler: RequestHandler) -> RequestHandler:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            seen.append(request.path)
+            return await handler(request)
+        return handle
+
+    server = web.Server(hello)
+    for attribute in ("request_handler", "request_factory"):
+        assert hasattr(server, attribute), changed(
+            f"web.Server.{attribute}", "wrap_request_handler / answer_as_http1")
+    wrap_request_handler(server, noting)
+    answer_as_http1(server)
+    listening = await asyncio.get_running_loop().create_server(
+        protocol_factory(server, web.RequestHandler), "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        answer = await _raw_exchange(port, b"GET /two HTTP/2.0\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+    finally:
+        listening.close()
+        await server.shutdown(1.0)
+        await listening.wait_closed()
+    assert seen == ["/two"], changed("web.Server.request_handler", "wrap_request_handler")
+    assert answer.startswith(b"HTTP/1.1 200"), changed("web.Server.request_factory",
+                                                      "answer_as_http1")
+
+
+async def test_a_runners_sites_make_connections_with_its_factory() -> None:
+    made: list[str] = []
+
+    class Marking(ProtocolRunner):
+        def connection_factory(self, server: web.Server
+                               ) -> Callable[[], web.RequestHandler]:
+            make = protocol_factory(server, web.RequestHandler)
+
+            def marked() -> web.RequestHandler:
+                made.append("made")
+                return make()
+            return marked
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = Marking(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        answer = await _raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert made == ["made"], changed("how a site makes its protocol (runner.server)",
+                                     "ProtocolRunner")

@@ -14,6 +14,8 @@ from ytproxy.config import (
     Config,
     ConfigError,
     LimitsConfig,
+    ResolverConfig,
+    RetryConfig,
     config_from_mapping,
     find_config_file,
     load_config,
@@ -53,6 +55,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 # -- defaults and look-up -------------------------------------------------
+
+
+def test_each_section_checks_its_own_keys() -> None:
+    # The rule is declared with the key; checks of keys together are the section's too.
+    assert RetryConfig(attempts=101).problems("retry") == [
+        ("retry.attempts", "retry.attempts must be between 0 and 100, got 101")]
+    assert RetryConfig(base_delay=2.0, max_delay=1.0).problems("retry") == [
+        ("retry.max_delay", "retry.max_delay must be >= retry.base_delay, got 1.0")]
+    assert [key for key, _ in ResolverConfig(
+        timeout=0.0, ytdlp_options={"quiet": False}).problems("resolver")] == [
+        "resolver.timeout", "resolver.ytdlp_options"]
+    for name in ("server", "store", "resolver", "upstream", "limits", "icy", "retry",
+                 "breaker", "mpd", "cache", "library"):
+        assert getattr(Config(), name).problems(name) == [], name  # the defaults are valid
 
 
 def test_defaults_with_no_file() -> None:

@@ -13,13 +13,12 @@ import pytest
 
 from ytproxy.config import (
     MAX_CHUNK_SIZE,
-    OWNED_YTDLP_OPTIONS,
     ConfigError,
-    browser_cookie_spec,
     config_from_mapping,
     load_config,
     render_config,
 )
+from ytproxy.resolve.ytdlp_options import OWNED_YTDLP_OPTIONS, browser_cookie_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,67 @@ def test_secrets_are_masked_in_the_reported_config() -> None:
     assert shown["upstream"]["proxy"] == "http://user:***@proxy.example:3128"
     assert "hunter2" not in str(shown)
     assert shown["upstream"]["allowed_hosts"] == ["*.googlevideo.com", "*.youtube.com"]
+
+
+# Secrets in every place a config can hold one, written as a person would.
+SECRET_CONFIG = """
+[server]
+token = "tok-0123456789abcdef"
+[upstream]
+proxy = "http://user:hunter2@[::1]:3128"
+[mpd]
+password = "mpd-secret"
+[resolver]
+pot_provider_url = "http://pot:pot-secret@127.0.0.1:4416"
+search_url_template = "https://music.youtube.com/search?q={query}&key=query-secret#songs"
+[resolver.ytdlp_options]
+geo_verification_proxy = "http://geo:geo-secret@Geo.Example:8080"
+username = "me"
+Password = "ytdlp-secret"
+http_headers = {Cookie = "SID=cookie-secret", X-Signed-In = "SAPISID=sapisid-secret"}
+extractor_args = {youtube = {token = ["table-secret"]}}
+"""
+SECRETS = ("hunter2", "mpd-secret", "pot-secret", "query-secret", "geo-secret", "ytdlp-secret",
+           "cookie-secret", "table-secret", "tok-0123456789abcdef", "sapisid-secret")
+
+
+def _masked_places(value: Any, path: str = "") -> dict[str, Any]:
+    """Every value (by its dotted path) that has a mask in it."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items()
+                for k, v in _masked_places(item, f"{path}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _masked_places(item, f"{path}[{i}]").items()}
+    return {path: value} if isinstance(value, str) and "***" in value else {}
+
+
+async def test_check_config_and_status_mask_the_same_secrets_the_same_way(
+    googlevideo: FakeGooglevideo, make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(SECRET_CONFIG)
+    printed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "ytproxy", "--config", str(path), "check-config"],
+        capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    proxy = await make_proxy(**tomllib.loads(SECRET_CONFIG))
+    async with proxy.session.get(proxy.url("/status")) as resp:
+        raw = await resp.text()
+    shown = json.loads(raw)["config"]
+    for secret in SECRETS:
+        assert secret not in printed.stdout and secret not in raw, secret
+    cli = _masked_places(tomllib.loads(printed.stdout))
+    assert cli == _masked_places(shown)
+    assert cli[".upstream.proxy"] == "http://user:***@[::1]:3128"
+    assert cli[".resolver.search_url_template"] == (
+        "https://music.youtube.com/search?q={query}&key=***#songs")
+    assert cli[".resolver.ytdlp_options.geo_verification_proxy"] == (
+        "http://geo:***@Geo.Example:8080")
+    assert cli[".resolver.ytdlp_options.http_headers.X-Signed-In"] == "SAPISID=***"
+    assert len(cli) == len(SECRETS)
+    ytdlp = shown["resolver"]["ytdlp_options"]
+    assert ytdlp["username"] == "me"  # only what is secret is masked
 
 
 async def test_health_ok_degraded_and_down(

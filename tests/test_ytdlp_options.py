@@ -1,5 +1,6 @@
 """What each yt-dlp call is given (runtime, cookies, the person's options), what
-ytproxy reads back from its info dict, and the one private piece of yt-dlp used."""
+ytproxy reads back from its info dict, and the player-client policy built on
+yt-dlp's private tables (the tables themselves: tests/test_ytdlp_private.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ from ytproxy.resolve.ytdlp_clients import (
 DENO = Path(sys.executable).parent / "deno"
 
 
-# -- the private table of yt-dlp (ytproxy.resolve.ytdlp_clients) ----------------------
+# -- yt-dlp's private tables, as ytproxy.resolve.ytdlp_clients uses them -------------
 
 
 def test_yt_dlp_still_has_the_innertube_client_table_ytproxy_reads() -> None:
     # If this fails, yt-dlp moved or reshaped INNERTUBE_CLIENTS: client failover
-    # cannot tell which clients made a refused URL; fix ytproxy/resolve/ytdlp_clients.py.
+    # cannot tell which clients made a refused URL; fix ytproxy/private/ytdlp.py.
     tv = clients_named(["TVHTML5"])
     assert {"tv", "tv_samsung"} <= set(tv), tv
     assert clients_named(["VISIONOS"]) == ["visionos"]
@@ -47,7 +48,7 @@ def test_yt_dlp_still_has_the_innertube_client_table_ytproxy_reads() -> None:
 def test_yt_dlp_still_has_the_default_clients_and_token_policies_doctor_reads() -> None:
     # If this fails, yt-dlp moved or reshaped _DEFAULT_*_CLIENTS, GVS_PO_TOKEN_POLICY
     # or WEBPO_CLIENTS: doctor cannot tell which clients are asked and which need a
-    # PO token; fix ytproxy/resolve/ytdlp_clients.py.
+    # PO token; fix ytproxy/private/ytdlp.py.
     plain = clients_in_force({}, cookies=False)
     signed = clients_in_force({}, cookies=True)
     assert plain.clients and signed.clients and plain.clients != signed.clients

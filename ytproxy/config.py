@@ -16,18 +16,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, cast
 
 from ytproxy.loops import EVENT_LOOPS
+from ytproxy.redact import SECRET_KEYS, redact_config
+from ytproxy.resolve.ytdlp_options import ytdlp_problems
 
 __all__ = [
     "DEFAULT_CALLS_PER_HOUR",
     "MAX_CHUNK_SIZE",
     "MAX_CONFIG_BYTES",
-    "OWNED_YTDLP_OPTIONS",
-    "POT_PROVIDER_ARGS",
-    "SECRET_KEYS",
     "BreakerConfig",
     "CacheConfig",
     "Config",
@@ -41,7 +39,7 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "UpstreamConfig",
-    "browser_cookie_spec",
+    "config_values",
     "find_config_file",
     "load_config",
     "parse_interval",
@@ -50,15 +48,134 @@ __all__ = [
 ]
 
 
+# googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
+MAX_CHUNK_SIZE = 10 * 1_048_576
+
+
 @dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 6602
-    log_level: str = "info"
+class _Rule:
+    """What one key's value must be, said as its error says it: a number within
+    ``low``..``high`` (``above``: strictly more than), ``unit`` and ``note``
+    after the numbers; a string that is ``filled`` (not blank), that contains
+    ``placeholder``, or that is one of ``choices`` (any case).  ``say``
+    replaces the sentence."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    unit: str = ""
+    note: str = ""
+    filled: bool = False
+    placeholder: str = ""
+    choices: tuple[str, ...] = ()
+    say: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return ((not self.filled or bool(value.strip()))
+                    and self.placeholder in value
+                    and (not self.choices or value.lower() in self.choices))
+        return ((self.low is None or value >= self.low)
+                and (self.high is None or value <= self.high)
+                and (self.above is None or value > self.above))
+
+    def sentence(self) -> str:
+        if self.say:
+            return self.say
+        if self.filled:
+            return "must not be empty"
+        if self.placeholder:
+            return f"must contain the {self.placeholder} placeholder"
+        if self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        n = _number_text
+        if self.low is not None and self.high is not None:
+            bounds = f"between {n(self.low)} and {n(self.high)}"
+        elif self.above is not None:
+            bounds = f"> {n(self.above)}" + (
+                f" and at most {n(self.high)}" if self.high is not None else "")
+        else:
+            bounds = f">= {n(self.low)}"
+        return f"must be {bounds}{self.unit}{self.note}"
+
+
+def _number_text(value: float | None) -> str:
+    return str(int(value)) if value is not None and value == int(value) else str(value)
+
+
+def _ruled(default: Any, **rule: Any) -> Any:
+    """A key's default, with the rule (``_Rule``) its value is checked by."""
+    return field(default=default, metadata={"rule": _Rule(**rule)})
+
+
+def _seconds(default: float, **rule: Any) -> Any:
+    return _ruled(default, unit=" seconds", **rule)
+
+
+class _Problems:
+    """One section's problems as its checks find them: (``section.key``, a
+    sentence naming the key); the loader adds where the key was set."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        self.found: list[tuple[str, str]] = []
+
+    def need(self, ok: bool, key: str, what: str, value: object) -> None:
+        if not ok:
+            name = f"{self.section}.{key}"
+            self.found.append((name, f"{name} {what}, got {value!r}"))
+
+    def add(self, key: str, message: str) -> None:
+        self.found.append((f"{self.section}.{key}", message))
+
+
+class _Section:
+    """What every section does: ``problems(name)`` checks each key by the rule
+    declared with it (``_ruled``), then what the section's ``more_problems``
+    checks (keys that depend on each other, lists, secrets)."""
+
+    def problems(self, name: str) -> list[tuple[str, str]]:
+        found = _Problems(name)
+        for f in fields(cast(Any, self)):
+            rule = f.metadata.get("rule")
+            value = getattr(self, f.name)
+            if isinstance(rule, _Rule) and not rule.allows(value):
+                found.need(False, f.name, rule.sentence(), value)
+        self.more_problems(found)
+        return found.found
+
+    def more_problems(self, found: _Problems) -> None:
+        """Checks beyond one key's rule (none unless a section has some)."""
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TOKEN_MIN_LENGTH = 16
+# RFC 6750's b64token: what may follow "Authorization: Bearer ".
+_TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
+# A DNS name (a trailing dot allowed): what server.allowed_hosts lists, besides IP literals.
+_DNS_NAME_RE = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+
+
+def _is_host_name(value: str) -> bool:
+    """A bare host name or IP literal ("[::1]" too), as a Host header names it without port."""
+    if _DNS_NAME_RE.fullmatch(value) is not None and len(value) <= 253:
+        return True
+    try:
+        ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ServerConfig(_Section):
+    host: str = _ruled("127.0.0.1", filled=True)
+    port: int = _ruled(6602, low=1, high=65535)
+    log_level: str = _ruled("info", choices=_LOG_LEVELS)
     access_log: bool = False
-    shutdown_timeout: float = 5.0
+    shutdown_timeout: float = _seconds(5.0, low=0)
     # "auto" (uvloop where it is installed, else asyncio's loop), "uvloop" or "asyncio".
-    event_loop: str = "auto"
+    event_loop: str = _ruled("auto", choices=EVENT_LOOPS)
     # Bearer token that write requests (POST/DELETE /tracks) must carry; empty: none.
     token: str = ""
     # Serve on a non-loopback host without a token (anyone who can reach it may write).
@@ -68,11 +185,23 @@ class ServerConfig:
     # name, or the name LAN players use for a daemon bound to 0.0.0.0.
     allowed_hosts: tuple[str, ...] = ()
 
+    def more_problems(self, found: _Problems) -> None:
+        for name in self.allowed_hosts:
+            found.need(_is_host_name(name), "allowed_hosts",
+                       "must list bare host names or IP literals (no scheme, port, path or "
+                       f"wildcard), such as \"music.example\" or \"192.168.1.5\"; {name!r} is "
+                       "not one", list(self.allowed_hosts))
+        if self.token and not _TOKEN_RE.fullmatch(self.token):
+            # Never echo the value: it is a secret, and this message is printed.
+            found.add("token", f"server.token must be at least {_TOKEN_MIN_LENGTH} characters "
+                      "of A-Z a-z 0-9 - . _ ~ + / (a bearer token), e.g. from: python3 -c "
+                      "'import secrets; print(secrets.token_urlsafe(32))'")
+
 
 @dataclass(frozen=True)
-class StoreConfig:
-    path: str = "~/.local/share/ytproxy/tracks.db"
-    busy_timeout: float = 5.0
+class StoreConfig(_Section):
+    path: str = _ruled("~/.local/share/ytproxy/tracks.db", filled=True)
+    busy_timeout: float = _seconds(5.0, low=0, high=600)
 
     @property
     def resolved_path(self) -> Path:
@@ -80,39 +209,42 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class ResolverConfig:
-    source_url_template: str = "https://www.youtube.com/watch?v={id}"
+class ResolverConfig(_Section):
+    source_url_template: str = _ruled("https://www.youtube.com/watch?v={id}", placeholder="{id}")
     # What yt-dlp lists for `ytproxy search` ({query}: the URL-encoded query) and
     # for a track's mix (`ytproxy radio`, [mpd] autoplay; {id}: the track's id).
-    search_url_template: str = "https://music.youtube.com/search?q={query}#songs"
-    radio_url_template: str = "https://music.youtube.com/watch?v={id}&list=RDAMVM{id}"
-    workers: int = 2
-    format: str = "bestaudio[acodec=opus]/bestaudio/best"
-    timeout: float = 30.0
-    url_ttl: float = 3600.0
-    expiry_margin: float = 300.0
-    max_calls_per_minute: int = 30
-    rate_limit_wait: float = 30.0
+    search_url_template: str = _ruled("https://music.youtube.com/search?q={query}#songs",
+                                      placeholder="{query}")
+    radio_url_template: str = _ruled("https://music.youtube.com/watch?v={id}&list=RDAMVM{id}",
+                                     placeholder="{id}")
+    workers: int = _ruled(2, low=1, high=64)
+    format: str = _ruled("bestaudio[acodec=opus]/bestaudio/best", filled=True)
+    timeout: float = _seconds(30.0, above=0)
+    url_ttl: float = _seconds(3600.0, above=0)
+    expiry_margin: float = _seconds(300.0, low=0)
+    max_calls_per_minute: int = _ruled(30, low=1, high=6000)
+    rate_limit_wait: float = _seconds(30.0, low=0)
     # yt-dlp calls that resolve a video, per sliding hour (see
     # ytproxy.resolve.budget): listeners' always go, background work takes
     # what is left.  Not set: 200, or 1000 with cookies (DEFAULT_CALLS_PER_HOUR).
-    max_calls_per_hour: int = 200
+    max_calls_per_hour: int = _ruled(200, low=1, high=100_000)
     # Listings (a search, a mix, a playlist), counted apart, per sliding hour.
-    max_listings_per_hour: int = 30
+    max_listings_per_hour: int = _ruled(30, low=1, high=10_000)
     # Seconds ytproxy leaves YouTube alone after it says "rate-limited"
     # (YouTube's own figure: up to an hour); a bot check is retried as often.
-    rate_limit_pause: float = 3600.0
+    rate_limit_pause: float = _seconds(3600.0, above=0, high=86_400)
     # Let add/import read pages on loopback, link-local and private addresses.
     allow_private_sources: bool = False
     # The JavaScript runtime yt-dlp is given: "auto", a name (deno, node, bun,
     # quickjs) or a path to one (see ytproxy.resolve.jsruntime).
-    js_runtime: str = "auto"
+    js_runtime: str = _ruled("auto", filled=True, say='must be "auto", a runtime (deno, node, '
+                             'bun, quickjs) or a path')
     # A Netscape cookies file, read by yt-dlp on every call; and/or a browser to
     # take cookies from (yt-dlp's cookiesfrombrowser: BROWSER[+KEYRING][:PROFILE][::CONTAINER]).
     cookies_file: str = ""
     cookies_from_browser: str = ""
     # Seconds a first request may wait for a format's available_at.
-    max_available_wait: float = 30.0
+    max_available_wait: float = _seconds(30.0, low=0, high=600)
     # A PO-token provider server (bgutil-ytdlp-pot-provider's, `pip install
     # 'ytproxy[pot]'`), handed to its yt-dlp plugin as base_url; empty: none.
     pot_provider_url: str = ""
@@ -125,78 +257,108 @@ class ResolverConfig:
             return None
         return Path(os.path.expandvars(self.cookies_file)).expanduser()
 
+    def more_problems(self, found: _Problems) -> None:
+        # What is handed to yt-dlp is yt-dlp's business (ytproxy.resolve.ytdlp_options).
+        for key, message in ytdlp_problems(cookies_from_browser=self.cookies_from_browser,
+                                           ytdlp_options=self.ytdlp_options,
+                                           pot_provider_url=self.pot_provider_url):
+            found.add(key, message)
+
 
 @dataclass(frozen=True)
-class UpstreamConfig:
-    chunk_size: int = 1_048_576
+class UpstreamConfig(_Section):
+    chunk_size: int = _ruled(1_048_576, low=4096, high=MAX_CHUNK_SIZE, unit=" bytes",
+                             note=" (10 MiB): googlevideo throttles larger ranges to a crawl")
     allowed_hosts: tuple[str, ...] = ("*.googlevideo.com", "*.youtube.com")
-    connect_timeout: float = 10.0
-    read_timeout: float = 10.0
-    range_timeout: float = 60.0
+    connect_timeout: float = _seconds(10.0, above=0)
+    read_timeout: float = _seconds(10.0, above=0)
+    range_timeout: float = _seconds(60.0, above=0)
     proxy: str = ""
 
+    def more_problems(self, found: _Problems) -> None:
+        hosts = list(self.allowed_hosts)
+        found.need(bool(hosts), "allowed_hosts", "must list at least one host", hosts)
+        found.need(all(h.strip() for h in hosts), "allowed_hosts",
+                   "must not contain empty host names", hosts)
+        found.need(not self.proxy or self.proxy.startswith(("http://", "https://")), "proxy",
+                   "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY",
+                   self.proxy)
+
 
 @dataclass(frozen=True)
-class LimitsConfig:
-    max_streams: int = 10
+class LimitsConfig(_Section):
+    max_streams: int = _ruled(10, low=1, high=10_000)
     # Open client connections, in all and from one address; more are answered
     # 503 and closed at once (see ytproxy.http.listener).
     max_connections: int = 256
     max_connections_per_client: int = 32
     # Seconds a connection may take to send a complete request head (or a
     # POST body), or stay idle between requests; never cuts a response.
-    idle_timeout: float = 30.0
+    idle_timeout: float = _seconds(30.0, above=0, high=3600)
+
+    def more_problems(self, found: _Problems) -> None:
+        found.need(self.max_streams <= self.max_connections <= 100_000, "max_connections",
+                   "must be between limits.max_streams and 100000", self.max_connections)
+        found.need(1 <= self.max_connections_per_client <= self.max_connections,
+                   "max_connections_per_client", "must be between 1 and limits.max_connections",
+                   self.max_connections_per_client)
 
 
 @dataclass(frozen=True)
-class IcyConfig:
+class IcyConfig(_Section):
     inline_metadata: bool = False
-    metaint: int = 16000
+    metaint: int = _ruled(16000, low=1, high=65536)
 
 
 @dataclass(frozen=True)
-class RetryConfig:
+class RetryConfig(_Section):
     """How upstream failures are retried; a *gap* is a stretch with no bytes received."""
 
-    attempts: int = 8
-    base_delay: float = 0.25
+    attempts: int = _ruled(8, low=0, high=100)
+    base_delay: float = _seconds(0.25, low=0)
     max_delay: float = 8.0
-    gap_budget: float = 30.0
-    retry_after_cap: float = 15.0
+    gap_budget: float = _seconds(30.0, above=0)
+    retry_after_cap: float = _seconds(15.0, low=0)
     # Seconds a request (or a playing stream) is held while the network or a
     # dependency is down, before it is given up; one track's own failures
     # keep gap_budget.
     hold_budget: float = 120.0
 
+    def more_problems(self, found: _Problems) -> None:
+        found.need(self.max_delay >= self.base_delay, "max_delay",
+                   "must be >= retry.base_delay", self.max_delay)
+        found.need(self.gap_budget <= self.hold_budget <= 3600, "hold_budget",
+                   "must be between retry.gap_budget and 3600 seconds", self.hold_budget)
+
 
 @dataclass(frozen=True)
-class BreakerConfig:
+class BreakerConfig(_Section):
     """Circuit breakers on the resolver and on each upstream host."""
 
-    failures: int = 5
+    failures: int = _ruled(5, low=1, high=1000)
     # Held requests probe at this pace (see Holds): short, since a probe costs
     # one request and a listener waits for it.
-    reset_after: float = 10.0
+    reset_after: float = _seconds(10.0, above=0)
 
 
 @dataclass(frozen=True)
-class MpdConfig:
+class MpdConfig(_Section):
     """Where MPD is: followed for look-ahead, checked by `ytproxy doctor`, and
     where playlists are written for `mpc load`.  An empty host: MPD_HOST and
     MPD_PORT as mpc reads them, else no MPD."""
 
     host: str = ""
-    port: int = 6600
+    port: int = _ruled(6600, low=1, high=65535)
     password: str = ""
     # How many of the songs MPD plays next are downloaded ahead (0: none).
-    lookahead: int = 2
+    lookahead: int = _ruled(2, low=0, high=20, unit=" songs")
     playlist_directory: str = ""
     # When MPD plays the last song of its queue (repeat off), append
     # autoplay_songs songs of that song's mix, none of the last
     # autoplay_history songs played nor any already queued.
     autoplay: bool = False
-    autoplay_songs: int = 5
-    autoplay_history: int = 100
+    autoplay_songs: int = _ruled(5, low=1, high=50, unit=" songs")
+    autoplay_history: int = _ruled(100, low=0, high=10_000, unit=" songs")
 
     @property
     def resolved_playlist_directory(self) -> Path | None:
@@ -209,13 +371,13 @@ DEFAULT_CACHE_SIZE = 2 * 1024**3
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(_Section):
     """The download-ahead disk cache (ytproxy.cache)."""
 
     # Empty: $XDG_CACHE_HOME/ytproxy/audio (~/.cache/ytproxy/audio).
     directory: str = ""
     # Bytes, or a string with a unit ("2 GiB", "500 MB"); 0 turns the cache off.
-    max_size: int = DEFAULT_CACHE_SIZE
+    max_size: int = _ruled(DEFAULT_CACHE_SIZE, low=0, unit=" bytes", note=" (0: no cache)")
 
     @property
     def enabled(self) -> bool:
@@ -253,7 +415,7 @@ def parse_size(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
-class LibraryConfig:
+class LibraryConfig(_Section):
     """Playlists kept in the store (ytproxy.library)."""
 
     # How often a playlist imported with `--sync` (and no EVERY) follows its
@@ -265,6 +427,11 @@ class LibraryConfig:
         seconds = parse_interval(self.sync_every)
         assert seconds is not None  # load_config refuses another value
         return seconds
+
+    def more_problems(self, found: _Problems) -> None:
+        found.need(parse_interval(self.sync_every) is not None, "sync_every",
+                   'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
+                   self.sync_every)
 
 
 _INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -327,77 +494,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "library": LibraryConfig,
 }
 
+_NAMES = {cls: name for name, cls in _SECTIONS.items()}
 # A config file longer than this is not one (see _read_config_text).
 MAX_CONFIG_BYTES = 1_048_576
-# googlevideo throttles ranges above ~10 MB; yt-dlp itself asks for 10 MiB.
-MAX_CHUNK_SIZE = 10 * 1_048_576
-# yt-dlp parameters ytproxy sets itself, with what to use instead.
-OWNED_YTDLP_OPTIONS: dict[str, str] = {
-    "format": "use resolver.format",
-    "quiet": "ytproxy keeps yt-dlp quiet; its messages reach the log at server.log_level = "
-             '"debug"',
-    "noplaylist": "ytproxy resolves one track per id (add playlists with `ytproxy import`)",
-    "extract_flat": "ytproxy lists playlists flat itself (`ytproxy import`)",
-    "logger": 'yt-dlp\'s messages go to the daemon\'s log (server.log_level = "debug")',
-    "proxy": "use upstream.proxy (or HTTP(S)_PROXY)",
-    "cookiefile": "use resolver.cookies_file",
-    "cookies": "use resolver.cookies_file",
-    "cookiesfrombrowser": "use resolver.cookies_from_browser",
-    "js_runtimes": "use resolver.js_runtime",
-}
-# The extractor_args table of bgutil-ytdlp-pot-provider's HTTP provider, whose
-# base_url is resolver.pot_provider_url.
-POT_PROVIDER_ARGS = "youtubepot-bgutilhttp"
-# yt-dlp's SUPPORTED_BROWSERS (not imported here: yt-dlp is heavy).
-BROWSERS = frozenset({"brave", "chrome", "chromium", "edge", "firefox", "opera", "safari",
-                      "vivaldi", "whale"})
-_BROWSER_SPEC = re.compile(r"""(?x)
-    (?P<name>[^+:]+)
-    (?:\s*\+\s*(?P<keyring>[^:]+))?
-    (?:\s*:\s*(?!:)(?P<profile>.+?))?
-    (?:\s*::\s*(?P<container>.+))?""")
-
-
-def browser_cookie_spec(
-    value: str,
-) -> tuple[str, str | None, str | None, str | None] | None:
-    """yt-dlp's ``cookiesfrombrowser`` (browser, profile, keyring, container) for
-    ``BROWSER[+KEYRING][:PROFILE][::CONTAINER]`` as its command line takes it;
-    None for an empty value.  Raises ValueError saying what is wrong."""
-    if not value.strip():
-        return None
-    match = _BROWSER_SPEC.fullmatch(value.strip())
-    if match is None or match.group("name").strip().lower() not in BROWSERS:
-        raise ValueError(f"must name one of {', '.join(sorted(BROWSERS))}, optionally as "
-                         "BROWSER[+KEYRING][:PROFILE][::CONTAINER]")
-    name, keyring, profile, container = match.group("name", "keyring", "profile", "container")
-    return (name.strip().lower(), profile, keyring.upper() if keyring else None, container)
-
-
-_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_TOKEN_MIN_LENGTH = 16
-# RFC 6750's b64token: what may follow "Authorization: Bearer ".
-_TOKEN_RE = re.compile(rf"[A-Za-z0-9\-._~+/]{{{_TOKEN_MIN_LENGTH},}}=*")
-# A DNS name (a trailing dot allowed): what server.allowed_hosts lists, besides IP literals.
-_DNS_NAME_RE = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
-
-
-def _is_host_name(value: str) -> bool:
-    """A bare host name or IP literal ("[::1]" too), as a Host header names it without port."""
-    if _DNS_NAME_RE.fullmatch(value) is not None and len(value) <= 253:
-        return True
-    try:
-        ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        return False
-    return True
-
-
-# Keys whose values are secrets: shown as "***" by check-config (and in /status).
-SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
-                          "cookies"})
-
-
 # resolver.max_calls_per_hour when it is not set: (without cookies, with them).
 # YouTube allows a guest roughly 300 videos an hour and an account about
 # 2,000 (FACTS.md); both defaults stay far below, since the refusal lasts an
@@ -585,150 +684,12 @@ def _derived_budget(resolver: ResolverConfig) -> ResolverConfig:
 
 
 def _check_values(config: Config, source: str, origins: Mapping[str, str]) -> list[str]:
-    errors: list[str] = []
-
-    def need(ok: bool, key: str, what: str, value: object) -> None:
-        if not ok:
-            errors.append(f"{origins.get(key, source)}: {key} {what}, got {value!r}")
-
-    s, r, u = config.server, config.resolver, config.upstream
-    need(1 <= s.port <= 65535, "server.port", "must be between 1 and 65535", s.port)
-    need(bool(s.host.strip()), "server.host", "must not be empty", s.host)
-    need(s.log_level.lower() in _LOG_LEVELS, "server.log_level",
-         f"must be one of {', '.join(_LOG_LEVELS)}", s.log_level)
-    need(s.event_loop.lower() in EVENT_LOOPS, "server.event_loop",
-         f"must be one of {', '.join(EVENT_LOOPS)}", s.event_loop)
-    need(s.shutdown_timeout >= 0, "server.shutdown_timeout", "must be >= 0 seconds",
-         s.shutdown_timeout)
-    for name in s.allowed_hosts:
-        need(_is_host_name(name), "server.allowed_hosts",
-             "must list bare host names or IP literals (no scheme, port, path or "
-             f"wildcard), such as \"music.example\" or \"192.168.1.5\"; {name!r} is not one",
-             list(s.allowed_hosts))
-    if s.token and not _TOKEN_RE.fullmatch(s.token):
-        # Never echo the value: it is a secret, and this message is printed.
-        errors.append(
-            f"{origins.get('server.token', source)}: server.token must be at least "
-            f"{_TOKEN_MIN_LENGTH} characters of A-Z a-z 0-9 - . _ ~ + / (a bearer token), "
-            "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-        )
-    need(bool(config.store.path.strip()), "store.path", "must not be empty", config.store.path)
-    need(0 <= config.store.busy_timeout <= 600, "store.busy_timeout",
-         "must be between 0 and 600 seconds", config.store.busy_timeout)
-    need("{id}" in r.source_url_template, "resolver.source_url_template",
-         "must contain the {id} placeholder", r.source_url_template)
-    need("{query}" in r.search_url_template, "resolver.search_url_template",
-         "must contain the {query} placeholder", r.search_url_template)
-    need("{id}" in r.radio_url_template, "resolver.radio_url_template",
-         "must contain the {id} placeholder", r.radio_url_template)
-    need(1 <= r.workers <= 64, "resolver.workers", "must be between 1 and 64", r.workers)
-    need(bool(r.format.strip()), "resolver.format", "must not be empty", r.format)
-    need(r.timeout > 0, "resolver.timeout", "must be > 0 seconds", r.timeout)
-    need(r.url_ttl > 0, "resolver.url_ttl", "must be > 0 seconds", r.url_ttl)
-    need(r.expiry_margin >= 0, "resolver.expiry_margin", "must be >= 0 seconds", r.expiry_margin)
-    need(1 <= r.max_calls_per_minute <= 6000, "resolver.max_calls_per_minute",
-         "must be between 1 and 6000", r.max_calls_per_minute)
-    need(r.js_runtime.strip() != "", "resolver.js_runtime",
-         'must be "auto", a runtime (deno, node, bun, quickjs) or a path', r.js_runtime)
-    need(0 <= r.max_available_wait <= 600, "resolver.max_available_wait",
-         "must be between 0 and 600 seconds", r.max_available_wait)
-    try:
-        browser_cookie_spec(r.cookies_from_browser)
-    except ValueError as exc:
-        errors.append(f"{origins.get('resolver.cookies_from_browser', source)}: "
-                      f"resolver.cookies_from_browser {exc}, got {r.cookies_from_browser!r}")
-    for key in r.ytdlp_options:
-        if key in OWNED_YTDLP_OPTIONS:
-            errors.append(f"{origins.get('resolver.ytdlp_options', source)}: "
-                          f"resolver.ytdlp_options.{key} is set by ytproxy; "
-                          f"{OWNED_YTDLP_OPTIONS[key]}")
-    errors.extend(_check_pot_provider(r, source, origins))
-    need(r.rate_limit_wait >= 0, "resolver.rate_limit_wait", "must be >= 0 seconds",
-         r.rate_limit_wait)
-    need(1 <= r.max_calls_per_hour <= 100_000, "resolver.max_calls_per_hour",
-         "must be between 1 and 100000", r.max_calls_per_hour)
-    need(1 <= r.max_listings_per_hour <= 10_000, "resolver.max_listings_per_hour",
-         "must be between 1 and 10000", r.max_listings_per_hour)
-    need(0 < r.rate_limit_pause <= 86_400, "resolver.rate_limit_pause",
-         "must be > 0 and at most 86400 seconds", r.rate_limit_pause)
-    need(4096 <= u.chunk_size <= MAX_CHUNK_SIZE, "upstream.chunk_size",
-         f"must be between 4096 and {MAX_CHUNK_SIZE} bytes (10 MiB): googlevideo "
-         "throttles larger ranges to a crawl", u.chunk_size)
-    need(bool(u.allowed_hosts), "upstream.allowed_hosts", "must list at least one host",
-         list(u.allowed_hosts))
-    need(all(h.strip() for h in u.allowed_hosts), "upstream.allowed_hosts",
-         "must not contain empty host names", list(u.allowed_hosts))
-    need(u.connect_timeout > 0, "upstream.connect_timeout", "must be > 0 seconds",
-         u.connect_timeout)
-    need(u.read_timeout > 0, "upstream.read_timeout", "must be > 0 seconds", u.read_timeout)
-    need(u.range_timeout > 0, "upstream.range_timeout", "must be > 0 seconds", u.range_timeout)
-    need(not u.proxy or u.proxy.startswith(("http://", "https://")), "upstream.proxy",
-         "must be an http:// or https:// URL, or empty to use HTTP(S)_PROXY", u.proxy)
-    need(1 <= config.limits.max_streams <= 10_000, "limits.max_streams",
-         "must be between 1 and 10000", config.limits.max_streams)
-    lim = config.limits
-    need(lim.max_streams <= lim.max_connections <= 100_000, "limits.max_connections",
-         "must be between limits.max_streams and 100000", lim.max_connections)
-    need(1 <= lim.max_connections_per_client <= lim.max_connections,
-         "limits.max_connections_per_client", "must be between 1 and limits.max_connections",
-         lim.max_connections_per_client)
-    need(0 < lim.idle_timeout <= 3600, "limits.idle_timeout",
-         "must be > 0 and at most 3600 seconds", lim.idle_timeout)
-    need(1 <= config.icy.metaint <= 65536, "icy.metaint", "must be between 1 and 65536",
-         config.icy.metaint)
-    t = config.retry
-    need(0 <= t.attempts <= 100, "retry.attempts", "must be between 0 and 100", t.attempts)
-    need(t.base_delay >= 0, "retry.base_delay", "must be >= 0 seconds", t.base_delay)
-    need(t.max_delay >= t.base_delay, "retry.max_delay", "must be >= retry.base_delay",
-         t.max_delay)
-    need(t.gap_budget > 0, "retry.gap_budget", "must be > 0 seconds", t.gap_budget)
-    need(t.hold_budget >= t.gap_budget and t.hold_budget <= 3600, "retry.hold_budget",
-         "must be between retry.gap_budget and 3600 seconds", t.hold_budget)
-    need(t.retry_after_cap >= 0, "retry.retry_after_cap", "must be >= 0 seconds",
-         t.retry_after_cap)
-    m = config.mpd
-    need(1 <= m.port <= 65535, "mpd.port", "must be between 1 and 65535", m.port)
-    need(0 <= m.lookahead <= 20, "mpd.lookahead", "must be between 0 and 20 songs", m.lookahead)
-    need(1 <= m.autoplay_songs <= 50, "mpd.autoplay_songs", "must be between 1 and 50 songs",
-         m.autoplay_songs)
-    need(0 <= m.autoplay_history <= 10_000, "mpd.autoplay_history",
-         "must be between 0 and 10000 songs", m.autoplay_history)
-    need(config.cache.max_size >= 0, "cache.max_size", "must be >= 0 bytes (0: no cache)",
-         config.cache.max_size)
-    need(parse_interval(config.library.sync_every) is not None, "library.sync_every",
-         'must be a time such as "6h", "30m", "90s" or "1h30m" (1 s to 365 days)',
-         config.library.sync_every)
-    b = config.breaker
-    need(1 <= b.failures <= 1000, "breaker.failures", "must be between 1 and 1000", b.failures)
-    need(b.reset_after > 0, "breaker.reset_after", "must be > 0 seconds", b.reset_after)
-    return errors
-
-
-def _check_pot_provider(r: ResolverConfig, source: str,
-                        origins: Mapping[str, str]) -> list[str]:
-    """resolver.pot_provider_url: empty, or the http(s) URL of a provider server;
-    and not also given as base_url in resolver.ytdlp_options (one place says it)."""
-    errors: list[str] = []
-    url = r.pot_provider_url.strip()
-    where = origins.get("resolver.pot_provider_url", source)
-    if url:
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            parts = None
-        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-                or parts.query or parts.fragment):
-            errors.append(f"{where}: resolver.pot_provider_url must be the http:// or https:// "
-                          "URL of a PO-token provider server, such as "
-                          f'"http://127.0.0.1:4416", or empty for none; got {url!r}')
-    args = r.ytdlp_options.get("extractor_args")
-    table = args.get(POT_PROVIDER_ARGS) if isinstance(args, Mapping) else None
-    if url and isinstance(table, Mapping) and "base_url" in table:
-        errors.append(f"{origins.get('resolver.ytdlp_options', source)}: resolver.ytdlp_options"
-                      f".extractor_args.{POT_PROVIDER_ARGS}.base_url and "
-                      "resolver.pot_provider_url are both set; keep resolver.pot_provider_url")
-    return errors
+    """Every section's problems, each with the file (or variable) its key came from."""
+    sections = (config.server, config.store, config.resolver, config.upstream, config.limits,
+                config.icy, config.retry, config.mpd, config.cache, config.library,
+                config.breaker)
+    return [f"{origins.get(key, source)}: {message}"
+            for section in sections for key, message in section.problems(_NAMES[type(section)])]
 
 
 def _did_you_mean(word: str, choices: Mapping[str, Any]) -> str:
@@ -746,37 +707,26 @@ def _expected_name(expected: type[Any]) -> str:
             str: "a string", tuple: "an array of strings", dict: "a table"}[expected]
 
 
+def config_values(config: Config) -> dict[str, dict[str, Any]]:
+    """Every section's keys and values, as loaded (secrets included: show it only
+    through ``ytproxy.redact.redact_config``)."""
+    return {name: {f.name: getattr(getattr(config, name), f.name)
+                   for f in fields(getattr(config, name))} for name in _SECTIONS}
+
+
 def render_config(config: Config) -> str:
-    """The effective configuration as TOML, every key shown."""
+    """The effective configuration as TOML, every key shown, secrets masked
+    (``redact_config``: the same masking as /status's)."""
     lines = [f"# effective configuration (from {config.source or 'built-in defaults'})"]
-    for name in _SECTIONS:
+    for name, values in redact_config(config_values(config)).items():
         lines.append(f"\n[{name}]")
-        section = getattr(config, name)
-        for f in fields(section):
-            value = getattr(section, f.name)
-            if f.name in SECRET_KEYS and value:
-                value = "***"
-            elif isinstance(value, str) and "://" in value:
-                value = _mask_password(value)
-            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
     return "\n".join(lines) + "\n"
-
-
-def _mask_password(url: str) -> str:
-    """``http://user:secret@proxy:3128`` → ``http://user:***@proxy:3128``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.partition("@")
-    if not at or ":" not in userinfo or "/" in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 def _toml_value(value: object) -> str:
     if isinstance(value, dict):
-        items = ", ".join(
-            f"{_toml_key(str(k))} = "
-            f"{_toml_value('***' if str(k).lower() in SECRET_KEYS and v else v)}"
-            for k, v in value.items())
+        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
         return "{" + items + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"

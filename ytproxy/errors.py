@@ -48,10 +48,13 @@ class YtproxyError(Exception):
     def __init__(self, message: str = "", *, retry_after: float | None = None,
                  detail: str | None = None) -> None:
         super().__init__(message)
-        if retry_after is not None:
-            self.retry_after = retry_after
-        if detail is not None:
-            self.detail = detail
+        self._given(retry_after=retry_after, detail=detail)
+
+    def _given(self, **values: object) -> None:
+        """Set the attributes given (not None); the others keep the class's value."""
+        for name, value in values.items():
+            if value is not None:
+                setattr(self, name, value)
 
 
 class InvalidTrackId(YtproxyError):
@@ -201,8 +204,7 @@ class UpstreamFailed(YtproxyError):
     def __init__(self, message: str = "", *, retry_after: float | None = None,
                  host: str | None = None, detail: str | None = None) -> None:
         super().__init__(message, retry_after=retry_after, detail=detail)
-        if host is not None:
-            self.host = host
+        self._given(host=host)
 
 
 class UpstreamGone(UpstreamFailed):

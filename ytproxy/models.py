@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from ytproxy.errors import InvalidTrackId
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "VIDEO_ID_RE",
@@ -15,6 +17,7 @@ __all__ = [
     "PlaylistSync",
     "StreamInfo",
     "Track",
+    "TrackId",
     "display_name",
     "is_video_id",
     "safe_display_name",
@@ -28,6 +31,33 @@ VIDEO_ID_RE = re.compile(r"[A-Za-z0-9_-]{11}")
 
 def is_video_id(value: str) -> bool:
     return VIDEO_ID_RE.fullmatch(value) is not None
+
+
+# Characters of a refused id a message shows: a 4 KB path must not come back whole.
+_SHOWN_ID_LENGTH = 60
+
+
+class TrackId(str):
+    """A track id checked once, where it enters (a route, a JSON body, a CLI
+    argument, a listing): 11 characters of A-Z a-z 0-9 _ -.
+
+    Made only through the constructor, which raises ``InvalidTrackId`` (HTTP
+    400 ``bad_id``) for anything else, so code that takes a ``TrackId`` (the
+    tracks service, the resolver's URL templates) need not check again: an id
+    put into the admin's URL template can never change its host, path or query.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> TrackId:
+        if type(value) is cls:
+            return value
+        if not isinstance(value, str) or VIDEO_ID_RE.fullmatch(value) is None:
+            shown = repr(value)
+            if len(shown) > _SHOWN_ID_LENGTH:
+                shown = shown[:_SHOWN_ID_LENGTH] + "…"
+            raise InvalidTrackId(f"{shown} is not a track id (11 characters of A-Z a-z 0-9 _ -)")
+        return super().__new__(cls, value)
 
 
 def url_param(url: str, name: str) -> str | None:

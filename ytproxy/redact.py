@@ -12,17 +12,26 @@ also masks the value of anything that looks like a line of a Netscape cookies
 file (yt-dlp quotes a line it cannot parse, tabs as ``\t``), of the session
 cookies YouTube signs in with wherever they appear (``SID``, ``__Secure-…``), and
 of a ``Cookie`` header.  The log's filter applies both.
+
+The effective configuration (``check-config``, ``/status``) goes through
+:func:`redact_config`, the one place that masks it: a secret-named key's value
+(``SECRET_KEYS``, at any depth: yt-dlp's options too), cookie values, and, in
+any URL anywhere in it, the password and the values of secret-named query
+parameters.  Its
+other query values stay: they are the admin's templates (``{id}``), not
+signatures.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["RedactingFilter", "redact_cookies", "redact_secrets", "redact_strings", "redact_url",
-           "redact_urls"]
+__all__ = ["SECRET_KEYS", "RedactingFilter", "redact_config", "redact_cookies", "redact_secrets",
+           "redact_strings", "redact_url", "redact_urls"]
 
 MASK = "***"
 # Page parameters that name a video or playlist; never credentials.
@@ -32,8 +41,20 @@ _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _TRAILING = ".,;:!?)]}"
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its query values, fragment and password masked."""
+# Keys whose values are secrets, in the config (at any depth) and as a URL's
+# query parameters there: shown as "***" by check-config and /status.
+SECRET_KEYS = frozenset({"token", "password", "videopassword", "ap_password", "cookie",
+                          "cookies"})
+# A config URL's query parameters that are credentials: those, and the usual names of keys.
+_SECRET_PARAMS = SECRET_KEYS | {"key", "api_key", "apikey", "access_token", "auth", "secret",
+                                "sig", "signature"}
+
+
+def redact_url(url: str, *, signed: bool = True) -> str:
+    """``url`` with its password masked and, ``signed`` (a stream URL, text from
+    elsewhere), its query values (those of ``v``, ``list``, ``index`` kept) and
+    fragment; not ``signed`` (a URL of the config), the values of secret-named
+    query parameters only."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -45,8 +66,9 @@ def redact_url(url: str) -> str:
     if password is not None:
         userinfo, _, hostport = netloc.rpartition("@")
         netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostport}"
-    query = "&".join(_mask_param(p) for p in parts.query.split("&")) if parts.query else ""
-    fragment = MASK if parts.fragment else ""
+    masked = _mask_param if signed else _mask_secret_param
+    query = "&".join(masked(p) for p in parts.query.split("&")) if parts.query else ""
+    fragment = MASK if parts.fragment and signed else parts.fragment
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
@@ -57,10 +79,37 @@ def _mask_param(param: str) -> str:
     return f"{name}{eq}{MASK}"
 
 
-def _redact_match(match: re.Match[str]) -> str:
+def _mask_secret_param(param: str) -> str:
+    name, eq, value = param.partition("=")
+    return f"{name}{eq}{MASK}" if value and name.lower() in _SECRET_PARAMS else param
+
+
+def redact_config(sections: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of configuration values (sections of keys, tables, arrays) fit to
+    show: a secret-named key's value (when set) is ``"***"``, every URL in a
+    string is passed through ``redact_url(..., signed=False)`` and every cookie
+    value (``redact_cookies``) is masked; arrays are lists."""
+    return {name: _shown(name, value) for name, value in sections.items()}
+
+
+def _shown(key: object, value: Any) -> Any:
+    if str(key).lower() in SECRET_KEYS and value:
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: _shown(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(None, v) for v in value]
+    if isinstance(value, str):
+        if "://" in value:
+            value = _URL_RE.sub(lambda m: _redact_match(m, signed=False), value)
+        return redact_cookies(value)
+    return value
+
+
+def _redact_match(match: re.Match[str], *, signed: bool = True) -> str:
     text = match.group(0)
     stripped = text.rstrip(_TRAILING)
-    return redact_url(stripped) + text[len(stripped):]
+    return redact_url(stripped, signed=signed) + text[len(stripped):]
 
 
 def redact_urls(text: str) -> str:

@@ -35,6 +35,7 @@ from ytproxy.library import (
     proxied_track,
     proxy_base_url,
 )
+from ytproxy.models import TrackId
 from ytproxy.resolve import Resolver
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
@@ -234,7 +235,8 @@ def task_contexts() -> list[CleanupContext]:
 async def _mix_songs(listings: Listings, config: Config, track_id: str) -> list[AutoplaySong]:
     """Autoplay's ``more_songs``: the mix of a track, stored, as MPD is to queue it."""
     base = proxy_base_url(config.server.host, config.server.port)
-    songs = await listings.radio(track_id, limit=MAX_LIMIT)
+    # The follower's ids come from proxied_track, TrackIds already (no second check).
+    songs = await listings.radio(TrackId(track_id), limit=MAX_LIMIT)
     return [AutoplaySong(s.id, f"{base}/proxy/{s.id}", s.artist, s.title) for s in songs]
 
 

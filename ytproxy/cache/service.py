@@ -16,7 +16,7 @@ from ytproxy.config import Config
 from ytproxy.errors import YoutubeRefused, YtproxyError
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
-from ytproxy.models import StreamInfo
+from ytproxy.models import StreamInfo, TrackId
 from ytproxy.resolve.budget import CallKind
 from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
 
@@ -194,7 +194,7 @@ class TrackCache:
             if running is task:
                 del self._prefetching[track_id]
 
-    async def prefetch(self, track_id: str) -> str:
+    async def prefetch(self, track_id: TrackId) -> str:
         """Download a track whole (resolving it first if needed), and say how it
         went when it is on disk: "cached", or why not."""
         entry = self.files.get(track_id)
@@ -230,7 +230,8 @@ class TrackCache:
 
     async def _prefetch_quietly(self, track_id: str) -> str:
         try:
-            result = await self.prefetch(track_id)
+            # MPD's ids come from proxied_track, TrackIds already (no second check).
+            result = await self.prefetch(TrackId(track_id))
             log.debug("cache: %s: look-ahead: %s", track_id, result)
             return result
         except YtproxyError as exc:

@@ -18,7 +18,8 @@ from ytproxy.cli.client import (
 )
 from ytproxy.cli.status_view import EXIT_NOT_RUNNING, cache_line, format_bytes, format_duration
 from ytproxy.config import Config
-from ytproxy.models import is_video_id
+from ytproxy.errors import InvalidTrackId
+from ytproxy.models import TrackId
 
 __all__ = ["run_cache"]
 
@@ -28,10 +29,11 @@ _PREFETCH_TIMEOUT = 3600.0
 
 def run_cache(config: Config, action: str, ids: Sequence[str], *, as_json: bool) -> int:
     """0 done, 1 the daemon refused or a track failed, 2 bad input, 3 not answering."""
-    bad = [i for i in ids if not is_video_id(i)]
-    if bad:
-        print(f"ytproxy: {bad[0]!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)",
-              file=sys.stderr)
+    try:
+        for value in ids:
+            TrackId(value)
+    except InvalidTrackId as exc:
+        print(f"ytproxy: {exc}", file=sys.stderr)
         return 2
     base = daemon_base_url(config)
     method, path, body, timeout = {

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
 
 import mpd.base  # type: ignore[import-untyped]
@@ -21,7 +21,6 @@ import mpd.base  # type: ignore[import-untyped]
 from ytproxy.config import Config
 from ytproxy.errors import YtproxyError
 from ytproxy.follower.autoplay import AutoplaySong, queue_songs
-from ytproxy.follower.mpd_private import QuietMPDClient
 from ytproxy.follower.queue import mpd_candidates
 from ytproxy.library.listings import (
     Song,
@@ -29,6 +28,7 @@ from ytproxy.library.listings import (
     search_json,
 )
 from ytproxy.library.playlists import proxied_track, proxy_base_url
+from ytproxy.private.mpd import QuietMPDClient
 from ytproxy.services import Library
 
 __all__ = ["run_radio", "run_search", "song_table"]
@@ -70,30 +70,31 @@ def _one_line(exc: BaseException) -> str:
 
 async def run_search(lib: Library, args: argparse.Namespace, config: Config) -> int:
     query = " ".join(args.query)
-    try:
-        songs = await lib.listings(config).search(query, limit=args.limit)
-    except YtproxyError as exc:
-        print(f"ytproxy: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    return await _answer(songs, args, config, f"no songs found for {' '.join(query.split())!r}",
+    found = lib.listings(config).search(query, limit=args.limit)
+    return await _answer(found, args, config, f"no songs found for {' '.join(query.split())!r}",
                          query=query)
 
 
 async def run_radio(lib: Library, args: argparse.Namespace, config: Config) -> int:
+    return await _answer(_mix(lib, args, config), args, config,
+                         f"the mix of {args.item.strip()} lists no songs", query=None)
+
+
+async def _mix(lib: Library, args: argparse.Namespace, config: Config) -> list[Song]:
     server = config.server
+    seed = radio_seed(args.item, proxied=partial(proxied_track, host=server.host,
+                                                 port=server.port))
+    return await lib.listings(config).radio(seed, limit=args.limit)
+
+
+async def _answer(finding: Awaitable[list[Song]], args: argparse.Namespace, config: Config,
+                  empty: str, *, query: str | None) -> int:
+    """Print (and with --add/--play, queue) the songs ``finding`` lists; 1 when it fails."""
     try:
-        seed = radio_seed(args.item, proxied=partial(proxied_track, host=server.host,
-                                                     port=server.port))
-        songs = await lib.listings(config).radio(seed, limit=args.limit)
+        songs = await finding
     except YtproxyError as exc:
         print(f"ytproxy: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return await _answer(songs, args, config, f"the mix of {args.item.strip()} lists no songs",
-                         query=None)
-
-
-async def _answer(songs: list[Song], args: argparse.Namespace, config: Config, empty: str,
-                  *, query: str | None) -> int:
     base = proxy_base_url(config.server.host, config.server.port)
     if getattr(args, "json", False):
         body = (search_json(query, songs, base) if query is not None

@@ -2,7 +2,6 @@
 songs that are this daemon's tracks, for the cache to download ahead."""
 
 from ytproxy.follower.autoplay import AutoplaySong, queue_songs
-from ytproxy.follower.mpd_private import QuietMPDClient
 from ytproxy.follower.queue import MpdFollower, mpd_candidates
 
-__all__ = ["AutoplaySong", "MpdFollower", "QuietMPDClient", "mpd_candidates", "queue_songs"]
+__all__ = ["AutoplaySong", "MpdFollower", "mpd_candidates", "queue_songs"]

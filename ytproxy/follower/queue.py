@@ -37,7 +37,7 @@ from ytproxy.follower.autoplay import (
     pick_songs,
     queue_songs,
 )
-from ytproxy.follower.mpd_private import QuietMPDClient
+from ytproxy.private.mpd import QuietMPDClient
 
 __all__ = ["MpdFollower", "mpd_address", "mpd_candidates", "upcoming_positions"]
 

@@ -57,7 +57,7 @@ from ytproxy.library import (
     render_m3u,
     search_json,
 )
-from ytproxy.models import is_video_id
+from ytproxy.models import TrackId
 from ytproxy.redact import redact_urls
 from ytproxy.services import (
     CACHE,
@@ -433,19 +433,22 @@ async def _cache_prefetch(request: web.Request) -> web.Response:
         raise BadRequest(f'field "ids" must be a non-empty array of track ids; {shape}')
     if len(ids) > MAX_PREFETCH_IDS:
         raise BadRequest(f'field "ids" names {len(ids)} tracks, at most {MAX_PREFETCH_IDS}')
+    wanted: list[TrackId] = []
     for value in ids:
-        if not isinstance(value, str) or not is_video_id(value):
-            raise BadRequest(f'field "ids": {str(value)[:40]!r} is not a track id '
-                             "(11 characters of A-Z a-z 0-9 _ -)")
+        try:
+            wanted.append(TrackId(value))
+        except InvalidTrackId as exc:
+            raise BadRequest(f'field "ids": {exc}') from None
 
-    async def one(track_id: str) -> str:
+    async def one(track_id: TrackId) -> str:
         try:
             return await cache.prefetch(track_id)
         except YtproxyError as exc:
             return f"failed: {redact_urls(str(exc))}"
 
-    results = await asyncio.gather(*(one(i) for i in dict.fromkeys(ids)))
-    return web.json_response({"results": dict(zip(dict.fromkeys(ids), results, strict=True))})
+    unique = list(dict.fromkeys(wanted))
+    results = await asyncio.gather(*(one(i) for i in unique))
+    return web.json_response({"results": dict(zip(unique, results, strict=True))})
 
 
 async def _delete_track(request: web.Request) -> web.Response:

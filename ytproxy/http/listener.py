@@ -13,7 +13,7 @@ aiohttp makes for each one (``_Connection``, a ``web.RequestHandler``): one
 over ``limits.max_connections`` in all, or ``limits.max_connections_per_client``
 from one address, is answered 503 JSON and closed before anything is read.
 aiohttp has no hook for the protocol class, so ``Runner`` (an ``AppRunner``)
-hands its sites a factory of them (ytproxy.aiohttp_private); the daemon
+hands its sites a factory of them (ytproxy.private.aiohttp); the daemon
 (``serve``) and the tests run the app through it.  The same class answers
 malformed heads as JSON with the precise status (405, 414, 431, 400) and
 logs them at DEBUG: they are the client's problem, not ours.
@@ -35,15 +35,20 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
-from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp import HttpVersion11, web
 
-from ytproxy.aiohttp_private import head_error_kind, protocol_factory, with_version
 from ytproxy.config import LimitsConfig
+from ytproxy.private.aiohttp import (
+    ProtocolRunner,
+    RequestHandler,
+    answer_as_http1,
+    head_error_kind,
+    protocol_factory,
+    wrap_request_handler,
+)
 
 __all__ = [
     "CONNECTIONS",
@@ -268,13 +273,13 @@ class _Connection(web.RequestHandler):
         return self._client_error(exc)
 
     def _client_error(self, exc: BaseException | None) -> web.Response:
-        if isinstance(exc, BadHttpMethod):
+        kind = head_error_kind(exc, MAX_REQUEST_LINE)
+        if kind == "method":
             if "HTTPS" in str(exc):
                 return _json_error(400, "bad_request", "this port speaks plain HTTP, not HTTPS")
             return _json_error(405, "method_not_allowed",
                                f"ytproxy answers only these methods: {self._allow}",
                                {"Allow": self._allow})
-        kind = head_error_kind(exc, MAX_REQUEST_LINE)
         if kind == "request_line":
             return _json_error(414, "uri_too_long",
                                f"the request line is longer than {MAX_REQUEST_LINE} bytes")
@@ -287,10 +292,6 @@ class _Connection(web.RequestHandler):
         what = str(getattr(exc, "message", "") or exc or "").strip().split("\n")[0]
         return _json_error(400, "bad_request",
                            f"malformed HTTP request: {what.rstrip(':') or 'unparsable'}")
-
-
-RequestFactory = Callable[..., web.BaseRequest]
-RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def _http_errors_as_json(handler: RequestHandler) -> RequestHandler:
@@ -311,52 +312,20 @@ def _http_errors_as_json(handler: RequestHandler) -> RequestHandler:
     return handle
 
 
-def _answered_as_http1(factory: RequestFactory) -> RequestFactory:
-    """Requests that claim HTTP/2.0 or HTTP/0.9 are answered as HTTP/1.1 or 1.0.
-
-    aiohttp echoes the request's version in its status line, and "HTTP/2.0 200
-    OK" over HTTP/1 framing is unreadable to a client (the fuzz found it).
-    RFC 9110 §6.2: answer with the highest version we conform to whose major
-    is at most the client's.
-    """
-
-    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
-        if message.version not in (HttpVersion10, HttpVersion11):
-            version = HttpVersion10 if message.version.major < 1 else HttpVersion11
-            message = with_version(message, version)
-        return factory(message, *args)
-
-    return make
-
-
-class Runner(web.AppRunner):
+class Runner(ProtocolRunner):
     """``web.AppRunner`` for the ytproxy app: connections obey ``app[CONNECTIONS]``.
 
-    Its ``server`` (what a site listens with) makes a ``_Connection`` for each
-    accepted connection; aiohttp's own server behind it still tracks them all,
-    for the graceful shutdown.
+    Its sites make a ``_Connection`` for each accepted connection; aiohttp's
+    own server behind it still tracks them all, for the graceful shutdown.
     """
 
-    _connections: Callable[[], web.RequestHandler] | None = None
-
-    async def setup(self) -> None:
-        await super().setup()  # starts the app (cleanup contexts run here)
-        inner = super().server
-        assert inner is not None
+    def connection_factory(self, server: web.Server) -> Callable[[], web.RequestHandler]:
         # Read by every connection when it is made: its request handler and factory.
-        inner.request_handler = _http_errors_as_json(inner.request_handler)
-        inner.request_factory = _answered_as_http1(inner.request_factory)
+        wrap_request_handler(server, _http_errors_as_json)
+        answer_as_http1(server)
         methods = {route.method for route in self.app.router.routes()} - {"*"}
-        self._connections = protocol_factory(inner, _Connection, limits=self.app[CONNECTIONS],
-                                             allow=", ".join(sorted(methods)))
-
-    @property
-    def server(self) -> web.Server | None:
-        inner = super().server
-        if inner is None or self._connections is None:
-            return inner
-        # A site only calls it, once per accepted connection.
-        return cast(web.Server, self._connections)
+        return protocol_factory(server, _Connection, limits=self.app[CONNECTIONS],
+                                allow=", ".join(sorted(methods)))
 
 
 def serve(
@@ -375,35 +344,28 @@ def serve(
     Raises ``OSError`` when the address cannot be bound, and whatever the
     app's startup raises.
     """
+
+    async def until_stopped() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        runner = Runner(app, access_log=access_log, shutdown_timeout=shutdown_timeout)
+        try:
+            await runner.setup()
+            # aiohttp's default backlog of 128 drops connections past it when many
+            # players start at once (the kernel caps this at net.core.somaxconn).
+            await web.TCPSite(runner, host, port, backlog=_BACKLOG).start()
+            on_ready()
+            await stop.wait()
+        finally:
+            # Stops accepting, runs on_shutdown (the grace period for streams), then cleanup.
+            await runner.cleanup()
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
     # As run_app: whatever is still running at the end is cancelled and
     # awaited, async generators are closed, then the loop.
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(app, host, port, on_ready, access_log, shutdown_timeout))
-
-
-async def _serve(
-    app: web.Application,
-    host: str,
-    port: int,
-    on_ready: Callable[[], None],
-    access_log: logging.Logger | None,
-    shutdown_timeout: float,
-) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    runner = Runner(app, access_log=access_log, shutdown_timeout=shutdown_timeout)
-    try:
-        await runner.setup()
-        # aiohttp's default backlog of 128 drops connections past it when many
-        # players start at once (the kernel caps this at net.core.somaxconn).
-        await web.TCPSite(runner, host, port, backlog=_BACKLOG).start()
-        on_ready()
-        await stop.wait()
-    finally:
-        # Stops accepting, runs on_shutdown (the grace period for streams), then cleanup.
-        await runner.cleanup()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
+        loop_runner.run(until_stopped())

@@ -7,14 +7,12 @@ and nothing here reaches into a request.  Signed stream URLs never appear.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import html
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -23,13 +21,13 @@ from prometheus_client.registry import Collector
 
 from ytproxy import __version__
 from ytproxy.cache import CacheSnapshot, TrackCache
-from ytproxy.config import SECRET_KEYS, Config
+from ytproxy.config import Config, config_values
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.loops import loop_name
-from ytproxy.redact import redact_strings
+from ytproxy.redact import redact_config, redact_strings
 from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolve.jsruntime import runtime_label
 from ytproxy.resolve.refusals import refusal_reason
@@ -60,39 +58,9 @@ class Daemon:
     sync: Callable[[], dict[str, Any]] | None = None
 
 
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def _masked_table(table: dict[str, Any]) -> dict[str, Any]:
-    """A table (resolver.ytdlp_options) with secret-named keys masked, at any depth."""
-    return {k: "***" if str(k).lower() in SECRET_KEYS and v
-            else _masked_table(v) if isinstance(v, dict) else v for k, v in table.items()}
-
-
 def redacted_config(config: Config) -> dict[str, Any]:
-    """The effective configuration, with secrets masked."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        section = getattr(config, f.name)
-        if not dataclasses.is_dataclass(section):
-            continue
-        values = dataclasses.asdict(section)  # type: ignore[arg-type]
-        for key, value in values.items():
-            if key in SECRET_KEYS and value:
-                values[key] = "***"
-            elif isinstance(value, str) and "://" in value:
-                values[key] = _mask_url(value)
-            elif isinstance(value, tuple):
-                values[key] = list(value)
-            elif isinstance(value, dict):
-                values[key] = _masked_table(value)
-        out[f.name] = values
-    return out
+    """The effective configuration, with secrets masked (as check-config masks them)."""
+    return redact_config(config_values(config))
 
 
 def _db_size(store: Store) -> int:
@@ -116,7 +84,6 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         "version": __version__,
         "uptime_seconds": round(time.time() - daemon.started, 1),
         "event_loop": loop_name(),
-        "config": redacted_config(daemon.config),
         "streams": [s.as_dict() for s in registry.active()],
         "totals": {
             "started": registry.started_total,
@@ -158,6 +125,9 @@ async def status_payload(daemon: Daemon) -> dict[str, Any]:
         "mpd": daemon.mpd() if daemon.mpd is not None else {"following": False},
         "sync": await sync_summary(daemon),
     })
+    # The config has its own masking (redact_config, as check-config prints it):
+    # its URLs are the admin's templates, whose {query} and #songs must show.
+    payload["config"] = redacted_config(daemon.config)
     return payload
 
 

@@ -17,12 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ytproxy.aiohttp_private import payload_writer
 from ytproxy.cache import CachedBody, CacheFile, TrackCache, refresher
 from ytproxy.config import Config
 from ytproxy.errors import (
     AtCapacity,
-    InvalidTrackId,
     ResolverUnavailable,
     UpstreamFailed,
     YoutubeRefused,
@@ -35,7 +33,8 @@ from ytproxy.http.ranges import requested_range
 from ytproxy.http.registry import StreamRegistry
 from ytproxy.http.slots import StreamSlots
 from ytproxy.library.tracks import Tracks
-from ytproxy.models import StreamInfo, Track, is_video_id, safe_display_name
+from ytproxy.models import StreamInfo, Track, TrackId, safe_display_name
+from ytproxy.private.aiohttp import payload_writer
 from ytproxy.resilience import RetryGap
 from ytproxy.upstream import FileChanged, RangeStream, UpstreamFetcher, probe_size
 from ytproxy.upstream.holds import Held
@@ -80,11 +79,7 @@ class StreamHandler:
         self.on_first_byte = on_first_byte
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        track_id = request.match_info["id"]
-        if not is_video_id(track_id):
-            raise InvalidTrackId(
-                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
-            )
+        track_id = TrackId(request.match_info["id"])
         if not self._slots.try_acquire():
             raise AtCapacity(
                 f"all {self._slots.capacity} stream slots are busy; "
@@ -135,7 +130,7 @@ class StreamHandler:
         self._in_background(self._tracks.remember_size(track_id, size))
         return size, info, mime or _FALLBACK_MIME
 
-    async def _serve(self, request: web.Request, track_id: str) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, track_id: TrackId) -> web.StreamResponse:
         received = time.monotonic()
         cached = self._cache.hit(track_id) if self._cache is not None else None
         if cached is not None:
@@ -170,7 +165,8 @@ class StreamHandler:
             return await self._answer(request, track, info, exc.total,
                                       mime or _FALLBACK_MIME, received)
 
-    async def _stream_for(self, request: web.Request, track_id: str) -> tuple[Track, StreamInfo]:
+    async def _stream_for(self, request: web.Request,
+                          track_id: TrackId) -> tuple[Track, StreamInfo]:
         """``Tracks.stream_for``, held while the resolver is out of reach for every
         track (offline, breaker open, YouTube refusing this address) for up to
         ``retry.hold_budget``: MPD waits for headers, and an error would make
@@ -297,7 +293,8 @@ class StreamHandler:
                           size: int, start: int, end: int) -> RangeStream:
         """A relay for the rest of a stream whose cache file cannot be filled."""
         if info is None:
-            _, info = await self._tracks.stream_for(track_id)
+            # The stored track's id (checked when it was stored).
+            _, info = await self._tracks.stream_for(TrackId(track_id))
         return self._range_stream(request, track_id, info, start, end, size)
 
     async def _relay(
@@ -435,7 +432,7 @@ def _writer(
     response: web.StreamResponse,
 ) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]]:
     """The response's write, which leaves all waiting to the relay, and its
-    wait-for-the-transport (ytproxy.aiohttp_private.payload_writer); without
+    wait-for-the-transport (ytproxy.private.aiohttp.payload_writer); without
     such a writer, the public write, which waits itself, and no wait."""
     return payload_writer(response) or (response.write, _nothing)
 

@@ -16,8 +16,8 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from ytproxy.errors import BadJson, BadPath, BadRequest, BodyCutShort, BodyTimeout, InvalidTrackId
-from ytproxy.models import is_video_id
+from ytproxy.errors import BadJson, BadPath, BadRequest, BodyCutShort, BodyTimeout
+from ytproxy.models import TrackId
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -73,13 +73,9 @@ async def path_guard(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-def track_id(request: web.Request) -> str:
-    """The ``{id}`` of a route, if it can be a track id (11 of A-Z a-z 0-9 _ -)."""
-    value = request.match_info["id"]
-    if not is_video_id(value):
-        raise InvalidTrackId(f"{_preview(value)} is not a track id "
-                             "(11 characters of A-Z a-z 0-9 _ -)")
-    return value
+def track_id(request: web.Request) -> TrackId:
+    """The ``{id}`` of a route, if it can be a track id (``InvalidTrackId`` otherwise)."""
+    return TrackId(request.match_info["id"])
 
 
 async def read_json_object(request: web.Request, *, within: float) -> dict[str, Any]:

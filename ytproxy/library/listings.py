@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from ytproxy.errors import BadQuery, InvalidTrackId
 from ytproxy.library.tracks import youtube_id_from_url
-from ytproxy.models import Track, display_name, is_video_id
+from ytproxy.models import Track, TrackId, display_name, is_video_id
 
 __all__ = [
     "MAX_LIMIT",
@@ -59,7 +59,7 @@ _NESTED_KEYS = frozenset({"YoutubeTab", "YoutubePlaylist"})
 class Song:
     """One song of a listing, as the listing page describes it."""
 
-    id: str
+    id: TrackId
     title: str | None = None
     artist: str | None = None
     duration: float | None = None
@@ -99,9 +99,10 @@ def songs_from_listing(info: Mapping[str, Any], *, limit: int) -> list[Song]:
         key = entry.get("ie_key") or entry.get("extractor_key")
         if entry.get("_type") == "playlist" or key in _NESTED_KEYS:
             continue
-        song_id = entry.get("id")
-        if not isinstance(song_id, str) or not is_video_id(song_id) or song_id in seen:
+        raw_id = entry.get("id")
+        if not isinstance(raw_id, str) or not is_video_id(raw_id) or raw_id in seen:
             continue
+        song_id = TrackId(raw_id)
         seen.add(song_id)
         duration = entry.get("duration")
         songs.append(Song(
@@ -140,20 +141,18 @@ def search_url(template: str, query: str) -> str:
     return template.replace("{query}", quote(check_query(query), safe=""))
 
 
-def radio_url(template: str, track_id: str) -> str:
-    """``radio_url_template`` for a track: only an id goes into the admin's URL."""
-    if not is_video_id(track_id):
-        raise InvalidTrackId(f"{track_id!r} is not a track id (11 characters of "
-                             "A-Z a-z 0-9 _ -)")
-    return template.replace("{id}", track_id)
+def radio_url(template: str, track_id: TrackId) -> str:
+    """``radio_url_template`` for a track: only a checked id goes into the admin's
+    URL (see ``Resolver.source_url_for``)."""
+    return template.replace("{id}", TrackId(track_id))
 
 
-def radio_seed(id_or_url: str, *, proxied: Callable[[str], str | None]) -> str:
+def radio_seed(id_or_url: str, *, proxied: Callable[[str], TrackId | None]) -> TrackId:
     """The track id a radio starts from: an id, a YouTube or YouTube Music page
     URL, or a ``/proxy/<id>`` URL of this daemon (``proxied`` knows those)."""
     value = id_or_url.strip()
     if is_video_id(value):
-        return value
+        return TrackId(value)
     found = youtube_id_from_url(value) or proxied(value)
     if found is not None:
         return found
@@ -196,7 +195,7 @@ class Listings:
     """
 
     def __init__(self, *, store: _Store, list_flat: ListFlat,
-                 source_url_for: Callable[[str], str], search_url_template: str,
+                 source_url_for: Callable[[TrackId], str], search_url_template: str,
                  radio_url_template: str) -> None:
         self._store = store
         self._list_flat = list_flat
@@ -212,7 +211,7 @@ class Listings:
                                      what=f"the search for {text!r}", limit=limit)
         return await self._stored(songs_from_listing(info, limit=limit))
 
-    async def radio(self, track_id: str, *, limit: int = RADIO_LIMIT) -> list[Song]:
+    async def radio(self, track_id: TrackId, *, limit: int = RADIO_LIMIT) -> list[Song]:
         """The songs of a track's mix (the track first, as the mix has it), stored."""
         check_limit(limit)
         url = radio_url(self._radio_template, track_id)

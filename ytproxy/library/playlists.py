@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ytproxy.errors import InvalidPlaylistName
-from ytproxy.models import Track, is_video_id, safe_display_name
+from ytproxy.models import Track, TrackId, is_video_id, safe_display_name
 
 __all__ = [
     "MAX_PLAYLIST_NAME",
@@ -49,7 +49,7 @@ def proxy_base_url(host: str, port: int) -> str:
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
 
 
-def proxied_track(uri: str, host: str, port: int) -> str | None:
+def proxied_track(uri: str, host: str, port: int) -> TrackId | None:
     """The track id in ``uri`` when it is this daemon's ``/proxy/<id>`` URL (as
     playlists and ``mpc add`` give MPD), else None."""
     try:
@@ -65,7 +65,7 @@ def proxied_track(uri: str, host: str, port: int) -> str | None:
     if not (name == bound or wildcard or (loopback and name in _LOOPBACK_NAMES)):
         return None
     track_id = parts.path.removeprefix("/proxy/")
-    return track_id if parts.path.startswith("/proxy/") and is_video_id(track_id) else None
+    return TrackId(track_id) if parts.path.startswith("/proxy/") and is_video_id(track_id) else None
 
 
 def render_m3u(tracks: Iterable[Track], base_url: str) -> str:

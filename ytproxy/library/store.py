@@ -16,10 +16,10 @@ import os
 import shlex
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
@@ -593,23 +593,15 @@ class Store:
         return playlist
 
     async def get_playlist(self, name: str) -> Playlist | None:
-        playlists = await self._playlists("WHERE p.name = ?", (name,))
-        return playlists[0] if playlists else None
+        return _first(await self._named(_PLAYLISTS, name))
 
     async def list_playlists(self) -> list[Playlist]:
-        return await self._playlists("", ())
+        return await self._named(_PLAYLISTS, None)
 
-    async def _playlists(self, where: str, params: Sequence[Any]) -> list[Playlist]:
-        rows = await self._fetch(
-            f"""
-            SELECT p.name, p.source_url, p.title, p.created_at, p.updated_at,
-                   count(pt.track_id)
-            FROM playlists p LEFT JOIN playlist_tracks pt ON pt.playlist = p.name
-            {where} GROUP BY p.name ORDER BY p.name
-            """,
-            params,
-        )
-        return [Playlist(*row) for row in rows]
+    async def _named(self, query: _Named[_Row], name: str | None) -> list[_Row]:
+        """The rows of ``query`` for the playlist named ``name``, or (None) every one."""
+        where, params = (f"WHERE {query.column} = ?", (name,)) if name is not None else ("", ())
+        return [query.row(r) for r in await self._fetch(query.sql.format(where=where), params)]
 
     async def playlist_tracks(self, name: str) -> list[Track] | None:
         """The playlist's tracks in order (a track may repeat); None for an unknown name."""
@@ -661,18 +653,10 @@ class Store:
         await self._write_all([(sql, params)], tracks=False)
 
     async def get_sync(self, name: str) -> PlaylistSync | None:
-        found = await self._syncs("WHERE playlist = ?", (name,))
-        return found[0] if found else None
+        return _first(await self._named(_SYNCS, name))
 
     async def list_syncs(self) -> list[PlaylistSync]:
-        return await self._syncs("", ())
-
-    async def _syncs(self, where: str, params: Sequence[Any]) -> list[PlaylistSync]:
-        rows = await self._fetch(
-            "SELECT playlist, source_url, every, next_sync, last_sync, last_attempt, "
-            f"last_error, failures FROM playlist_sync {where} ORDER BY playlist", params)
-        return [PlaylistSync(r[0], r[1], float(r[2]), float(r[3]), r[4], r[5], r[6], int(r[7]))
-                for r in rows]
+        return await self._named(_SYNCS, None)
 
     async def unsync(self, name: str) -> bool:
         """Stop following a playlist's source (the playlist stays); False if it was not."""
@@ -718,6 +702,35 @@ class CacheRow:
     ranges: tuple[tuple[int, int], ...]  # [start, end) byte ranges on disk
     complete: bool
     last_used: float
+
+
+_Row = TypeVar("_Row")
+
+
+@dataclass(frozen=True)
+class _Named(Generic[_Row]):
+    """A query of playlists' rows: ``sql`` with ``{where}`` for the clause that
+    picks one by ``column``; ``row`` makes each result."""
+
+    sql: str
+    column: str
+    row: Callable[[sqlite3.Row], _Row]
+
+
+_PLAYLISTS = _Named(
+    """
+    SELECT p.name, p.source_url, p.title, p.created_at, p.updated_at, count(pt.track_id)
+    FROM playlists p LEFT JOIN playlist_tracks pt ON pt.playlist = p.name
+    {where} GROUP BY p.name ORDER BY p.name
+    """, "p.name", lambda r: Playlist(*r))
+_SYNCS = _Named(
+    "SELECT playlist, source_url, every, next_sync, last_sync, last_attempt, last_error, "
+    "failures FROM playlist_sync {where} ORDER BY playlist", "playlist",
+    lambda r: PlaylistSync(r[0], r[1], float(r[2]), float(r[3]), r[4], r[5], r[6], int(r[7])))
+
+
+def _first(rows: Sequence[_Row]) -> _Row | None:
+    return rows[0] if rows else None
 
 
 def _make_private_dirs(directory: Path) -> None:

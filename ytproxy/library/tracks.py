@@ -32,7 +32,7 @@ from ytproxy.library.playlists import (
     write_m3u_file,
 )
 from ytproxy.library.store import Store
-from ytproxy.models import StreamInfo, Track, is_video_id
+from ytproxy.models import StreamInfo, Track, TrackId, is_video_id
 from ytproxy.resolve.budget import CallKind
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.resolve.singleflight import SingleFlight
@@ -48,7 +48,7 @@ _LAST_RESORT_MARGIN = 30.0
 _YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com")
 
 
-def youtube_id_from_url(url: str) -> str | None:
+def youtube_id_from_url(url: str) -> TrackId | None:
     """The video id in a YouTube / YouTube Music / youtu.be URL, if there is one."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
@@ -63,7 +63,7 @@ def youtube_id_from_url(url: str) -> str | None:
             segments = parts.path.strip("/").split("/")
             if len(segments) >= 2 and segments[0] in ("shorts", "embed", "live", "v"):
                 candidate = segments[1]
-    return candidate if candidate and is_video_id(candidate) else None
+    return TrackId(candidate) if candidate and is_video_id(candidate) else None
 
 
 # Told (entry number from 1, number of entries, the entry's title or id) as an import goes.
@@ -116,7 +116,7 @@ class Tracks:
         built from source_url_template (False: the admin's, trusted)."""
         value = id_or_url.strip()
         if is_video_id(value):
-            return value, self.resolver.source_url_for(value), False
+            return value, self.resolver.source_url_for(TrackId(value)), False
         parts = urlsplit(value)
         if parts.scheme in ("http", "https") and parts.hostname:
             video_id = youtube_id_from_url(value)
@@ -157,17 +157,13 @@ class Tracks:
         assert track is not None
         return track
 
-    async def stream_for(self, track_id: str, *, kind: CallKind = CallKind.LISTENER,
+    async def stream_for(self, track_id: TrackId, *, kind: CallKind = CallKind.LISTENER,
                          try_while_paused: bool = True) -> tuple[Track, StreamInfo]:
         """The track and a stream URL that will not expire for at least the safety margin.
 
         ``kind``: who waits for it (a listener's call goes first; background
         work waits its turn, see ``Resolver.resolve``, as does
         ``try_while_paused``)."""
-        if not is_video_id(track_id):
-            raise InvalidTrackId(
-                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
-            )
         track = await self.store.get(track_id)
         if track is None:
             return await self._lazy_add(track_id, kind, try_while_paused)

@@ -25,27 +25,26 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiolimiter import AsyncLimiter
 
-from ytproxy.config import (
-    POT_PROVIDER_ARGS,
-    BreakerConfig,
-    ResolverConfig,
-    browser_cookie_spec,
-)
+from ytproxy.config import BreakerConfig, ResolverConfig
 from ytproxy.errors import (
-    InvalidTrackId,
     ResolverFailed,
     ResolverUnavailable,
     TrackGone,
     YoutubeRefused,
     YtproxyError,
 )
-from ytproxy.models import PlaylistEntry, StreamInfo, is_video_id
+from ytproxy.models import PlaylistEntry, StreamInfo, TrackId, is_video_id
 from ytproxy.resilience import BreakerOpen, CircuitBreaker
 from ytproxy.resolve.budget import CallBudget, CallKind, Ticket
 from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_version
 from ytproxy.resolve.messages import clock_time, describe, first_line
 from ytproxy.resolve.refusals import STATES, RefusalState
 from ytproxy.resolve.singleflight import SingleFlight
+from ytproxy.resolve.ytdlp_options import (
+    POT_PROVIDER_ARGS,
+    browser_cookie_spec,
+    with_extractor_arg,
+)
 from ytproxy.resolve.ytdlp_process import (
     CallTimedOut,
     ExtractFailed,
@@ -63,7 +62,6 @@ __all__ = [
     "playlist_entries_from",
     "stream_info_from",
     "strip_query",
-    "with_extractor_arg",
     "ytdlp_cache_dir",
 ]
 
@@ -260,18 +258,6 @@ def playlist_entries_from(
     return _text(info.get("title")), entries
 
 
-def with_extractor_arg(extractor_args: object, ie_key: str, key: str,
-                       value: str) -> dict[str, Any]:
-    """yt-dlp's ``extractor_args`` (the person's, from ytdlp_options) with
-    ``ie_key:key=value`` added; every other argument, of this extractor and of
-    others, kept.  Copies: the config's table is not changed."""
-    merged = {k: dict(v) if isinstance(v, dict) else v
-              for k, v in (extractor_args.items() if isinstance(extractor_args, dict) else ())}
-    table = merged.get(ie_key)
-    merged[ie_key] = {**(table if isinstance(table, dict) else {}), key: [value]}
-    return merged
-
-
 def classify_error(exc: BaseException, source_url: str, *, until: float | None = None,
                    cookies: bool = False) -> YtproxyError:
     """Map a yt-dlp failure to what a listener (and the HTTP status) should be
@@ -429,14 +415,12 @@ class Resolver:
             sources.append(f"browser:{self._browser_cookies[0]}")
         return ", ".join(sources) or None
 
-    def source_url_for(self, track_id: str) -> str:
-        # The template is the admin's and trusted; what goes into it must be an id,
-        # never text that could change the URL's host, path or query.
-        if not is_video_id(track_id):
-            raise InvalidTrackId(
-                f"{track_id!r} is not a track id (11 characters of A-Z a-z 0-9 _ -)"
-            )
-        return self._config.source_url_template.replace("{id}", track_id)
+    def source_url_for(self, track_id: TrackId) -> str:
+        # The template is the admin's and trusted; what goes into it is a checked
+        # id, never text that could change the URL's host, path or query (TrackId
+        # of a TrackId is itself: no second check; an unchecked str from an untyped
+        # caller is checked here).
+        return self._config.source_url_template.replace("{id}", TrackId(track_id))
 
     async def resolve(self, source_url: str, *, format_id: str | None = None,
                       avoid_clients: tuple[str, ...] = (),

@@ -3,12 +3,12 @@
 A googlevideo URL names the client that produced it only by InnerTube name
 (``c=TVHTML5``), while yt-dlp's ``player_client`` takes its own names (``tv``,
 ``tv_samsung``, ...).  The table between the two is yt-dlp's
-``INNERTUBE_CLIENTS``, which is not public API: this module is the one place
-that reads it, and the other private pieces ``ytproxy doctor`` reports (the
-default clients with and without cookies, which need a PO token, the PO-token
-providers yt-dlp loaded); tests/test_ytdlp_options.py fails when yt-dlp moves
-or reshapes them.  It runs only in the yt-dlp worker processes and in
-``doctor``'s threads, which import yt-dlp anyway.
+``INNERTUBE_CLIENTS``, which is not public API: it, and the other private
+pieces ``ytproxy doctor`` reports (the default clients with and without
+cookies, which need a PO token, the PO-token providers yt-dlp loaded), are
+read through ytproxy.private.ytdlp; this module is the policy built on them.
+It runs only in the yt-dlp worker processes and in ``doctor``'s threads,
+which import yt-dlp anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ytproxy.private.ytdlp import (
+    default_clients,
+    innertube_clients,
+    loaded_pot_providers,
+    needs_gvs_token,
+)
 
 __all__ = ["FALLBACK_CLIENTS", "PlayerClients", "clients_in_force", "clients_named",
            "options_avoiding", "po_token_providers"]
@@ -27,18 +34,11 @@ __all__ = ["FALLBACK_CLIENTS", "PlayerClients", "clients_in_force", "clients_nam
 FALLBACK_CLIENTS = ("tv", "visionos", "mweb", "android_vr", "tv_simply")
 
 
-def _innertube_clients() -> Mapping[str, Any]:
-    from yt_dlp.extractor.youtube._base import INNERTUBE_CLIENTS  # private: see above
-
-    table: Mapping[str, Any] = INNERTUBE_CLIENTS
-    return table
-
-
 def clients_named(innertube_names: Iterable[str]) -> list[str]:
     """yt-dlp's player client names whose InnerTube name (``c=``) is one of these."""
     wanted = {name.upper() for name in innertube_names}
     found: list[str] = []
-    for client, spec in _innertube_clients().items():
+    for client, spec in innertube_clients().items():
         if client.startswith("_"):
             continue
         context = spec.get("INNERTUBE_CONTEXT", {}) if isinstance(spec, Mapping) else {}
@@ -81,19 +81,6 @@ class PlayerClients:
     premium: tuple[str, ...]
 
 
-def _youtube_ie() -> Any:
-    from yt_dlp.extractor.youtube._video import YoutubeIE  # private: see above
-
-    return YoutubeIE
-
-
-def _needs_gvs_token(spec: Mapping[str, Any]) -> bool:
-    from yt_dlp.extractor.youtube._base import StreamingProtocol  # private: see above
-
-    policy = (spec.get("GVS_PO_TOKEN_POLICY") or {}).get(StreamingProtocol.HTTPS)
-    return bool(getattr(policy, "required", False))
-
-
 def _webpo_client_names() -> frozenset[str]:
     """InnerTube names of the clients a web PO-token provider serves (what
     bgutil-ytdlp-pot-provider declares it supports)."""
@@ -109,15 +96,14 @@ def clients_in_force(options: Mapping[str, Any], *, cookies: bool, js_runtime: b
     the ``player_client`` extractor argument as yt-dlp reads it ("default",
     "all", "-name"); and which of them need a PO token.  ``music``: the source
     is a YouTube Music page (signed in, yt-dlp adds web_music)."""
-    ie = _youtube_ie()
-    table = _innertube_clients()
+    known = default_clients()
+    table = innertube_clients()
     if cookies:
-        defaults, source = tuple(ie._DEFAULT_AUTHED_CLIENTS), "yt-dlp's defaults with cookies"
+        defaults, source = known.authed, "yt-dlp's defaults with cookies"
     elif not js_runtime:
-        defaults, source = (tuple(ie._DEFAULT_JSLESS_CLIENTS),
-                            "yt-dlp's defaults without a JavaScript runtime")
+        defaults, source = known.jsless, "yt-dlp's defaults without a JavaScript runtime"
     else:
-        defaults, source = tuple(ie._DEFAULT_CLIENTS), "yt-dlp's defaults without cookies"
+        defaults, source = known.plain, "yt-dlp's defaults without cookies"
     args = options.get("extractor_args")
     youtube = args.get("youtube") if isinstance(args, Mapping) else None
     asked = youtube.get("player_client") if isinstance(youtube, Mapping) else None
@@ -146,24 +132,17 @@ def clients_in_force(options: Mapping[str, Any], *, cookies: bool, js_runtime: b
     if cookies:  # yt-dlp skips the clients that take no cookies
         chosen = [c for c in chosen if table[c].get("SUPPORTS_COOKIES")]
     webpo = _webpo_client_names()
-    need = tuple(c for c in chosen if _needs_gvs_token(table[c]))
+    need = tuple(c for c in chosen if needs_gvs_token(table[c]))
 
     def served(client: str) -> bool:
         context = table[client].get("INNERTUBE_CONTEXT", {})
         return str(context.get("client", {}).get("clientName", "")) in webpo
 
     return PlayerClients(tuple(chosen), source, need, tuple(c for c in need if served(c)),
-                         tuple(ie._DEFAULT_PREMIUM_CLIENTS))
+                         known.premium)
 
 
 def po_token_providers() -> dict[str, str]:
     """The PO-token providers yt-dlp loads (plugins on its plugin path, such as
     bgutil-ytdlp-pot-provider's ``bgutil:http``): name → version."""
-    from yt_dlp.extractor.youtube.pot._registry import _pot_providers  # private: see above
-    from yt_dlp.globals import all_plugins_loaded
-    from yt_dlp.plugins import load_all_plugins
-
-    if not all_plugins_loaded.value:  # a second load registers each provider again: an error
-        load_all_plugins()
-    return {str(p.PROVIDER_NAME): str(getattr(p, "PROVIDER_VERSION", "?"))
-            for p in _pot_providers.value.values()}
+    return loaded_pot_providers()

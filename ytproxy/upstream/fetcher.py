@@ -24,7 +24,6 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from yarl import URL
 
-from ytproxy.aiohttp_private import set_read_limit, set_tls_read_buffer
 from ytproxy.config import BreakerConfig, UpstreamConfig
 from ytproxy.errors import (
     UpstreamFailed,
@@ -33,6 +32,7 @@ from ytproxy.errors import (
     UpstreamUnreachable,
 )
 from ytproxy.models import StreamInfo, url_param
+from ytproxy.private.aiohttp import set_read_limit, set_tls_read_buffer
 from ytproxy.resilience import BreakerOpen, CircuitBreaker, parse_retry_after
 from ytproxy.upstream.counters import UpstreamCounters, UpstreamStats
 from ytproxy.upstream.holds import Holds
@@ -71,6 +71,7 @@ _DROP_HEADERS = {"range", "accept-encoding", "host", "content-length"}
 FIRST_RANGE = 32 * 1024
 # Seconds a short range left early may take to come whole (UpstreamFetcher.finish).
 DRAIN_TIMEOUT = 2.0
+# Statuses worth another try: the far side is busy, failing or asking us to wait.
 TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 # Statuses that mean the signed URL is no longer good for us.
 REFRESH_STATUSES = {403, 410}
@@ -175,10 +176,11 @@ class OpenRange:
     total: int | None
     content_type: str | None
     host: str
-    # Its kernel receive buffer was lowered for a slow listener (_set_read_size):
+    # Its kernel receive buffer was lowered for a slow listener (reads.set_read_size):
     # not a connection to hand to the next stream.
     slowed: bool = False
-    # Its socket is not being read until the next _read (a slow listener's).
+    # Its socket is not being read until the next read_piece (a slow listener's:
+    # reads.hold_reads).
     held: bool = False
 
     def close(self) -> None:
@@ -204,7 +206,7 @@ class UpstreamFetcher:
             # nobody reads (a paused listener, a held socket), and would fail a
             # healthy connection.  The response headers are awaited for
             # connect_timeout + read_timeout (open_range); a body's reads are
-            # timed by RangeStream, only while the relay waits for them (_read).
+            # timed by RangeStream, only while the relay waits for them (read_piece).
             sock_read=None,
         )
         # What upstream has cost: streams add to it (RangeStream), /status reads stats().
@@ -466,8 +468,6 @@ class UpstreamFetcher:
         raise UpstreamRefused(response.status, host, retry_after)
 
 
-# A fresh URL for the stream: (the URL in use, player clients to avoid) → the
-# same format (format_id) from clients other than those (c= names).
 async def _drain(response: aiohttp.ClientResponse) -> None:
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT):

@@ -13,7 +13,7 @@ import contextlib
 import socket
 from typing import TYPE_CHECKING
 
-from ytproxy.aiohttp_private import (
+from ytproxy.private.aiohttp import (
     close_when_done,
     read_size_settable,
     set_read_limit,

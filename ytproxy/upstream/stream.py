@@ -51,9 +51,10 @@ __all__ = ["MAX_CLIENTS_PER_GAP", "RangeStream", "Refresh", "probe_size"]
 
 log = logging.getLogger(__name__)
 
-# After it, this pause (seconds) lets such a listener go before the next range
-# is asked for on its behalf; it is paid once per stream, and covered many
-# times over by the first range already sent.
+# After a stream's short first range (FIRST_RANGE, which a listener who leaves
+# at once, as MPD does to seek, takes whole), this pause (seconds) lets such a
+# listener go before the next range is asked for on its behalf; it is paid once
+# per stream, and covered many times over by the first range already sent.
 SECOND_RANGE_PAUSE = 0.005
 # Ask for the next range when the rest of this one would be relayed within this
 # many seconds at the pace the listener has taken it so far: in time to hide the
@@ -67,9 +68,10 @@ MAX_CLIENTS_PER_GAP = 3
 AVAILABLE_GRACE = 2.0
 
 
+# A fresh URL for the stream: (the URL in use, player clients to avoid) → the
+# same format (format_id) from clients other than those (c= names).
 Refresh = Callable[[StreamInfo, tuple[str, ...]], Awaitable[StreamInfo]]
 
-# Statuses worth another try: the far side is busy, failing or asking us to wait.
 
 class RangeStream:
     """Bytes ``start..end`` of a stream, fetched range by range, one range ahead.

@@ -6,7 +6,7 @@ connection from its idle-result done-callback, which asyncio logs as an ERROR
 consumer has already had that error.  ``QuietMPDClient`` overrides that
 callback (name-mangled ``__idle_result``) to skip a failed result.
 ``tests/test_mpd_private.py`` fails, naming this module, when python-mpd2
-changes it.
+changes it.  (Part of ytproxy.private, with aiohttp's pieces.)
 """
 
 from __future__ import annotations

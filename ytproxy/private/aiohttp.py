@@ -3,7 +3,8 @@
 Each is here because no public API does the job (the reason is with each);
 everything else in ytproxy uses public APIs only.  ``tests/test_aiohttp_private.py``
 checks each one against the installed aiohttp and fails naming the piece
-that changed; pyproject.toml keeps aiohttp below 4.
+that changed; pyproject.toml keeps aiohttp below 4.  (Part of ytproxy.private,
+with python-mpd2's piece.)
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http import HttpVersion, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 
 __all__ = [
+    "ProtocolRunner",
+    "RequestHandler",
+    "answer_as_http1",
     "close_when_done",
     "head_error_kind",
     "payload_writer",
@@ -27,7 +31,11 @@ __all__ = [
     "set_read_limit",
     "set_tls_read_buffer",
     "with_version",
+    "wrap_request_handler",
 ]
+
+# What a web.Server calls with each request (the app's handler, in an AppRunner).
+RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def protocol_factory(
@@ -47,6 +55,63 @@ def protocol_factory(
     return lambda: cls(server, loop=loop, **kwargs, **extra)
 
 
+class ProtocolRunner(web.AppRunner):
+    """``web.AppRunner`` whose sites make each accepted connection's protocol
+    with ``connection_factory(server)``: a subclass says how, given the
+    ``web.Server`` aiohttp set up (see ``protocol_factory``).
+
+    Sites call their runner's ``server`` once per accepted connection (as
+    ``loop.create_server``'s protocol factory); that the property may be a
+    plain callable instead of the ``web.Server`` is not documented.
+    """
+
+    _protocols: Callable[[], web.RequestHandler] | None = None
+
+    def connection_factory(self, server: web.Server) -> Callable[[], web.RequestHandler]:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        await super().setup()  # starts the app (cleanup contexts run here)
+        inner = super().server
+        assert inner is not None
+        self._protocols = self.connection_factory(inner)
+
+    @property
+    def server(self) -> web.Server | None:
+        inner = super().server
+        if inner is None or self._protocols is None:
+            return inner
+        return cast(web.Server, self._protocols)
+
+
+def wrap_request_handler(server: web.Server,
+                         wrap: Callable[[RequestHandler], RequestHandler]) -> None:
+    """Have the connections ``server`` makes from now on call ``wrap(handler)``
+    instead of its handler.  ``web.Server.request_handler``, read by each
+    connection when it is made, is not documented."""
+    server.request_handler = wrap(server.request_handler)
+
+
+def answer_as_http1(server: web.Server) -> None:
+    """Requests that claim HTTP/2.0 or HTTP/0.9 are answered as HTTP/1.1 or 1.0.
+
+    aiohttp echoes the request's version in its status line, and "HTTP/2.0 200
+    OK" over HTTP/1 framing is unreadable to a client (the fuzz found it).
+    RFC 9110 §6.2: answer with the highest version we conform to whose major
+    is at most the client's.  ``web.Server.request_factory`` (read by each
+    connection when it is made) is not documented, nor is the message it takes.
+    """
+    factory = server.request_factory
+
+    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        if message.version not in (HttpVersion10, HttpVersion11):
+            version = HttpVersion10 if message.version.major < 1 else HttpVersion11
+            message = with_version(message, version)
+        return factory(message, *args)
+
+    server.request_factory = make
+
+
 def with_version(message: RawRequestMessage, version: HttpVersion) -> RawRequestMessage:
     """``message`` claiming another HTTP version.
 
@@ -58,13 +123,17 @@ def with_version(message: RawRequestMessage, version: HttpVersion) -> RawRequest
 
 
 def head_error_kind(exc: BaseException | None, max_line_size: int) -> str | None:
-    """What was too big in a request head aiohttp refused: ``"request_line"``
-    (414), ``"header_field"`` or ``"header_count"`` (431), else None.
+    """What was wrong with a request head aiohttp refused: ``"method"`` (a method
+    it cannot parse, such as a TLS hello's bytes), or what was too big:
+    ``"request_line"`` (414), ``"header_field"`` or ``"header_count"`` (431);
+    else None.  aiohttp's parser errors are not documented.
 
     aiohttp raises one ``LineTooLong`` for both the request line and a header
     (the limit it names, ``args[1]``, tells which: the two limits differ) and
     a plain ``BadHttpMessage`` with the text "Too many headers" for the count.
     """
+    if isinstance(exc, BadHttpMethod):
+        return "method"
     if isinstance(exc, LineTooLong):
         return "request_line" if exc.args[1:2] == (max_line_size,) else "header_field"
     if isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
