@@ -4,7 +4,6 @@ sparse files, listeners served from them, replays with no upstream at all."""
 from ytproxy.cache.body import CachedBody
 from ytproxy.cache.download import DiskFull, Download
 from ytproxy.cache.files import AudioCache, CacheFile
-from ytproxy.cache.service import TrackCache, refresher
+from ytproxy.cache.service import TrackCache
 
-__all__ = ["AudioCache", "CacheFile", "CachedBody", "DiskFull", "Download", "TrackCache",
-           "refresher"]
+__all__ = ["AudioCache", "CacheFile", "CachedBody", "DiskFull", "Download", "TrackCache"]

@@ -62,10 +62,12 @@ from ytproxy.library.listings import (
     search_json,
 )
 from ytproxy.library.playlists import check_playlist_name, proxied_track, proxy_base_url, render_m3u
+from ytproxy.library.sources import TrackSources
 from ytproxy.library.store import Store
 from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import is_video_id
+from ytproxy.playback import Playback
 from ytproxy.redact import redact_urls
 from ytproxy.resolve.resolver import Resolver
 from ytproxy.systemd import Notifier
@@ -149,9 +151,11 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=upstream_connector(), auto_decompress=False)
     app[FETCHER] = UpstreamFetcher(config.upstream, session, config.breaker)
     app[TRACKS] = Tracks(app[STORE], app[RESOLVER], config.resolver)
+    sources = TrackSources(app[FETCHER], app[TRACKS], policy=config.retry,
+                           max_available_wait=config.resolver.max_available_wait)
     cache: TrackCache | None = None
     if config.cache.enabled:
-        cache = TrackCache(config, app[STORE], app[TRACKS], app[FETCHER])
+        cache = TrackCache(config, app[STORE], app[TRACKS], sources)
         try:
             await cache.open()
         except AlreadyRunning:
@@ -164,8 +168,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             cache = None
     else:
         log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
-    app[HANDLER] = StreamHandler(config, app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY],
-                                 cache)
+    playback = Playback(tracks=app[TRACKS], sources=sources, cache=cache, policy=config.retry,
+                        resolver_pace=config.breaker.reset_after)
+    app[HANDLER] = StreamHandler(config, playback, app[SLOTS], app[REGISTRY])
     app[LISTINGS] = listings = Listings(
         store=app[STORE], list_flat=app[RESOLVER].listing,
         source_url_for=app[RESOLVER].source_url_for,

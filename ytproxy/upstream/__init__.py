@@ -1,6 +1,8 @@
 """Fetching from upstream: bounded ranges (``fetcher``), how much each read
-takes (``reads``), and a stream's bytes with retries and resumes (``stream``)."""
+takes (``reads``), what a stream reads from (``source``), and a stream's bytes
+with retries and resumes (``stream``), behind the face every body has (``body``)."""
 
+from ytproxy.upstream.body import Body, Change, PacedBody
 from ytproxy.upstream.fetcher import (
     FIRST_RANGE,
     FileChanged,
@@ -11,15 +13,20 @@ from ytproxy.upstream.fetcher import (
     host_allowed,
     upstream_connector,
 )
-from ytproxy.upstream.stream import MAX_CLIENTS_PER_GAP, RangeStream, Refresh, probe_size
+from ytproxy.upstream.source import Refresh, StreamSource
+from ytproxy.upstream.stream import MAX_CLIENTS_PER_GAP, RangeStream, probe_size
 
 __all__ = [
     "FIRST_RANGE",
     "MAX_CLIENTS_PER_GAP",
+    "Body",
+    "Change",
     "FileChanged",
     "OpenRange",
+    "PacedBody",
     "RangeStream",
     "Refresh",
+    "StreamSource",
     "UpstreamFetcher",
     "UpstreamRefused",
     "address_family",
