@@ -328,7 +328,7 @@ async def test_the_send_queue_is_read_from_the_kernel() -> None:
         server.close()
 
 
-# -- judged by the listener's own time (ytproxy.http.pacing) -----------------
+# -- judged by the listener's own time (ytproxy.pacing) ----------------------
 
 
 class FakeClock:

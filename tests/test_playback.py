@@ -116,8 +116,7 @@ async def test_without_a_cache_a_listener_is_relayed_the_range_it_asked_for(
 ) -> None:
     data = random_audio(300_000, seed=1)
     googlevideo.add_track(VID, data, title="Relayed")
-    room = await make_room()
-    sizes: list[int] = []
+    room, sizes = await make_room(), []
 
     def tail(size: int) -> tuple[int, int]:
         sizes.append(size)
@@ -168,8 +167,7 @@ async def test_a_listener_is_held_while_the_resolver_is_out_of_reach_then_played
 ) -> None:
     data = random_audio(200_000, seed=3)
     googlevideo.add_track(VID, data, title="Held")
-    room = await make_room()
-    holds = room.fetcher.holds
+    holds = (room := await make_room()).fetcher.holds
     await googlevideo.go_offline()  # the watch page too: yt-dlp's connection is refused
 
     async def listen() -> bytes:

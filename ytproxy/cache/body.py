@@ -51,7 +51,6 @@ class CachedBody(PacedBody):
         self._relay: RangeStream | None = None
         self.pacing = Pacing()
         self._piece = START_PIECE
-        self._head: bytes | None = None
         self._closed = False
         # Bytes on disk before this stream began: what upstream did not send for it.
         self._saved_below = entry.size if entry.complete else entry.ranges.held_from(start)
@@ -88,9 +87,6 @@ class CachedBody(PacedBody):
         if not self._closed:
             self._closed = True
             self._cache.release(self._entry)
-
-    async def ready(self) -> None:
-        self._head = await self.next_piece()
 
     async def next_piece(self) -> bytes | None:
         if self._head is not None:

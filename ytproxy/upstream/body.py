@@ -5,7 +5,8 @@ Two bodies have it, and the relay cannot tell them apart: ``RangeStream``
 waiting for its download where it must).  ``Body`` is that face, checked by
 mypy wherever a body is handed to the relay (``ytproxy.playback``).
 
-``PacedBody`` holds what both share: the relay's words on its listener
+``PacedBody`` holds what both share: waiting for the first bytes
+(``ready``), and the relay's words on its listener
 (``pace``, ``hold``, ``filled``, ``room``) kept in one ``Pacing`` state; each
 body says in ``_repaced`` what a change means for its reads.
 """
@@ -91,11 +92,19 @@ class PacedBody:
     """
 
     pacing: Pacing
+    _head: bytes | None = None  # the first bytes, read by ready, given by next_piece
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def ready(self) -> None:
+        """Wait for the first bytes (raising as ``next_piece`` would); ``next_piece`` gives them."""
+        self._head = await self.next_piece()
+
+    async def next_piece(self) -> bytes | None:
         raise NotImplementedError
 
     @property

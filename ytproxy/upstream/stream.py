@@ -104,7 +104,6 @@ class RangeStream(PacedBody):
         self._start = start
         self._end = end
         self._pieces: AsyncGenerator[bytes, None] | None = None
-        self._head: bytes | None = None
         self._current: OpenRange | None = None
         self._room_read = PACED_READ  # the read size last set for a slow listener's room
         self._refreshed_since_success = False
@@ -458,10 +457,6 @@ class RangeStream(PacedBody):
         """Stop: close the open upstream responses and the pending prefetch."""
         if self._pieces is not None:
             await self._pieces.aclose()
-
-    async def ready(self) -> None:
-        """Wait for the first bytes (raising as ``next_piece`` would); ``next_piece`` gives them."""
-        self._head = await self.next_piece()
 
     async def next_piece(self) -> bytes | None:
         """The next bytes, or None at the end; raises the upstream failure if there was one."""
