@@ -15,7 +15,7 @@ from tests.proxy_fixture import random_audio
 from ytproxy.config import RetryConfig, UpstreamConfig
 from ytproxy.errors import UpstreamFailed
 from ytproxy.models import StreamInfo
-from ytproxy.upstream import RangeStream, UpstreamFetcher, address_family
+from ytproxy.upstream import RangeStream, StreamSource, UpstreamFetcher, address_family
 
 VID = "FamilyTrk01"
 
@@ -37,8 +37,8 @@ async def read_all(fetcher: UpstreamFetcher, info: StreamInfo, size: int) -> byt
 
     policy = RetryConfig(base_delay=0.01, max_delay=0.05, gap_budget=0.5, attempts=2)
     body = b""
-    async with RangeStream(fetcher, info, 0, size - 1, refresh=no_refresh,
-                           policy=policy) as stream:
+    async with RangeStream(StreamSource(fetcher, no_refresh, policy), info, 0,
+                           size - 1) as stream:
         while (piece := await stream.next_piece()) is not None:
             body += piece
     return body

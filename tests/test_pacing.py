@@ -18,13 +18,14 @@ import pytest
 from bench.httpclient import fetch
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
+from ytproxy import pacing
 from ytproxy.cache import CachedBody
 from ytproxy.config import UpstreamConfig
-from ytproxy.http import pacing, streams
-from ytproxy.http.pacing import ListenerPace
+from ytproxy.http import streams
 from ytproxy.loops import loop_name
 from ytproxy.models import StreamInfo
-from ytproxy.upstream import RangeStream, UpstreamFetcher, reads
+from ytproxy.pacing import ListenerPace
+from ytproxy.upstream import RangeStream, StreamSource, UpstreamFetcher, reads
 from ytproxy.upstream import stream as upstream
 
 VID = "PaCeD_tRaCk"
@@ -184,9 +185,9 @@ async def test_the_first_gulp_is_read_in_big_pieces_then_small_ones(
     received = await _play(googlevideo, make_proxy, data, "Gulp", pace_calls,
                            receive_buffer=32 * 1024)
     sizes = [size for size in limits if size is not None]
-    assert sizes[0] == reads.START_READ > reads.PACED_READ
-    small = sizes.index(reads.PACED_READ)
-    assert reads.START_READ not in sizes[small:]  # small from the first full socket on
+    assert sizes[0] == pacing.START_READ > pacing.PACED_READ
+    small = sizes.index(pacing.PACED_READ)
+    assert pacing.START_READ not in sizes[small:]  # small from the first full socket on
     assert received == data
 
 
@@ -212,9 +213,9 @@ async def test_a_slow_listener_gets_pieces_as_big_as_its_socket_has_room_for(
                            receive_buffer=32 * 1024)
     assert received == data
     assert pace_calls[0] is True
-    after = [size for size in limits[limits.index(reads.PACED_READ):] if size is not None]
-    assert max(after) > reads.PACED_READ  # room-sized pieces
-    assert all(reads.PACED_READ <= size <= reads.ROOM_READ for size in after)
+    after = [size for size in limits[limits.index(pacing.PACED_READ):] if size is not None]
+    assert max(after) > pacing.PACED_READ  # room-sized pieces
+    assert all(pacing.PACED_READ <= size <= pacing.ROOM_READ for size in after)
     assert holds >= 1
 
 
@@ -232,7 +233,7 @@ async def _stream(googlevideo: FakeGooglevideo, data: bytes, title: str,
 
     async with aiohttp.ClientSession() as session:
         fetcher = UpstreamFetcher(upstream_config, session)
-        async with RangeStream(fetcher, info, 0, len(data) - 1, refresh=no_refresh) as body:
+        async with RangeStream(StreamSource(fetcher, no_refresh), info, 0, len(data) - 1) as body:
             yield body
 
 
@@ -268,7 +269,7 @@ async def test_waiting_for_a_paced_piece_keeps_aiohttps_buffer_small(
     async with _stream(googlevideo, random_audio(600_000), "Limits") as body:
         await body.next_piece()  # the short first range, whole
         body.pace()  # told slow: pieces of the listener's room
-        body.room(reads.ROOM_READ)
+        body.room(pacing.ROOM_READ)
         got = 0
         while got < 500_000:
             piece = await body.next_piece()
@@ -278,7 +279,7 @@ async def test_waiting_for_a_paced_piece_keeps_aiohttps_buffer_small(
         assert opened is not None
         # Plain HTTP: asyncio's own transports are the ones whose reads are sized.
         sized = loop_name(asyncio.get_running_loop()) != "uvloop"
-        expected = reads.ROOM_READ if sized else reads.READ_BUFSIZE
+        expected = pacing.ROOM_READ if sized else reads.READ_BUFSIZE
         assert opened.response.content.get_read_buffer_limits() == (expected, 2 * expected)
         # And so aiohttp stopped reading: the rest of the range is not all here.
         assert opened.response.connection is not None
@@ -327,7 +328,7 @@ async def test_the_send_queue_is_read_from_the_kernel() -> None:
         server.close()
 
 
-# -- judged by the listener's own time (ytproxy.http.pacing) -----------------
+# -- judged by the listener's own time (ytproxy.pacing) ----------------------
 
 
 class FakeClock:
@@ -431,7 +432,7 @@ def _unpaced_in_time(told: list[tuple[str, bool, int]], kind: str) -> None:
     START_READ), as with no fault.  (A download's own stream is told it too.)"""
     calls = [(paced, given) for body, paced, given in told if body == kind]
     assert [paced for paced, _ in calls] == [False]
-    assert calls[0][1] <= pacing.UNPACE_AFTER + 2 * reads.START_READ
+    assert calls[0][1] <= pacing.UNPACE_AFTER + 2 * pacing.START_READ
 
 
 async def test_a_fast_reader_is_unpaced_after_an_upstream_stall(

@@ -19,7 +19,13 @@ from aiohttp import web
 from ytproxy.config import UpstreamConfig
 from ytproxy.errors import UpstreamUnreachable
 from ytproxy.models import StreamInfo
-from ytproxy.upstream import FIRST_RANGE, RangeStream, UpstreamFetcher, upstream_connector
+from ytproxy.upstream import (
+    FIRST_RANGE,
+    RangeStream,
+    StreamSource,
+    UpstreamFetcher,
+    upstream_connector,
+)
 
 BODY = bytes(range(256)) * 800  # 204,800 bytes
 # (request head, connection number, request number on it) -> raw bytes to send,
@@ -114,7 +120,7 @@ async def play(fetcher: UpstreamFetcher, url: str, first: int = 0, last: int = l
                ) -> tuple[bytes, RangeStream]:
     info = StreamInfo(url=url, expires_at=time.time() + 3600)
     got = bytearray()
-    async with RangeStream(fetcher, info, first, last, refresh=no_refresh) as body:
+    async with RangeStream(StreamSource(fetcher, no_refresh), info, first, last) as body:
         body.pace(False)
         while (piece := await body.next_piece()) is not None:
             got += piece
@@ -254,8 +260,8 @@ async def test_a_paced_stream_over_tls_comes_whole(
                       expires_at=time.time() + 3600)
     got = bytearray()
     try:
-        async with asyncio.timeout(30), RangeStream(fetcher, info, 0, len(body) - 1,
-                                                    refresh=no_refresh) as stream:
+        async with asyncio.timeout(30), RangeStream(
+                StreamSource(fetcher, no_refresh), info, 0, len(body) - 1) as stream:
             stream.pace()  # a slow listener's stream: small reads, held sockets
             while (piece := await stream.next_piece()) is not None:
                 got += piece

@@ -1,6 +1,6 @@
 """The daemon's services, each built in one place: the store, the resolver, the
-upstream fetcher, the tracks service, the cache, listings, the MPD follower and
-the playlist syncer.
+upstream fetcher, the tracks service, stream sources, the cache, playback (what
+a listener gets), listings, the MPD follower and the playlist syncer.
 
 The daemon (``ytproxy.http.app``) runs them as one aiohttp cleanup context per
 resource (open, store under its typed ``web.AppKey``, ``yield``, close), in the
@@ -32,10 +32,12 @@ from ytproxy.library import (
     PlaylistSyncer,
     Store,
     Tracks,
+    TrackSources,
     proxied_track,
     proxy_base_url,
 )
 from ytproxy.models import TrackId
+from ytproxy.playback import Playback
 from ytproxy.resolve import Resolver
 from ytproxy.upstream import UpstreamFetcher, upstream_connector
 
@@ -45,7 +47,9 @@ __all__ = [
     "FETCHER",
     "FOLLOWER",
     "LISTINGS",
+    "PLAYBACK",
     "RESOLVER",
+    "SOURCES",
     "STORE",
     "SYNCER",
     "TRACKS",
@@ -69,8 +73,10 @@ STORE = web.AppKey("store", Store)
 RESOLVER = web.AppKey("resolver", Resolver)
 FETCHER = web.AppKey("fetcher", UpstreamFetcher)
 TRACKS = web.AppKey("tracks", Tracks)
+SOURCES = web.AppKey("sources", TrackSources)
 # None: [cache] max_size = 0, or its directory could not be used (streams are relayed).
 CACHE: web.AppKey[TrackCache | None] = web.AppKey("cache")
+PLAYBACK = web.AppKey("playback", Playback)
 LISTINGS = web.AppKey("listings", Listings)
 # None: no MPD to follow, or neither look-ahead nor autoplay to do.
 FOLLOWER: web.AppKey[MpdFollower | None] = web.AppKey("follower")
@@ -171,20 +177,37 @@ async def _tracks_ctx(app: web.Application) -> AsyncIterator[None]:
     await tracks.drain()  # its background writes reach the store before it closes
 
 
+async def _sources_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    # What every relay, size probe and download reads upstream through.
+    app[SOURCES] = TrackSources(app[FETCHER], app[TRACKS], policy=config.retry,
+                                max_available_wait=config.resolver.max_available_wait)
+    yield  # nothing of its own to close
+
+
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[CACHE] = cache = await _open_cache(config, app[STORE], app[TRACKS], app[FETCHER])
+    app[CACHE] = cache = await _open_cache(config, app[STORE], app[TRACKS], app[SOURCES])
     yield
     if cache is not None:
         await cache.aclose()
 
 
+async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    playback = app[PLAYBACK] = Playback(
+        tracks=app[TRACKS], sources=app[SOURCES], cache=app[CACHE], policy=config.retry,
+        resolver_pace=config.breaker.reset_after)
+    yield
+    await playback.drain()  # its play counts reach the store before it closes
+
+
 async def _open_cache(config: Config, store: Store, tracks: Tracks,
-                      fetcher: UpstreamFetcher) -> TrackCache | None:
+                      sources: TrackSources) -> TrackCache | None:
     if not config.cache.enabled:
         log.info("cache: off ([cache] max_size = 0): every stream is relayed from upstream")
         return None
-    cache = TrackCache(config, store, tracks, fetcher)
+    cache = TrackCache(config, store, tracks, sources)
     try:
         await cache.open()
     except AlreadyRunning:
@@ -221,10 +244,10 @@ async def _syncer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def resource_contexts(*, on_resolve_duration: Callable[[float], None] | None = None
                       ) -> list[CleanupContext]:
-    """Store, resolver, fetcher, tracks, cache, listings: what a stream is served
-    from.  ``app[CONFIG]`` must be set."""
+    """Store, resolver, fetcher, tracks, stream sources, cache, playback, listings:
+    what a stream is served from.  ``app[CONFIG]`` must be set."""
     return [_store_ctx, _resolver_ctx(on_resolve_duration), _fetcher_ctx, _tracks_ctx,
-            _cache_ctx, _listings_ctx]
+            _sources_ctx, _cache_ctx, _playback_ctx, _listings_ctx]
 
 
 def task_contexts() -> list[CleanupContext]:

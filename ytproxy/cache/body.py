@@ -1,11 +1,13 @@
 """A listener's bytes from a cache file, waiting for a download where it must.
 
-``CachedBody`` has the part of ``RangeStream``'s face the relay uses, so the
-relay does not know where bytes come from.  Pieces are read with ``os.pread``
-from the page cache, sized to what the listener's socket has room for once it
-proves slow, so a paused listener holds nothing here and nothing upstream.  If
-the download cannot write its file (a full disk), the body goes on from its
-position with a ``RangeStream`` of its own: the listener hears nothing of it.
+``CachedBody`` has the face of every body (``ytproxy.upstream.Body``), as
+``RangeStream`` does, so the relay does not know where bytes come from.
+Pieces are read with ``os.pread`` from the page cache, sized to what the
+listener's socket has room for once it proves slow, so a paused listener
+holds nothing here and nothing upstream.  If the download cannot write its
+file (a full disk), the body goes on from its position with a
+``RangeStream`` of its own, paced as this body is: the listener hears
+nothing of it.
 
 Not ``sendfile``: MPD's whole-track request is answered chunked (see
 ``ytproxy.http.streams``: the ICY name must reach it), which ``sendfile``
@@ -21,31 +23,22 @@ from typing import Literal
 
 from ytproxy.cache.download import DiskFull
 from ytproxy.cache.files import AudioCache, CacheFile
-from ytproxy.upstream import RangeStream
+from ytproxy.pacing import FAST_PIECE, PACED_PIECE, ROOM_PIECE, SLOW_PIECE, START_PIECE, Pacing
+from ytproxy.upstream import Change, PacedBody, RangeStream
 
 __all__ = ["CachedBody"]
 
-# Piece sizes: what the listener's socket does not take at once waits in this
-# process, so a listener not yet known to keep up gets pieces of _START_PIECE
-# (a thousand players' first gulps in 256 KiB pieces held ~300 MB here), one
-# known to be slow what its socket has room for (_SLOW_PIECE to _ROOM_PIECE),
-# one that keeps up _FAST_PIECE.  A file, unlike upstream, costs nothing per
-# read, so a slow listener's pieces stay small: with room-sized pieces of up to
-# 128 KiB a thousand listeners on uvloop grew to 160 MB (the socket's room, told
-# in bytes, is not what the kernel takes: the rest waited here); with 16 KiB,
-# 80 MB and flat (66 MB either way on asyncio's loop).
-_START_PIECE = 32 * 1024
-_PACED_PIECE = 8 * 1024
-_SLOW_PIECE = 4096
-_ROOM_PIECE = 16 * 1024
-_FAST_PIECE = 256 * 1024
+# A relay for bytes ``start..end`` that goes on with this body's pacing: the
+# rest of a stream whose file cannot be filled.
+LateRelay = Callable[[int, int, Pacing], Awaitable[RangeStream]]
 
 
-class CachedBody:
-    """Bytes ``start..end`` of a track from its cache file."""
+class CachedBody(PacedBody):
+    """Bytes ``start..end`` of a track from its cache file.  Pieces are sized by
+    pacing (ytproxy.pacing: START_PIECE to FAST_PIECE)."""
 
     def __init__(self, cache: AudioCache, entry: CacheFile, start: int, end: int, *,
-                 relay: Callable[[int, int], Awaitable[RangeStream]]) -> None:
+                 relay: LateRelay) -> None:
         self._cache = cache
         self._entry = entry
         fd = cache.use(entry)
@@ -56,10 +49,8 @@ class CachedBody:
         self._end = end
         self._relay_from = relay
         self._relay: RangeStream | None = None
-        self._piece = _START_PIECE
-        self._paced = True
-        self._slow = False
-        self._head: bytes | None = None
+        self.pacing = Pacing()
+        self._piece = START_PIECE
         self._closed = False
         # Bytes on disk before this stream began: what upstream did not send for it.
         self._saved_below = entry.size if entry.complete else entry.ranges.held_from(start)
@@ -90,18 +81,12 @@ class CachedBody:
     async def __aenter__(self) -> CachedBody:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         if self._relay is not None:
             await self._relay.aclose()
         if not self._closed:
             self._closed = True
             self._cache.release(self._entry)
-
-    async def ready(self) -> None:
-        self._head = await self.next_piece()
 
     async def next_piece(self) -> bytes | None:
         if self._head is not None:
@@ -138,38 +123,24 @@ class CachedBody:
 
     async def _switch_to_relay(self) -> bytes | None:
         """Go on from upstream (the file cannot be filled): today's relay."""
-        relay = await self._relay_from(self._pos, self._end)
+        relay = await self._relay_from(self._pos, self._end, self.pacing)
         await relay.__aenter__()
         self._relay = relay
         return await relay.next_piece()
 
-    # -- the relay's words on its listener (see RangeStream) ----------------
-
-    @property
-    def paced(self) -> bool:
-        return self._relay.paced if self._relay is not None else self._paced
-
-    @property
-    def slow(self) -> bool:
-        return self._relay.slow if self._relay is not None else self._slow
-
-    def pace(self, paced: bool = True) -> None:
+    def _repaced(self, change: Change) -> None:
+        """A listener not yet known to keep up gets pieces of START_PIECE, then
+        PACED_PIECE once its socket was full; one known slow, what its socket
+        has room for; one that keeps up, FAST_PIECE.  A relay after a full disk
+        shares this body's pacing, and is told the change too."""
         if self._relay is not None:
-            self._relay.pace(paced)
-        self._paced = self._slow = paced
-        self._piece = _PACED_PIECE if paced else _FAST_PIECE
-
-    def hold(self) -> None:
-        if self._relay is not None:
-            self._relay.hold()
-
-    def filled(self) -> None:
-        if self._relay is not None:
-            self._relay.filled()
-        if self._paced and not self._slow:
-            self._piece = _PACED_PIECE  # the first gulp is over
-
-    def room(self, nbytes: int) -> None:
-        if self._relay is not None:
-            self._relay.room(nbytes)
-        self._piece = max(_SLOW_PIECE, min(nbytes, _ROOM_PIECE))
+            self._relay._repaced(change)
+        pacing = self.pacing
+        if change == "pace":
+            self._piece = PACED_PIECE if pacing.paced else FAST_PIECE
+        elif change == "filled":
+            if pacing.paced and not pacing.slow:
+                self._piece = PACED_PIECE  # the first gulp is over
+        elif change == "room":
+            assert pacing.room is not None
+            self._piece = max(SLOW_PIECE, min(pacing.room, ROOM_PIECE))

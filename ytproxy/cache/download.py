@@ -17,10 +17,9 @@ import os
 import time
 
 from ytproxy.cache.files import AudioCache, CacheFile
-from ytproxy.config import RetryConfig
 from ytproxy.errors import UpstreamFailed, YtproxyError
 from ytproxy.models import StreamInfo, url_param
-from ytproxy.upstream import FileChanged, RangeStream, Refresh, UpstreamFetcher
+from ytproxy.upstream import FileChanged, RangeStream, StreamSource
 
 __all__ = ["DiskFull", "Download", "WrongLength"]
 
@@ -47,16 +46,12 @@ class WrongLength(UpstreamFailed):
 class Download:
     """Fills one ``CacheFile``; listeners wait on it for bytes not yet there."""
 
-    def __init__(self, cache: AudioCache, entry: CacheFile, fetcher: UpstreamFetcher,
-                 info: StreamInfo, *, refresh: Refresh, policy: RetryConfig,
-                 max_available_wait: float) -> None:
+    def __init__(self, cache: AudioCache, entry: CacheFile, source: StreamSource,
+                 info: StreamInfo) -> None:
         self._cache = cache
         self.entry = entry
-        self._fetcher = fetcher
+        self._source = source
         self.info = info
-        self._refresh = refresh
-        self._policy = policy
-        self._max_available_wait = max_available_wait
         fd = cache.use(entry)
         # Made by TrackCache.start, which holds the file open meanwhile.
         assert fd is not None, "a download of a file nobody holds"
@@ -181,10 +176,7 @@ class Download:
         entry = self.entry
         pos = start
         self._fetch_pos = pos
-        body = RangeStream(
-            self._fetcher, self.info, start, end - 1, refresh=self._refresh,
-            policy=self._policy, label=entry.track_id, expected_total=entry.size,
-            max_available_wait=self._max_available_wait)
+        body = RangeStream(self._source, self.info, start, end - 1, expected_total=entry.size)
         try:
             async with body:
                 body.pace(False)  # as fast as upstream gives

@@ -1,54 +1,33 @@
-"""The cache as the rest of the daemon sees it: which body a stream gets,
+"""The cache as the rest of the daemon sees it: a track's file and its body
+for a listener (which listener gets one is ``ytproxy.playback``'s to decide),
 prefetching (MPD look-ahead, ``ytproxy cache prefetch``), and its figures."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ytproxy.cache.body import CachedBody
+from ytproxy.cache.body import CachedBody, LateRelay
 from ytproxy.cache.download import Download
 from ytproxy.cache.files import AudioCache, CacheFile
 from ytproxy.config import Config
-from ytproxy.errors import YoutubeRefused, YtproxyError
+from ytproxy.errors import YtproxyError
+from ytproxy.library.sources import TrackSources
 from ytproxy.library.store import Store
 from ytproxy.library.tracks import Tracks
 from ytproxy.models import StreamInfo, TrackId
 from ytproxy.resolve.budget import CallKind
-from ytproxy.upstream import RangeStream, Refresh, UpstreamFetcher, probe_size
+from ytproxy.upstream import probe_size
 
-__all__ = ["CacheSnapshot", "Downloading", "TrackCache", "refresher"]
+__all__ = ["CacheSnapshot", "Downloading", "TrackCache"]
 
 log = logging.getLogger(__name__)
 
 # Downloads started by prefetching (look-ahead, the CLI) that run at once; a
 # listener's own track never waits for these.
 _PREFETCHES_AT_ONCE = 2
-
-
-def refresher(tracks: Tracks, track_id: str, kind: CallKind = CallKind.LISTENER) -> Refresh:
-    """A stream's way to a fresh URL for the same format, avoiding failed clients.
-
-    While YouTube refuses this address, a stream gets one yt-dlp try: held, it
-    asks again without a call until the pause ends (``Resolver.resolve``)."""
-    tried = False  # this stream's one try during a refusal is spent
-
-    async def refresh(current: StreamInfo, avoid_clients: tuple[str, ...]) -> StreamInfo:
-        nonlocal tried
-        try:
-            fresh = await tracks.refresh(track_id, format_id=current.format_id,
-                                         avoid_clients=avoid_clients, kind=kind,
-                                         try_while_paused=not tried)
-        except YoutubeRefused:
-            tried = True
-            raise
-        tried = False
-        return fresh
-
-    return refresh
 
 
 @dataclass(frozen=True)
@@ -104,11 +83,10 @@ class TrackCache:
     ``AudioCache`` and its listeners read the file."""
 
     def __init__(self, config: Config, store: Store, tracks: Tracks,
-                 fetcher: UpstreamFetcher) -> None:
-        self._config = config
+                 sources: TrackSources) -> None:
         self.files = AudioCache(config.cache, store)
         self._tracks = tracks
-        self._fetcher = fetcher
+        self._sources = sources
         self._prefetching: dict[str, asyncio.Task[str]] = {}
         self._prefetch_slots = asyncio.Semaphore(_PREFETCHES_AT_ONCE)
 
@@ -153,11 +131,7 @@ class TrackCache:
         else:
             return None
         if not entry.complete and entry.download is None:
-            retry = self._config.retry
-            Download(self.files, entry, self._fetcher, info,
-                     refresh=refresher(self._tracks, track_id), policy=retry,
-                     max_available_wait=self._config.resolver.max_available_wait,
-                     ).start(focus)
+            Download(self.files, entry, self._sources.of(track_id), info).start(focus)
         return entry
 
     def record_hit(self) -> None:
@@ -169,7 +143,7 @@ class TrackCache:
         self.files.stats.misses += 1
 
     def body(self, entry: CacheFile, start: int, end: int,
-             relay: Callable[[int, int], Awaitable[RangeStream]]) -> CachedBody:
+             relay: LateRelay) -> CachedBody:
         """Bytes ``start..end`` from ``entry``, which the caller holds (``hit``,
         ``start``); the body holds it for itself until it is closed."""
         self.files.played(entry)
@@ -207,10 +181,7 @@ class TrackCache:
                 size, mime = info.size, info.mime
                 if size is None:
                     size, info, mime = await probe_size(
-                        self._fetcher, info,
-                        refresh=refresher(self._tracks, track_id, CallKind.BACKGROUND),
-                        policy=self._config.retry, label=track_id,
-                        max_available_wait=self._config.resolver.max_available_wait)
+                        self._sources.of(track_id, CallKind.BACKGROUND), info)
                     await self._tracks.remember_size(track_id, size)
                 entry = self.start(track_id, info, size, mime or info.mime)
                 if entry is None:

@@ -65,6 +65,7 @@ from ytproxy.services import (
     FETCHER,
     FOLLOWER,
     LISTINGS,
+    PLAYBACK,
     RESOLVER,
     STORE,
     SYNCER,
@@ -126,7 +127,7 @@ async def errors_middleware(
 
 async def _handler_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HANDLER] = handler = StreamHandler(
-        app[CONFIG], app[TRACKS], app[FETCHER], app[SLOTS], app[REGISTRY], app[CACHE],
+        app[CONFIG], app[PLAYBACK], app[SLOTS], app[REGISTRY],
         on_first_byte=app[METRICS].time_to_first_byte.observe)
     yield
     await handler.drain()

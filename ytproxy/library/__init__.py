@@ -1,5 +1,5 @@
-"""The tracks people keep: the SQLite store, the tracks service the handler
-asks for a fresh stream URL, and playlists."""
+"""The tracks people keep: the SQLite store, the tracks service playback asks
+for a fresh stream URL (and each stream's source of them), and playlists."""
 
 from ytproxy.library.listings import (
     MAX_LIMIT,
@@ -18,6 +18,7 @@ from ytproxy.library.playlists import (
     remove_m3u_file,
     render_m3u,
 )
+from ytproxy.library.sources import TrackSources, refresher
 from ytproxy.library.store import SCHEMA_VERSION, CacheRow, Store
 from ytproxy.library.sync import POLL_MAX, PlaylistSyncer
 from ytproxy.library.tracks import Tracks
@@ -34,11 +35,13 @@ __all__ = [
     "PlaylistSyncer",
     "Song",
     "Store",
+    "TrackSources",
     "Tracks",
     "check_playlist_name",
     "proxied_track",
     "proxy_base_url",
     "radio_seed",
+    "refresher",
     "remove_m3u_file",
     "render_m3u",
     "search_json",

@@ -13,6 +13,7 @@ import contextlib
 import socket
 from typing import TYPE_CHECKING
 
+from ytproxy.pacing import ROOM_READ
 from ytproxy.private.aiohttp import (
     close_when_done,
     read_size_settable,
@@ -23,11 +24,9 @@ from ytproxy.private.aiohttp import (
 if TYPE_CHECKING:
     from ytproxy.upstream.fetcher import OpenRange
 
+# The read sizes a paced stream asks for are ytproxy.pacing's, beside its other thresholds.
 __all__ = [
-    "PACED_READ",
     "READ_BUFSIZE",
-    "ROOM_READ",
-    "START_READ",
     "hold_reads",
     "read_piece",
     "set_read_limit",
@@ -40,21 +39,6 @@ __all__ = [
 # read(n) of more than this would raise both for the rest of the response:
 # aiohttp's StreamReader.read calls set_read_chunk_size(n).)
 READ_BUFSIZE = 4 * 1024
-# A slow listener's stream reads as much as the listener's socket has room for
-# (RangeStream.room), from PACED_READ up to this, and nothing while that socket
-# drains (RangeStream.hold): each piece goes straight into the kernel, so few
-# big pieces (less CPU than many small ones) leave nothing waiting here.
-ROOM_READ = 128 * 1024
-# What one read from an upstream socket may bring in while the stream is paced
-# (see RangeStream.pace); asyncio reads up to 256 KiB at a time, which is right
-# for a listener that keeps up and a waste of memory for one that takes 20 KB/s.
-# Smaller costs CPU (more reads per second of audio), larger costs memory.
-PACED_READ = 8 * 1024
-# The same before the listener's socket was first full (RangeStream.filled):
-# a player's first gulp (MPD: 512 KiB plus socket buffers) in reads this big,
-# not in a hundred small ones (a thousand players joining at once kept a core
-# busy with those); then the pieces left over here are PACED_READ.
-START_READ = 32 * 1024
 # The kernel's receive buffer for a paced upstream connection, set once the
 # response has come (set before connecting, it would also cap TCP's window
 # scale, and with it every later, unpaced, read).  Linux would grow it to

@@ -8,11 +8,11 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Literal
 
 import aiohttp
 
-from ytproxy.config import RetryConfig
 from ytproxy.errors import (
     ResolverUnavailable,
     UpstreamFailed,
@@ -23,7 +23,9 @@ from ytproxy.errors import (
     YtproxyError,
 )
 from ytproxy.models import StreamInfo
+from ytproxy.pacing import PACED_READ, Pacing
 from ytproxy.resilience import RetryGap
+from ytproxy.upstream.body import Change, PacedBody
 from ytproxy.upstream.counters import RetryCause, retry_label
 from ytproxy.upstream.fetcher import (
     FIRST_RANGE,
@@ -37,17 +39,15 @@ from ytproxy.upstream.fetcher import (
 )
 from ytproxy.upstream.holds import Held
 from ytproxy.upstream.reads import (
-    PACED_READ,
-    ROOM_READ,
-    START_READ,
     hold_reads,
     read_piece,
     set_read_limit,
     set_read_size,
     transport_of,
 )
+from ytproxy.upstream.source import StreamSource
 
-__all__ = ["MAX_CLIENTS_PER_GAP", "RangeStream", "Refresh", "probe_size"]
+__all__ = ["MAX_CLIENTS_PER_GAP", "RangeStream", "probe_size"]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,7 @@ MAX_CLIENTS_PER_GAP = 3
 AVAILABLE_GRACE = 2.0
 
 
-# A fresh URL for the stream: (the URL in use, player clients to avoid) → the
-# same format (format_id) from clients other than those (c= names).
-Refresh = Callable[[StreamInfo, tuple[str, ...]], Awaitable[StreamInfo]]
-
-
-class RangeStream:
+class RangeStream(PacedBody):
     """Bytes ``start..end`` of a stream, fetched range by range, one range ahead.
 
     The relay pulls: ``next_piece`` reads straight from the open upstream
@@ -88,23 +83,21 @@ class RangeStream:
 
     def __init__(
         self,
-        fetcher: UpstreamFetcher,
+        source: StreamSource,
         info: StreamInfo,
         start: int,
         end: int,
         *,
-        refresh: Refresh,
-        policy: RetryConfig | None = None,
-        label: str = "stream",
         listening: Callable[[], bool] | None = None,
         expected_total: int | None = None,
-        max_available_wait: float = 30.0,
+        pacing: Pacing | None = None,
     ) -> None:
-        self._fetcher = fetcher
+        self._source = source
+        self._fetcher: UpstreamFetcher = source.fetcher
         # The size of the file the listener was promised: a URL serving another
         # size is another file, never resumed from (FileChanged).
         self._expected_total = expected_total
-        self._max_available_wait = max_available_wait
+        self.pacing = pacing if pacing is not None else Pacing()
         self._waited_for: str | None = None  # the URL whose available_at was awaited
         self._gap_clients: list[str] = []  # player clients refused in this gap
         self._held: Held | None = None  # counted in the fetcher's Holds while held
@@ -112,16 +105,9 @@ class RangeStream:
         self._info = info
         self._start = start
         self._end = end
-        self._refresh = refresh
-        self._policy = policy or RetryConfig()
-        self._label = label
         self._pieces: AsyncGenerator[bytes, None] | None = None
-        self._head: bytes | None = None
         self._current: OpenRange | None = None
-        self._paced = True
-        self._slow = False
-        self._filled = False
-        self._room = PACED_READ
+        self._room_read = PACED_READ  # the read size last set for a slow listener's room
         self._refreshed_since_success = False
         # A fresh URL was asked for in this gap because the URL's host refused
         # connections (_reroute): once, then such refusals are held.
@@ -138,12 +124,20 @@ class RangeStream:
     def info(self) -> StreamInfo:
         return self._info
 
+    @property
+    def source(self) -> Literal["relay"]:
+        return "relay"
+
+    @property
+    def percent(self) -> None:
+        return None
+
     async def _open(self, start: int, end: int) -> OpenRange:
         await self._until_available()
         # A stream asks the host's breaker until its first range opens: a new
         # stream waits for a resting host (held), a running one tries on.
         opened = await self._fetcher.open_range(self._info, start, end, gate=self._gate,
-                                                track=self._label)
+                                                track=self._source.label)
         self._gate = False
         self._unhold()
         return opened
@@ -159,9 +153,9 @@ class RangeStream:
         delay = info.available_at - time.time()
         if delay <= 0:
             return
-        wait = min(delay + 0.05, self._max_available_wait)
+        wait = min(delay + 0.05, self._source.max_available_wait)
         log.info("upstream: %s: the format is available in %.1f s; waiting %.1f s before "
-                 "the first request", self._label, delay, wait)
+                 "the first request", self._source.label, delay, wait)
         self.retries["available_at"] += 1
         await asyncio.sleep(wait)
 
@@ -195,7 +189,7 @@ class RangeStream:
                 (start, end), following = following, next(ranges, None)
                 size = end - start + 1
                 opener, pending = pending, None
-                pos, gap = start, RetryGap(self._policy)
+                pos, gap = start, RetryGap(self._source.policy)
                 while pos <= end:
                     current = await self._open_or_recover(opener, pos, end, gap)
                     opener = None
@@ -205,13 +199,13 @@ class RangeStream:
                         end = self._accept(current, end)
                         stop = min(end, current.end)
                         self._current = current
-                        set_read_size(current, self._read_size, self._slow)
+                        set_read_size(current, self.pacing.read_size(), self.pacing.slow)
                         # Upstream's time for this range; time the listener spends
                         # paused (nobody pulls) does not count.
                         waited, began, first = 0.0, clock(), pos
                         while pos <= stop:
                             before = clock()
-                            piece = await read_piece(current, read_timeout, self._read_size)
+                            piece = await read_piece(current, read_timeout, self.pacing.read_size())
                             waited += clock() - before
                             piece = _checked(piece, pos, stop, waited, range_timeout)
                             pos += len(piece)
@@ -230,7 +224,7 @@ class RangeStream:
                             raise  # nothing relayed yet: the caller may start over
                         await self._recover(changed, gap, pos)
                     except (aiohttp.ClientError, TimeoutError, UpstreamFailed) as exc:
-                        self._fetcher.record_failure(current.host, exc, self._label)
+                        self._fetcher.record_failure(current.host, exc, self._source.label)
                         current.close()  # never reuse a connection that broke
                         await self._recover(exc, gap, pos)
                     finally:
@@ -289,7 +283,7 @@ class RangeStream:
         time to hide the request's latency (PREFETCH_LEAD), never before a
         quarter of it is read.  Paced: when needed (the listener has seconds of
         audio in its buffers, and holds one upstream connection, not two)."""
-        return (not self._paced and taken >= size // 4
+        return (not self.pacing.paced and taken >= size // 4
                 and left * (time.monotonic() - began) <= PREFETCH_LEAD * taken)
 
     async def _after_first_range(self, size: int) -> None:
@@ -349,7 +343,7 @@ class RangeStream:
                 raise UpstreamUnavailable(
                     f"upstream was out of reach for {gap.elapsed:.0f} s "
                     f"(retry.hold_budget; last: {describe(exc)})",
-                    retry_after=self._policy.base_delay + 30.0) from exc
+                    retry_after=self._source.policy.base_delay + 30.0) from exc
             raise UpstreamFailed(
                 f"upstream kept failing for {gap.elapsed:.1f} s over {gap.attempts - 1} "
                 f"retries ({describe(exc)})"
@@ -360,13 +354,13 @@ class RangeStream:
         self._still_listening()
         if not hold:
             log.warning("upstream: %s: attempt %d at byte %d failed (%s); retrying in %.2f s",
-                        self._label, gap.attempts, pos, describe(exc), delay)
+                        self._source.label, gap.attempts, pos, describe(exc), delay)
             await asyncio.sleep(delay)
             self._still_listening()
             return
         # Held: said once for all held requests (Holds), not per attempt.
         log.debug("upstream: %s: holding at byte %d (%s); next try in %.2f s",
-                  self._label, pos, describe(exc), delay)
+                  self._source.label, pos, describe(exc), delay)
         reason = _hold_reason(exc)
         if self._held is None or self._held.reason != reason:
             self._unhold()
@@ -385,7 +379,7 @@ class RangeStream:
             await self._new_url(exc, pos)
         except YtproxyError as refresh_error:
             log.info("upstream: %s: no fresh URL for a host that refuses connections (%s)",
-                     self._label, refresh_error)
+                     self._source.label, refresh_error)
             return False
         self._still_listening()  # the resolve took a while
         return True
@@ -427,9 +421,9 @@ class RangeStream:
             what = f"points at {exc.host}, which refuses connections,"
         if not self._refreshed_since_success:
             log.warning("upstream: %s: the stream URL %s at byte %d; refreshing it",
-                        self._label, what, pos)
+                        self._source.label, what, pos)
             self.retries["refresh"] += 1
-            fresh = await self._refresh(info, info.avoid_clients)
+            fresh = await self._source.refresh(info, info.avoid_clients)
         else:
             if client is not None and client not in self._gap_clients:
                 self._gap_clients.append(client)
@@ -442,16 +436,16 @@ class RangeStream:
                 ) from exc
             avoid = tuple(dict.fromkeys((*info.avoid_clients, *self._gap_clients)))
             log.warning("upstream: %s: a fresh URL from player client %s %s at byte %d; "
-                        "asking yt-dlp for another client (not %s)", self._label, client,
+                        "asking yt-dlp for another client (not %s)", self._source.label, client,
                         what, pos, ", ".join(avoid))
             self.retries["failover"] += 1
             self._fetcher.counters.failed_over()
-            fresh = await self._refresh(info, avoid)
+            fresh = await self._source.refresh(info, avoid)
             if fresh.client is not None and fresh.client in avoid:
                 raise UpstreamGone(
                     f"yt-dlp offered no player client but {', '.join(avoid)} for this "
                     f"track, whose URLs are refused ({what})") from exc
-            log.info("upstream: %s: resuming at byte %d with player client %s", self._label,
+            log.info("upstream: %s: resuming at byte %d with player client %s", self._source.label,
                      pos, fresh.client or "?")
         self._info = fresh
         self._refreshed_since_success = True
@@ -462,17 +456,10 @@ class RangeStream:
         self._pieces = self._produce()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Stop: close the open upstream responses and the pending prefetch."""
         if self._pieces is not None:
             await self._pieces.aclose()
-
-    async def ready(self) -> None:
-        """Wait for the first bytes (raising as ``next_piece`` would); ``next_piece`` gives them."""
-        self._head = await self.next_piece()
 
     async def next_piece(self) -> bytes | None:
         """The next bytes, or None at the end; raises the upstream failure if there was one."""
@@ -485,75 +472,41 @@ class RangeStream:
         except StopAsyncIteration:
             return None
 
-    @property
-    def paced(self) -> bool:
-        return self._paced
-
-    @property
-    def slow(self) -> bool:
-        return self._slow
-
-    def pace(self, paced: bool = True) -> None:
-        """The relay's word on its listener: slow (paced), or fast (not paced).
-
-        A stream starts paced, reading upstream in small bites; a listener
-        that proves fast is unpaced, and each read then takes up to 256 KiB,
-        which it wants, where one that takes 20 KB/s would leave it all in this
-        process's memory.  A listener told slow also gets a small kernel
-        receive buffer upstream.  Bytes not read wait in the kernel, under TCP
-        flow control.
-        """
-        slow = paced  # told, not assumed as at the start
-        if paced != self._paced or slow != self._slow:
-            self._paced, self._slow = paced, slow
-            if self._current is not None:
-                set_read_size(self._current, self._read_size, slow)
-
-    def hold(self) -> None:
-        """The relay's word that it waits for its listener's socket to drain:
-        a slow listener's stream reads nothing from upstream meanwhile, so no
-        bytes wait here, only in the sockets (next_piece reads again)."""
-        if self._slow and self._current is not None:
-            hold_reads(self._current)
-
-    def room(self, nbytes: int) -> None:
-        """The relay's word that its listener's socket has room for about
-        ``nbytes``: a slow listener's next read takes that much (PACED_READ to
-        ROOM_READ), which goes straight into the socket."""
-        size = max(PACED_READ, min(nbytes, ROOM_READ))
-        if size != self._room:
-            self._room = size
-            if self._slow and self._current is not None:
-                set_read_limit(transport_of(self._current), size)
-
-    def filled(self) -> None:
-        """The relay's word that its listener's socket is full: the first gulp
-        is over, and paced reads are PACED_READ from now on, not START_READ."""
-        if not self._filled:
-            self._filled = True
-            if self._current is not None:
-                set_read_limit(transport_of(self._current), self._read_size)
-
-    @property
-    def _read_size(self) -> int | None:
-        if not self._paced:
-            return None
-        if self._slow:
-            return self._room
-        return PACED_READ if self._filled else START_READ
+    def _repaced(self, change: Change) -> None:
+        """A slow listener reads little from upstream (its socket's room), with a
+        small kernel receive buffer, and nothing while its socket drains; one
+        that keeps up reads up to 256 KiB at a time.  Bytes not read wait in
+        the kernel, under TCP flow control."""
+        current = self._current
+        pacing = self.pacing
+        if change == "pace":
+            if current is not None:
+                set_read_size(current, pacing.read_size(), pacing.slow)
+        elif change == "hold":
+            if pacing.slow and current is not None:
+                hold_reads(current)
+        elif change == "filled":
+            # Paced reads are PACED_READ from now on, not START_READ.
+            if current is not None:
+                set_read_limit(transport_of(current), pacing.read_size())
+        else:
+            # Room-sized reads (PACED_READ to ROOM_READ) go straight into the socket.
+            size = pacing.room_read()
+            if size != self._room_read:
+                self._room_read = size
+                if pacing.slow and current is not None:
+                    set_read_limit(transport_of(current), size)
 
     @property
     def retry_count(self) -> int:
         return sum(self.retries.values())
 
 
-async def probe_size(fetcher: UpstreamFetcher, info: StreamInfo, *, refresh: Refresh,
-                     policy: RetryConfig, label: str, max_available_wait: float
+async def probe_size(source: StreamSource, info: StreamInfo
                      ) -> tuple[int, StreamInfo, str | None]:
     """Size, URL and type of a stream from a one-byte range: googlevideo
     throttles HEAD, so never HEAD."""
-    async with RangeStream(fetcher, info, 0, 0, refresh=refresh, policy=policy, label=label,
-                           max_available_wait=max_available_wait) as probe:
+    async with RangeStream(source, info, 0, 0) as probe:
         await probe.next_piece()
         if probe.total is None:
             raise YtproxyError("upstream did not say how long the stream is")
