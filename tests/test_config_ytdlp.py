@@ -18,7 +18,7 @@ from ytproxy.config import (
     load_config,
     render_config,
 )
-from ytproxy.resolve.ytdlp_options import OWNED_YTDLP_OPTIONS, browser_cookie_spec
+from ytproxy.ytdlp_options import OWNED_YTDLP_OPTIONS, browser_cookie_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

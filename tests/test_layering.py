@@ -15,6 +15,10 @@ imports inside functions and ``TYPE_CHECKING`` blocks included):
   there).  A name with a leading underscore never crosses (dunders such as
   ``__version__`` are not private).  A top-level module without ``__all__``
   offers its every public name; every directory package must define one.
+- A package may offer whole submodules instead (``ytproxy.private``: one
+  module per library): a name in its ``__all__`` that is one of its modules
+  makes that module's own ``__all__`` the face for imports from it
+  (``from ytproxy.private.aiohttp import payload_writer``).
 - ``import ytproxy.x.y`` of another package is allowed only for the package
   itself (``import ytproxy.x``); its submodules are its own business.
 """
@@ -36,6 +40,12 @@ class Package:
     name: str  # "cache", "models"; "" for ytproxy/__init__.py
     init: Path  # the file whose __all__ is the package's face
     exports: frozenset[str] | None  # None: a top-level module without __all__
+
+    def offered_module(self, name: str) -> Path | None:
+        """The module ``name`` of this package when its ``__all__`` offers it whole."""
+        path = self.init.parent / f"{name}.py"
+        offered = self.init.name == "__init__.py" and name in (self.exports or ())
+        return path if offered and path.exists() else None
 
 
 def _dunder(name: str) -> bool:
@@ -123,6 +133,9 @@ def _refusals(root: Path, path: Path, node: ast.ImportFrom, own: str,
             continue  # a whole package, by its public name
         elif here not in known:
             out.append(f"{module}: no such package")
+        elif len(parts) > 2 and (whole := known[here].offered_module(parts[2])) is not None:
+            if name not in (declared_all(whole) or ()):
+                out.append(f"{name} (from {module}) is not in {module}.__all__")
         elif (offered := known[here].exports) is not None and name not in offered:
             out.append(f"{name} (from {module}) is not in {top}"
                        + (f".{here}" if here else "") + ".__all__")
@@ -167,9 +180,12 @@ def test_every_name_offered_is_there_and_the_same_object_by_any_path() -> None:
             continue  # running it is `python -m ytproxy`
         dotted = "ytproxy" + (f".{package.name}" if package.name else "")
         module = importlib.import_module(dotted)
-        problems += [f"{package.init.relative_to(ROOT.parent)}: {dotted}.__all__ names {name}, "
-                     "which it lacks"
-                     for name in sorted(package.exports or ()) if not hasattr(module, name)]
+        for name in sorted(package.exports or ()):
+            if package.offered_module(name) is not None:
+                importlib.import_module(f"{dotted}.{name}")  # a whole module offered
+            if not hasattr(module, name):
+                problems.append(f"{package.init.relative_to(ROOT.parent)}: {dotted}.__all__ "
+                                f"names {name}, which it lacks")
     for path in sorted(ROOT.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not (isinstance(node, ast.ImportFrom) and node.module
@@ -178,6 +194,8 @@ def test_every_name_offered_is_there_and_the_same_object_by_any_path() -> None:
             target = node.module.split(".")[1]
             if target == _package_of(ROOT, path):
                 continue
+            if packages(ROOT)[target].offered_module(node.module.split(".")[2]) is not None:
+                continue  # the module is the face itself
             face = importlib.import_module(f"ytproxy.{target}")
             deep = importlib.import_module(node.module)
             where = f"{path.relative_to(ROOT.parent)}:{node.lineno}"
@@ -206,6 +224,8 @@ def test_the_check_names_each_bad_import_by_file_and_line(tmp_path: Path) -> Non
         "cache/service.py": "class TrackCache: ...\nclass AudioCache: ...\n_SLOTS = 2\n",
         "cache/body.py": "from ytproxy.cache.service import _SLOTS, AudioCache\n",
         "nofence/__init__.py": "",
+        "private/__init__.py": '__all__ = ["aio"]\n',
+        "private/aio.py": '__all__ = ["hook"]\ndef hook(): ...\ndef other(): ...\n',
         "http/__init__.py": '__all__ = []\n',
         "http/app.py": (
             "from ytproxy import __version__\n"
@@ -221,6 +241,8 @@ def test_the_check_names_each_bad_import_by_file_and_line(tmp_path: Path) -> Non
             "import ytproxy.cache.service\n"  # line 11
             "from ..cache.service import AudioCache as Relative\n"  # line 12
             "from .routes import anything\n"  # line 13: its own package
+            "from ytproxy.private.aio import hook\n"  # line 14: an offered module's name
+            "from ytproxy.private.aio import other\n"  # line 15
         ),
     })
     assert violations(root) == [
@@ -234,6 +256,8 @@ def test_the_check_names_each_bad_import_by_file_and_line(tmp_path: Path) -> Non
         "ytproxy.cache, not its module",
         "ytproxy/http/app.py:12: AudioCache (from ytproxy.cache.service) is not in "
         "ytproxy.cache.__all__",
+        "ytproxy/http/app.py:15: other (from ytproxy.private.aio) is not in "
+        "ytproxy.private.aio.__all__",
     ]
 
 
@@ -246,3 +270,68 @@ def test_the_resolver_package_does_not_import_its_worker_module() -> None:
          "print('ytproxy.resolve.ytdlp_process' in sys.modules)"],
         cwd=ROOT.parent, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# The packages from the top down: a module imports only from packages below its
+# own (the root modules, ytproxy/*.py, are the bottom, and import one another).
+# A /proxy request reads the same way down: http → playback → cache, upstream →
+# resolve, and never back into http.
+LAYERS = ("__main__", "cli", "http", "services", "playback", "follower", "cache", "library",
+          "upstream", "resolve", "private")
+
+
+def upward_imports(root: Path, top: str = "ytproxy") -> list[str]:
+    """Every import of a package at or above the importer's layer, as ``file:line: why``."""
+    known = packages(root)
+
+    def rank(name: str) -> int:
+        return LAYERS.index(name) if name in LAYERS else len(LAYERS)  # a root module
+
+    problems: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        own = _package_of(root, path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                parts = _absolute(root, path, node).split(".")
+                if parts[0] != top:
+                    continue
+                names = ([parts[1]] if len(parts) > 1
+                         else [a.name for a in node.names if a.name in known] or [""])
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names
+                         if a.name.startswith(f"{top}.")]
+            for target in names:
+                if target in (own, "") or rank(own) == rank(target) == len(LAYERS):
+                    continue  # its own package, the root package, or root to root
+                if rank(target) <= rank(own):
+                    problems.append(f"{path.relative_to(root.parent)}:{node.lineno}: "
+                                    f"{own or top} imports {target}, which is not below it")
+    return problems
+
+
+def test_imports_flow_down_the_layers() -> None:
+    assert set(LAYERS) - {"__main__"} <= set(packages(ROOT)), "a layer names no package"
+    unranked = {p for p in packages(ROOT) if p and p not in LAYERS and (ROOT / p).is_dir()}
+    assert not unranked, f"packages with no place in LAYERS: {sorted(unranked)}"
+    problems = upward_imports(ROOT)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_direction_check_names_an_import_that_goes_up(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {
+        "__init__.py": '__all__ = []\n',
+        "models.py": '__all__ = ["Track"]\nclass Track: ...\n',
+        "errors.py": "from ytproxy.models import Track\n",  # root to root: fine
+        "cache/__init__.py": '__all__ = []\n',
+        "cache/service.py": "from ytproxy.models import Track\n"
+                            "from ytproxy.playback import Playback\n",  # line 2: up
+        "playback/__init__.py": '__all__ = ["Playback"]\nclass Playback: ...\n',
+        "playback/service.py": "from ytproxy.cache import service\n",  # down: fine
+        "resolve/__init__.py": '__all__ = []\n',
+        "config.py": "import ytproxy.resolve\n",  # line 1: a root module reaching up
+    })
+    assert upward_imports(root) == [
+        "ytproxy/cache/service.py:2: cache imports playback, which is not below it",
+        "ytproxy/config.py:1: config imports resolve, which is not below it",
+    ]

@@ -158,7 +158,7 @@ def test_the_url_in_two_places_is_refused_naming_both() -> None:
 
 
 def test_the_plugins_argument_joins_the_persons_extractor_args() -> None:
-    from ytproxy.resolve.ytdlp_options import with_extractor_arg
+    from ytproxy.ytdlp_options import with_extractor_arg
 
     theirs = {"youtube": {"player_client": ["default", "mweb"]},
               POT_PROVIDER_ARGS: {"other": ["x"]}}

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from ytproxy.loops import EVENT_LOOPS
 from ytproxy.redact import SECRET_KEYS, redact_config
-from ytproxy.resolve.ytdlp_options import ytdlp_problems
+from ytproxy.ytdlp_options import ytdlp_problems
 
 __all__ = [
     "DEFAULT_CALLS_PER_HOUR",
@@ -258,7 +258,7 @@ class ResolverConfig(_Section):
         return Path(os.path.expandvars(self.cookies_file)).expanduser()
 
     def more_problems(self, found: _Problems) -> None:
-        # What is handed to yt-dlp is yt-dlp's business (ytproxy.resolve.ytdlp_options).
+        # What is handed to yt-dlp is yt-dlp's business (ytproxy.ytdlp_options).
         for key, message in ytdlp_problems(cookies_from_browser=self.cookies_from_browser,
                                            ytdlp_options=self.ytdlp_options,
                                            pot_provider_url=self.pot_provider_url):

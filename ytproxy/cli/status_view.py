@@ -22,6 +22,7 @@ from ytproxy.cli.client import (
 )
 from ytproxy.config import Config
 from ytproxy.resolve.jsruntime import runtime_label
+from ytproxy.spans import largest_units
 
 __all__ = [
     "EXIT_NOT_RUNNING",
@@ -55,14 +56,8 @@ def format_bytes(n: object) -> str:
 def format_duration(seconds: object) -> str:
     if not isinstance(seconds, int | float) or seconds < 0:
         return "—"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    big, unit, small, smaller = largest_units(int(seconds))  # "5s", "2m05s", "1h01m"
+    return f"{big}{unit}" + (f"{small:02d}{smaller}" if smaller else "")
 
 
 def _count(value: object) -> str:

@@ -32,6 +32,7 @@ from ytproxy.resilience import CircuitBreaker
 from ytproxy.resolve.jsruntime import runtime_label
 from ytproxy.resolve.refusals import refusal_reason
 from ytproxy.resolve.resolver import Resolver
+from ytproxy.spans import largest_units
 from ytproxy.upstream import UpstreamFetcher
 
 __all__ = ["Daemon", "Metrics", "health", "redacted_config", "render_page", "status_payload"]
@@ -335,11 +336,12 @@ def _budget_line(resolver: dict[str, Any]) -> str:
         return ""
     youtube = resolver.get("youtube")
     state = youtube.get("state") if isinstance(youtube, dict) else None
-    return (f"yt-dlp calls in the last hour: {budget.get('calls_last_hour')} of "
-            f"{budget.get('max_calls_per_hour')} · background waiting: "
-            f"{budget.get('waiting_background')} · listings: "
-            f"{budget.get('listings_last_hour')} of {budget.get('max_listings_per_hour')} · "
-            f"YouTube: {html.escape(str(state or 'ok'))}")
+    return " · ".join([
+        f"yt-dlp calls in the last hour: {budget.get('calls_last_hour')} of "
+        f"{budget.get('max_calls_per_hour')}",
+        f"background waiting: {budget.get('waiting_background')}",
+        f"listings: {budget.get('listings_last_hour')} of {budget.get('max_listings_per_hour')}",
+        f"YouTube: {html.escape(str(state or 'ok'))}"])
 
 
 def _source_label(stream: dict[str, Any]) -> str:
@@ -353,11 +355,11 @@ def _cache_line(cache: dict[str, Any]) -> str:
     if not cache.get("enabled"):
         return "off (<code>[cache] max_size = 0</code>): every stream is relayed"
     downloading = ", ".join(f"{d['id']} {d['percent']:.0f} %" for d in cache["downloading"])
-    return (f"{_fmt_bytes(cache['size_bytes'])} of {_fmt_bytes(cache['limit_bytes'])} · "
-            f"{cache['tracks']} tracks · {cache['hits']} hits · "
-            f"{_fmt_bytes(cache['bytes_saved'])} saved · "
-            f"downloading: {html.escape(downloading or 'nothing')} · "
-            f"<code>{html.escape(cache['directory'])}</code>")
+    return " · ".join([f"{_fmt_bytes(cache['size_bytes'])} of {_fmt_bytes(cache['limit_bytes'])}",
+                       f"{cache['tracks']} tracks", f"{cache['hits']} hits",
+                       f"{_fmt_bytes(cache['bytes_saved'])} saved",
+                       f"downloading: {html.escape(downloading or 'nothing')}",
+                       f"<code>{html.escape(cache['directory'])}</code>"])
 
 
 def _mpd_line(mpd: dict[str, Any]) -> str:
@@ -386,14 +388,13 @@ def _ago(now: float, when: object) -> str:
 
 
 def _span(seconds: float) -> str:
-    total = round(seconds)
-    if total < 60:
-        return f"{total} s"
-    if total < 3600:
-        return f"{total // 60} min"
-    if total < 86400:
-        return f"{total // 3600} h {total % 3600 // 60} min"
-    return f"{total // 86400} d {total % 86400 // 3600} h"
+    big, unit, small, smaller = largest_units(round(seconds))  # "5 s", "2 min", "1 h 1 min"
+    if unit in ("s", "m"):
+        return f"{big} {_UNIT_NAMES[unit]}"
+    return f"{big} {_UNIT_NAMES[unit]} {small} {_UNIT_NAMES[smaller]}"
+
+
+_UNIT_NAMES = {"s": "s", "m": "min", "h": "h", "d": "d"}
 
 
 def _sync_rows(sync: dict[str, Any]) -> str:

@@ -135,6 +135,7 @@ _COLUMNS = (
     "stream_mime, stream_size, stream_headers, resolved_at, added_at, last_played_at, "
     "play_count, last_error, stream_format_id, stream_available_at, stream_avoid_clients"
 )
+_TRACK_FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
 class Store:
@@ -607,7 +608,7 @@ class Store:
         """The playlist's tracks in order (a track may repeat); None for an unknown name."""
         if await self.get_playlist(name) is None:
             return None
-        columns = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
+        columns = ", ".join(f"t.{c}" for c in _TRACK_FIELDS)
         rows = await self._fetch(
             f"""
             SELECT {columns} FROM playlist_tracks pt JOIN tracks t ON t.id = pt.track_id
@@ -914,27 +915,9 @@ def _open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
 
 
 def _track(row: Sequence[Any]) -> Track:
-    (tid, source_url, title, artist, album, duration, stream_url, expires, mime, size,
-     headers, resolved_at, added_at, last_played_at, play_count, last_error, format_id,
-     available_at, avoid) = row
-    return Track(
-        id=tid,
-        source_url=source_url,
-        title=title,
-        artist=artist,
-        album=album,
-        duration=duration,
-        stream_url=stream_url,
-        stream_expires_at=expires,
-        stream_mime=mime,
-        stream_size=size,
-        stream_headers=json.loads(headers) if headers else {},
-        resolved_at=resolved_at,
-        added_at=added_at,
-        last_played_at=last_played_at,
-        play_count=play_count,
-        last_error=last_error,
-        stream_format_id=format_id,
-        stream_available_at=available_at,
-        stream_avoid_clients=tuple(json.loads(avoid)) if avoid else (),
-    )
+    # The columns are named as Track's fields; two hold JSON.
+    values = dict(zip(_TRACK_FIELDS, row, strict=True))
+    headers, avoid = values["stream_headers"], values["stream_avoid_clients"]
+    values["stream_headers"] = json.loads(headers) if headers else {}
+    values["stream_avoid_clients"] = tuple(json.loads(avoid)) if avoid else ()
+    return Track(**values)

@@ -4,9 +4,8 @@ checks on page URLs people give."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
-
-from ytproxy.lazy import lazy_names
 
 if TYPE_CHECKING:
     from ytproxy.resolve.budget import CallKind
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from ytproxy.resolve.singleflight import SingleFlight
     from ytproxy.resolve.sources import check_source_url
     from ytproxy.resolve.ytdlp_clients import PlayerClients, clients_in_force, po_token_providers
-    from ytproxy.resolve.ytdlp_options import ytdlp_problems
 
 __all__ = [
     "CallKind",
@@ -37,10 +35,12 @@ __all__ = [
     "refusal_reason",
     "runtime_label",
     "runtime_version",
-    "ytdlp_problems",
 ]
 
-# Each name is imported from its module when first asked for (ytproxy.lazy).
+# Each name is imported from its module when first asked for, not with the
+# package: a yt-dlp worker runs as ``python -m ytproxy.resolve.ytdlp_process``,
+# and this package importing the resolver (which imports that module) first
+# would make runpy warn on its stderr and the worker start slower.
 _MODULE_OF = {
     "CallKind": "budget",
     "JsRuntime": "jsruntime",
@@ -55,8 +55,13 @@ _MODULE_OF = {
     "PlayerClients": "ytdlp_clients",
     "clients_in_force": "ytdlp_clients",
     "po_token_providers": "ytdlp_clients",
-    "ytdlp_problems": "ytdlp_options",
 }
 
 
-__getattr__ = lazy_names(__name__, _MODULE_OF, globals())
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

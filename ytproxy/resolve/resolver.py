@@ -40,17 +40,17 @@ from ytproxy.resolve.jsruntime import JsRuntime, find_js_runtime, runtime_versio
 from ytproxy.resolve.messages import clock_time, describe, first_line
 from ytproxy.resolve.refusals import STATES, RefusalState
 from ytproxy.resolve.singleflight import SingleFlight
-from ytproxy.resolve.ytdlp_options import (
-    POT_PROVIDER_ARGS,
-    browser_cookie_spec,
-    with_extractor_arg,
-)
 from ytproxy.resolve.ytdlp_process import (
     CallTimedOut,
     ExtractFailed,
     WorkerLost,
     YtdlpProcesses,
     failure_cause,
+)
+from ytproxy.ytdlp_options import (
+    POT_PROVIDER_ARGS,
+    browser_cookie_spec,
+    with_extractor_arg,
 )
 
 __all__ = [
