@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 __all__ = [
     "FFMPEG_SKIP_REASON",
     "MPD_SKIP_REASON",
@@ -95,7 +97,8 @@ def require_ffmpeg() -> None:
 # --------------------------------------------------------------------------- audio
 
 
-def make_test_audio(path: Path, *, seconds: float, kind: str = "webm") -> bytes:
+def make_test_audio(path: Path, *, seconds: float, kind: str = "webm",
+                    kbps: int | None = None) -> bytes:
     """Write ``seconds`` of generated stereo audio to ``path`` and return its bytes.
 
     The signal is a slow upward sine sweep (220 Hz -> 880 Hz over the whole track,
@@ -106,15 +109,19 @@ def make_test_audio(path: Path, *, seconds: float, kind: str = "webm") -> bytes:
     (~2.4 MB for 120 s, well above MPD's 512 KiB read-ahead).
     ``kind="m4a"``: AAC-LC 128 kbit/s in DASH-style fragmented MP4 (ftyp, moov,
     sidx, moof/mdat...), like YouTube itag 140 (~1.9 MB for 120 s).
+
+    ``kbps``: another constant bit rate (Opus goes up to 510): the more bytes a
+    second, the fewer seconds MPD's fixed input buffer (512 KiB) holds.
     """
     require_ffmpeg()
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     if kind == "webm":
-        codec = ["-c:a", "libopus", "-b:a", "160k", "-vbr", "off", "-compression_level", "0"]
+        codec = ["-c:a", "libopus", "-b:a", f"{kbps or 160}k", "-vbr", "off",
+                 "-compression_level", "0"]
         container = ["-f", "webm"]
     elif kind == "m4a":
-        codec = ["-c:a", "aac", "-b:a", "128k"]
+        codec = ["-c:a", "aac", "-b:a", f"{kbps or 128}k"]
         container = [
             "-movflags", "+dash+global_sidx", "-frag_duration", "10000000", "-f", "mp4",
         ]  # fmt: skip
@@ -460,14 +467,8 @@ def _read(path: Path) -> str:
 # --------------------------------------------------------------------------- running
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def _write_conf(root: Path, port: int, extra_binds: tuple[str, ...] = (),
-                capture: str | None = None) -> Path:
+                capture: str | None = None, audio_buffer_kib: int | None = None) -> Path:
     (root / "music").mkdir(parents=True, exist_ok=True)
     (root / "playlists").mkdir(parents=True, exist_ok=True)
     conf = root / "mpd.conf"
@@ -484,6 +485,8 @@ audio_output {{
     mixer_type  "none"
 }}
 """
+    buffer = ("" if audio_buffer_kib is None
+              else f'audio_buffer_size   "{audio_buffer_kib}"\n')
     conf.write_text(
         f"""\
 music_directory     "{root / "music"}"
@@ -498,7 +501,7 @@ bind_to_address     "{HOST}"
 zeroconf_enabled    "no"
 auto_update         "no"
 filesystem_charset  "UTF-8"
-
+{buffer}
 input {{
     plugin "curl"
 }}
@@ -546,12 +549,13 @@ def _open_stderr(path: Path) -> int:
 
 
 async def _start(root: Path, extra_binds: tuple[str, ...] = (),
-                 capture: str | None = None) -> MpdInstance:
+                 capture: str | None = None,
+                 audio_buffer_kib: int | None = None) -> MpdInstance:
     """Start MPD on a free port; retries on a port race. Raises RuntimeError on failure."""
     failure = ""
     for _attempt in range(3):
-        port = _free_port()
-        conf = _write_conf(root, port, extra_binds, capture)
+        port = free_port()
+        conf = _write_conf(root, port, extra_binds, capture, audio_buffer_kib)
         (root / "mpd.log").unlink(missing_ok=True)
         errfd = _open_stderr(root / "mpd.stderr")
         try:
@@ -577,17 +581,22 @@ async def _start(root: Path, extra_binds: tuple[str, ...] = (),
 
 @asynccontextmanager
 async def run_mpd(tmp_path: Path, *, extra_binds: tuple[str, ...] = (),
-                  capture: str | None = None) -> AsyncIterator[MpdInstance]:
+                  capture: str | None = None,
+                  audio_buffer_kib: int | None = None) -> AsyncIterator[MpdInstance]:
     """Run ``mpd --no-daemon`` with a private config under ``tmp_path/"mpd"``,
     listening on 127.0.0.1 (and on ``extra_binds``, e.g. a unix socket path).
     With ``capture`` ("rate:bits:channels", e.g. "8000:16:1"), what MPD plays
     is also written, as it plays, to ``MpdInstance.capture_path``.
 
+    ``audio_buffer_kib``: MPD's buffer of decoded audio (``audio_buffer_size``;
+    4096 KiB by default, about 22 s of 48 kHz stereo), which sets how far
+    ahead of playback MPD decodes, and so when it opens the next song.
+
     Yields once MPD greets on its port; on exit SIGTERM, then SIGKILL after 5 s.
     """
     root = tmp_path / "mpd"
     root.mkdir(parents=True, exist_ok=True)
-    inst = await _start(root, extra_binds, capture)
+    inst = await _start(root, extra_binds, capture, audio_buffer_kib)
     try:
         yield inst
     finally:

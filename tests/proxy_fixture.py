@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from aiohttp.test_utils import BaseRunner, TestServer
 
 from tests.fakes.googlevideo import FakeGooglevideo
 from tests.fakes.tube import FakeTube
+from tests.ports import free_port
 from ytproxy.config import Config
 from ytproxy.http.app import create_app
 from ytproxy.http.listener import Runner
@@ -75,7 +75,7 @@ async def _proxies(upstream: FakeGooglevideo, tmp_path: Path
         config = proxy_config(upstream, tmp_path, **sections)
         # The port it is reached on is server.port, as in the daemon (MPD
         # look-ahead knows its own /proxy URLs by it).
-        port = _free_port()
+        port = free_port()
         config = config.replace("server", port=port)
         server = ProxyTestServer(create_app(config), host="127.0.0.1", port=port)
         await server.start_server()
@@ -103,12 +103,6 @@ async def make_tube_proxy(faketube: FakeTube, tmp_path: Path) -> AsyncIterator[P
     test-only FakeTube extractor plugin)."""
     async for factory in _proxies(faketube, tmp_path):
         yield factory
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def random_audio(size: int, seed: int = 1) -> bytes:

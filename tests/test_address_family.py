@@ -35,7 +35,10 @@ async def read_all(fetcher: UpstreamFetcher, info: StreamInfo, size: int) -> byt
     async def no_refresh(*_: object) -> StreamInfo:
         raise AssertionError("not expected to refresh")
 
-    policy = RetryConfig(base_delay=0.01, max_delay=0.05, gap_budget=0.5, attempts=2)
+    # A connection that cannot be made is the network's failure, held for
+    # hold_budget (120 s by default) before it is given up: held 1 s here.
+    policy = RetryConfig(base_delay=0.01, max_delay=0.05, gap_budget=0.5, attempts=2,
+                         hold_budget=1.0)
     body = b""
     async with RangeStream(StreamSource(fetcher, no_refresh, policy), info, 0,
                            size - 1) as stream:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes.tube import FakeTube
 from tests.listening import CATALOGUE, add_catalogue, listening_config
+from tests.ports import free_port
 from tests.proxy_fixture import ProxyFactory
 from tests.test_cli import Result, cli_env, run_ytproxy
 from ytproxy.config import Config, ConfigError, config_from_mapping
@@ -357,21 +358,13 @@ async def test_get_search_needs_an_accepted_host_and_maps_failures(
 @pytest.fixture
 def listen_cli(tmp_path: Path, faketube: FakeTube) -> Any:
     config = listening_config(tmp_path / "config.toml", faketube, tmp_path / "tracks.db",
-                              mpd_port=_closed_port())
+                              mpd_port=free_port())  # nothing listens there
     env = cli_env(tmp_path)
 
     async def run(*args: str) -> Result:
         return await run_ytproxy(env, "--config", str(config), *args)
 
     return run
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # closed again: nothing listens there
 
 
 async def test_cli_search_prints_a_numbered_table_and_json(

@@ -28,7 +28,6 @@ import asyncio
 import logging
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +39,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.mpd_harness import MpdInstance, make_test_audio
+from tests.ports import free_port
 from ytproxy.follower.queue import (
     MpdFollower,
     mpd_address,
@@ -492,9 +492,7 @@ async def test_none_of_the_places_answers_one_info_line(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     missing = str(tmp_path / "no-mpd.socket")
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     want = Wants()
     follower = MpdFollower(host=missing, port=port, password=None, lookahead=2,
                            track_of=track_of, want=want, retry_max=0.2,

@@ -7,13 +7,13 @@ target is the fake googlevideo on 127.0.0.1.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.googlevideo import FakeGooglevideo
+from tests.ports import free_port
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.upstream import FIRST_RANGE
 
@@ -47,10 +47,7 @@ def set_env_proxy(env: pytest.MonkeyPatch, url: str) -> None:
 
 
 def refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def play_whole(proxy: RunningProxy) -> bytes:

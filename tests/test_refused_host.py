@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
+from tests.ports import free_port
 from tests.proxy_fixture import ProxyFactory, RunningProxy, random_audio
 from ytproxy.config import BreakerConfig, UpstreamConfig
 from ytproxy.errors import UpstreamUnavailable, UpstreamUnreachable
@@ -30,13 +30,6 @@ NO_HOLDING: dict[str, dict[str, Any]] = {
     "breaker": {"failures": 3, "reset_after": 0.5},
 }
 DEADLINE = 20.0
-
-
-def closed_port() -> int:
-    """A port of 127.0.0.1 where nothing listens (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def plant(proxy: RunningProxy, googlevideo: FakeGooglevideo, port: int,
@@ -63,7 +56,7 @@ async def test_a_stored_url_on_a_dead_host_is_re_resolved_once_not_held(
     data = random_audio(700_000, seed=5)
     googlevideo.add_track(VID, data, title="Moved")
     proxy = await make_proxy(**NO_HOLDING, cache={"max_size": cache_size})
-    dead = closed_port()
+    dead = free_port()
     await plant(proxy, googlevideo, dead, len(data) if size_known else None)
     caplog.set_level(logging.INFO)
     try:
@@ -109,7 +102,7 @@ async def test_a_host_resting_after_refusals_sends_a_new_stream_to_a_fresh_url(
     googlevideo.add_track(other, data[::-1], title="Moved Too")
     # One refusal opens a breaker: the second track finds its host resting.
     proxy = await make_proxy(**{**NO_HOLDING, "breaker": {"failures": 1, "reset_after": 600}})
-    dead = closed_port()
+    dead = free_port()
     await plant(proxy, googlevideo, dead, len(data))
     store = proxy.app[STORE]
     await store.upsert_track(other, googlevideo.watch_url(other), title="Moved Too")
@@ -135,8 +128,8 @@ async def test_a_fresh_url_that_is_refused_too_is_held_with_no_more_resolves(
     data = random_audio(400_000, seed=6)
     googlevideo.add_track(VID, data, title="Moved Twice")
     proxy = await make_proxy(**NO_HOLDING)
-    await plant(proxy, googlevideo, closed_port(), len(data))
-    edge = closed_port()
+    await plant(proxy, googlevideo, free_port(), len(data))
+    edge = free_port()
     googlevideo.media_port = edge  # the page now hands out URLs on an edge not up yet
     fetcher = proxy.app[FETCHER]
     play = asyncio.ensure_future(proxy.session.get(proxy.url(f"/proxy/{VID}")))
@@ -168,7 +161,7 @@ async def test_a_breaker_open_for_one_port_does_not_rest_another_port_of_the_hos
 ) -> None:
     data = random_audio(50_000, seed=7)
     googlevideo.add_track(VID, data, title="Next Door")
-    dead = closed_port()
+    dead = free_port()
     config = UpstreamConfig(allowed_hosts=("127.0.0.1",), connect_timeout=2.0)
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         fetcher = UpstreamFetcher(config, session, BreakerConfig(failures=2, reset_after=600))

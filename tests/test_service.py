@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import LOOP
 from tests.fakes.googlevideo import FakeGooglevideo, Fault
+from tests.ports import free_port
 from tests.proxy_fixture import random_audio
 from ytproxy.loops import resolve_event_loop
 from ytproxy.systemd import Notifier, sd_notify, watchdog_interval
@@ -46,12 +47,6 @@ PRIORITIES = {"CRITICAL": "2", "ERROR": "3", "WARNING": "4", "INFO": "6", "DEBUG
 
 
 # --------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

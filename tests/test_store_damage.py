@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.googlevideo import FakeGooglevideo
+from tests.ports import free_port
 from tests.proxy_fixture import ProxyFactory, random_audio
 from tests.test_cli import REPO, Result, cli_env
 from ytproxy.cache import TrackCache
@@ -94,12 +94,6 @@ def contents(path: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(path: Path, db: Path, template: str | None = None) -> Path:

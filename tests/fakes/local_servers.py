@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.ports import free_port
 from ytproxy.config import load_config
 from ytproxy.http.app import create_app
 
 __all__ = ["BlackHole", "FakeMpd", "free_port", "http_server", "running_daemon", "write_toml"]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml(value: Any) -> str:
