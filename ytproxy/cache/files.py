@@ -149,13 +149,17 @@ class AudioCache:
         log.info("cache: %s, %s of %s in %d tracks", self.directory, _size(self.used),
                  _size(self.limit), len(self._files))
 
-    async def aclose(self) -> None:
-        """Write every pending record and close the files."""
+    async def flush(self) -> None:
+        """Write every pending record now, and wait for the writes asked for so far."""
         for track_id in list(self._dirty):
             self._save_soon(track_id)
         pending = [*self._saving.values(), *self._forgetting]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Write every pending record and close the files."""
+        await self.flush()
         for entry in self._files.values():
             _close(entry)
         if self._lock is not None:
