@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -220,10 +221,22 @@ async def test_ffmpeg_and_mpv_seek_exactly_and_mpv_names_the_song_with_inline_ti
     await _check(source, wav, 5.0)
     # From the start, mpv's media-title becomes StreamTitle (its icy-title tag)
     # once the first metadata block has come; before, it is the URL's last part.
+    # mpv is kept open at the end until the script has seen the name (or 20 s
+    # went by): with --ao=pcm it plays faster than real time, and quitting at
+    # the end could leave the script's last notification unprinted.
     script = tmp_path / "title.lua"
-    script.write_text('mp.observe_property("media-title", "string", '
-                      'function(_, title) print("TITLE=" .. tostring(title)) end)\n')
+    script.write_text(f"""
+local named, ended = false, false
+local function done() if named and ended then mp.command("quit") end end
+mp.observe_property("media-title", "string", function(_, title)
+    print("TITLE=" .. tostring(title))
+    named = named or title == {json.dumps(NAME)}
+    done()
+end)
+mp.observe_property("eof-reached", "bool", function(_, eof) ended = eof; done() end)
+mp.add_timeout(20, function() mp.command("quit") end)
+""")
     shown = await _run("mpv", "--no-config", "--no-video", "--ao=pcm", f"--ao-pcm-file={wav}",
-                       f"--script={script}", url)
+                       "--keep-open=yes", f"--script={script}", url)
     assert f"[title] TITLE={NAME}" in [line.strip() for line in shown.splitlines()], shown
     await _check(source, wav, 0.0)
