@@ -75,14 +75,12 @@ class StreamHandler:
         shape = answer_shape(request.headers)
         icy = self._config.icy.inline_metadata and shape.icy_inline
 
-        def range_for(size: int) -> tuple[int, int] | None:
-            # An ICY body's metadata blocks are counted from its own first byte, a
-            # 206's too (ytproxy.http.icy): a client that restarts its count on
-            # each answer, as ffmpeg does, seeks exactly.
-            return requested_range(request.headers, size)
-
+        # With inline ICY metadata too: its blocks are counted from each answer's
+        # own first byte, a 206's included (ytproxy.http.icy), so a client that
+        # restarts its count on each answer, as ffmpeg does, seeks exactly.
         async with self._playback.listen(
-                track_id, range_for=range_for, listening=partial(_listening, request),
+                track_id, range_for=partial(requested_range, request.headers),
+                listening=partial(_listening, request),
                 with_body=request.method != "HEAD") as answer:
             track, size, byte_range = answer.track, answer.size, answer.byte_range
             start, end = answer.start, answer.end

@@ -265,6 +265,14 @@ class Tracks:
     async def mark_played(self, track_id: str, times: int = 1) -> None:
         await self._best_effort("count the play", self.store.mark_played(track_id, times))
 
+    def remember_size_soon(self, track_id: str, size: int) -> None:
+        """``remember_size`` in the background: the listener does not wait for it."""
+        self._in_background("store the size", self.store.save_size(track_id, size))
+
+    def mark_played_soon(self, track_id: str, times: int = 1) -> None:
+        """``mark_played`` in the background: the listener does not wait for it."""
+        self._in_background("count the play", self.store.mark_played(track_id, times))
+
     async def import_playlist(
         self, url: str, name: str | None = None, *, progress: ImportProgress | None = None
     ) -> ImportSummary:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Coroutine
-from typing import Any
 
 from ytproxy.library.tracks import Tracks
 
@@ -16,21 +14,14 @@ PLAYS_FLUSH_DELAY = 1.0
 
 
 class PlayCounts:
-    """Plays, and other store writes the listener does not wait for (a busy
+    """Plays, written through the tracks service's background writes (a busy
     store must not delay bytes)."""
 
     def __init__(self, tracks: Tracks, *, flush_delay: float = PLAYS_FLUSH_DELAY) -> None:
         self._tracks = tracks
         self._flush_delay = flush_delay
-        self._background: set[asyncio.Task[None]] = set()
         self._plays: Counter[str] = Counter()
         self._flush: asyncio.TimerHandle | None = None
-
-    def in_background(self, bookkeeping: Coroutine[Any, Any, None]) -> None:
-        """Run a store write the listener does not wait for."""
-        task = asyncio.create_task(bookkeeping)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def count(self, track_id: str) -> None:
         """Count a play, written with the others of the next second in one go: a
@@ -45,12 +36,12 @@ class PlayCounts:
         self._flush = None
         plays, self._plays = self._plays, Counter()
         for track_id, times in plays.items():
-            self.in_background(self._tracks.mark_played(track_id, times))
+            self._tracks.mark_played_soon(track_id, times)
 
     async def drain(self) -> None:
-        """Let pending bookkeeping writes finish (called before the store closes)."""
+        """Write the plays still waiting, and let every background write finish
+        (called before the store closes)."""
         if self._flush is not None:
             self._flush.cancel()
             self._write()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._tracks.drain()

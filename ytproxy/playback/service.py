@@ -121,7 +121,7 @@ class Playback:
             # URL was refreshed to another): answer with the one upstream has.
             log.warning("stream: %s: the stored size (%d bytes) is not upstream's (%d); "
                         "answering with upstream's", track_id, exc.expected, exc.total)
-            self.plays.in_background(self._tracks.remember_size(track_id, exc.total))
+            self._tracks.remember_size_soon(track_id, exc.total)
             answer = await self._open(track, info, exc.total, mime, range_for, listening,
                                       with_body)
         try:
@@ -141,7 +141,7 @@ class Playback:
 
     async def _learn_size(self, track_id: TrackId, info: StreamInfo) -> tuple[int, StreamInfo, str]:
         size, info, mime = await probe_size(self._sources.of(track_id), info)
-        self.plays.in_background(self._tracks.remember_size(track_id, size))
+        self._tracks.remember_size_soon(track_id, size)
         return size, info, mime or FALLBACK_MIME
 
     async def _open(self, track: Track, info: StreamInfo | None, size: int, mime: str,
